@@ -1,0 +1,5 @@
+import sys
+
+from .main import serve_main
+
+sys.exit(serve_main())

@@ -1,0 +1,136 @@
+"""Server settings: defaults < TOML file in the user's config folder < SFUMATO_* environment < flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    tomllib = None
+
+
+class ConfigError(Exception):
+    """Settings that cannot work; the message says which and why."""
+
+
+def user_config_dir() -> Path:
+    if sys.platform == "win32":
+        return Path(os.environ.get("APPDATA", Path.home() / "AppData" / "Roaming")) / "sfumato"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "sfumato"
+    return Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "sfumato"
+
+
+def user_cache_dir() -> Path:
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "sfumato" / "cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "sfumato"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sfumato"
+
+
+@dataclass
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 7860
+    model_dirs: list[Path] = field(default_factory=list)
+    cache_dir: Path = field(default_factory=user_cache_dir)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: str = "auto"  # auto | fp16 | bf16 | fp32
+    token: str | None = None
+    allowed_origins: list[str] = field(default_factory=list)
+    allow_download: bool = False  # let diffusers fetch configs from Hugging Face
+    builtin_models: bool = True
+    # limits
+    max_message_mib: int = 256
+    max_pixels: int = 4096 * 4096
+    max_batch: int = 8
+    max_queued_per_editor: int = 32
+    max_controls: int = 4
+    # sessions
+    resume_ttl_s: float = 600.0
+    result_memory_mib: int = 1024
+    send_timeout_s: float = 30.0
+    outbox_mib: int = 512
+    hello_timeout_s: float = 10.0
+    model_memory_gib: float = 12.0
+
+    def check(self) -> None:
+        if not self.is_loopback() and not self.token:
+            raise ConfigError(
+                f"refusing to listen on {self.host}: any machine that can reach it could use your GPU and "
+                "read your pictures. Set a token (--token or SFUMATO_TOKEN) or bind 127.0.0.1."
+            )
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0..65535, got {self.port}")
+        for origin in self.allowed_origins:
+            if origin in ("*", "null"):
+                raise ConfigError(f"allowed origin {origin!r} would let any web page drive the backend")
+
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+_ENV_PREFIX = "SFUMATO_"
+
+
+def _coerce(name: str, value: Any) -> Any:
+    f = {f.name: f for f in dataclasses.fields(Config)}.get(name)
+    if f is None:
+        raise ConfigError(f"unknown setting {name!r}")
+    kind = str(f.type)
+    try:
+        if kind.startswith("list[Path]"):
+            items = value if isinstance(value, list) else [v for v in str(value).split(os.pathsep) if v]
+            return [Path(v).expanduser() for v in items]
+        if kind.startswith("list[str]"):
+            return value if isinstance(value, list) else [v for v in str(value).split(",") if v]
+        if kind == "Path":
+            return Path(value).expanduser()
+        if kind == "bool":
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        return None if value in (None, "") else str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name!r}: cannot use {value!r} as {kind}") from None
+
+
+def load_config(file: Path | None = None, env: dict[str, str] | None = None, **flags: Any) -> Config:
+    """Merge the settings layers. ``flags`` set to ``None`` are treated as not given."""
+    values: dict[str, Any] = {}
+    path = file if file is not None else user_config_dir() / "config.toml"
+    if path.is_file():
+        if tomllib is None:
+            raise ConfigError("reading config.toml needs Python 3.11+")
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        section = data.get("server", data)
+        values.update({k.replace("-", "_"): _coerce(k.replace("-", "_"), v) for k, v in section.items()})
+    elif file is not None:
+        raise ConfigError(f"config file {file} does not exist")
+    for key, raw in (os.environ if env is None else env).items():
+        if key.startswith(_ENV_PREFIX) and key != "SFUMATO_TEST_OUT":
+            name = key[len(_ENV_PREFIX):].lower()
+            if name in {f.name for f in dataclasses.fields(Config)}:
+                values[name] = _coerce(name, raw)
+    values.update({k: v for k, v in flags.items() if v is not None})
+    cfg = Config(**values)
+    cfg.check()
+    return cfg

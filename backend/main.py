@@ -1,0 +1,80 @@
+"""``sfumato serve``: the composition root of the backend. Nothing here runs at import time."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from .config import Config, ConfigError, load_config
+
+
+def build_engine(config: Config):  # type: ignore[no-untyped-def]
+    from .engine import Engine
+    from .models.catalogue import Catalogue
+
+    catalogue = Catalogue.scan(config.model_dirs, config.cache_dir, builtin=config.builtin_models)
+    return Engine(catalogue, config.device, config.precision, int(config.model_memory_gib * (1 << 30)),
+                  config.allow_download)
+
+
+def add_server_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", help="address to bind (default 127.0.0.1; anything else needs --token)")
+    p.add_argument("--port", type=int, help="port (default 7860; 0 picks a free one)")
+    p.add_argument("--models", dest="model_dirs", action="append", type=Path, metavar="DIR",
+                   help="a model folder (repeatable); A1111/ComfyUI 'models' folders work")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", choices=("auto", "fp16", "bf16", "fp32"))
+    p.add_argument("--token", help="shared secret editors must present (required off loopback)")
+    p.add_argument("--allow-origin", dest="allowed_origins", action="append", metavar="ORIGIN",
+                   help="a browser origin allowed to connect (repeatable; none by default)")
+    p.add_argument("--allow-download", action="store_true", default=None,
+                   help="let diffusers fetch missing model configs from Hugging Face")
+    p.add_argument("--max-pixels", type=int, help="largest image accepted, width × height")
+    p.add_argument("--max-message-mib", type=int, help="largest frame accepted, MiB")
+    p.add_argument("--resume-ttl", dest="resume_ttl_s", type=float, help="seconds a dropped editor's jobs wait")
+    p.add_argument("--config", type=Path, help="TOML file (default: the user config folder's config.toml)")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    keys = ("host", "port", "model_dirs", "device", "precision", "token", "allowed_origins", "allow_download",
+            "max_pixels", "max_message_mib", "resume_ttl_s")
+    return load_config(args.config, **{k: getattr(args, k) for k in keys})
+
+
+async def serve(config: Config) -> None:
+    from .server.app import Server
+
+    server = Server(config, build_engine(config))
+    await server.start()
+    print(f"listening on {server.url}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # Windows
+            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+    await stop.wait()
+    print("shutting down: cancelling jobs and telling editors", flush=True)
+    await server.stop()
+
+
+def serve_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="sfumato serve", description="Run the Sfumato backend.")
+    add_server_arguments(p)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = config_from_args(args)
+        asyncio.run(serve(config))
+    except ConfigError as exc:
+        print(f"sfumato serve: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"sfumato serve: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,149 @@
+"""Load each checkpoint once; derive the img2img / inpaint / ControlNet pipelines from the same weights.
+
+Used from the worker thread only (one worker per device), so it needs no locking.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from sfumato.protocol import ErrorCode, ProtocolError
+
+from .catalogue import ModelEntry
+
+log = logging.getLogger(__name__)
+
+# task → (SD1.x/2.x class name, SDXL class name)
+PIPELINE_CLASSES = {
+    "base": ("StableDiffusionPipeline", "StableDiffusionXLPipeline"),
+    "img2img": ("StableDiffusionImg2ImgPipeline", "StableDiffusionXLImg2ImgPipeline"),
+    "inpaint": ("StableDiffusionInpaintPipeline", "StableDiffusionXLInpaintPipeline"),
+    "img2img+control": ("StableDiffusionControlNetImg2ImgPipeline", "StableDiffusionXLControlNetImg2ImgPipeline"),
+    "inpaint+control": ("StableDiffusionControlNetInpaintPipeline", "StableDiffusionXLControlNetInpaintPipeline"),
+}
+
+
+def pipeline_class(task: str, arch: str) -> Any:
+    import diffusers
+
+    names = PIPELINE_CLASSES[task]
+    return getattr(diffusers, names[1] if arch.startswith("sdxl") else names[0])
+
+
+def module_bytes(*modules: Any) -> int:
+    total = 0
+    for m in modules:
+        if m is not None and hasattr(m, "parameters"):
+            total += sum(p.numel() * p.element_size() for p in m.parameters())
+    return total
+
+
+@dataclass
+class LoadedModel:
+    entry: ModelEntry
+    base: Any
+    derived: dict[tuple[str, tuple[str, ...]], Any] = field(default_factory=dict)
+    bytes: int = 0
+
+
+class PipelineCache:
+    def __init__(self, device: str, dtype: Any, budget_bytes: int, allow_download: bool = False) -> None:
+        self.device, self.dtype, self.budget = device, dtype, budget_bytes
+        self.allow_download = allow_download
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._controlnets: OrderedDict[str, Any] = OrderedDict()
+
+    @property
+    def loaded(self) -> list[str]:
+        return list(self._models)
+
+    def pipeline(self, entry: ModelEntry, task: str, controlnets: list[ModelEntry]) -> Any:
+        model = self._model(entry)
+        key = (task, tuple(c.id for c in controlnets))
+        pipe = model.derived.get(key)
+        if pipe is None:
+            cls = pipeline_class(task, entry.arch)
+            extra: dict[str, Any] = {}
+            if controlnets:
+                from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+
+                nets = [self._controlnet(c) for c in controlnets]
+                extra["controlnet"] = nets[0] if len(nets) == 1 else MultiControlNetModel(nets)
+            pipe = cls.from_pipe(model.base, **extra)  # shares the weights, keeps the dtype
+            pipe.set_progress_bar_config(disable=True)
+            model.derived[key] = pipe
+        return pipe
+
+    def _model(self, entry: ModelEntry) -> LoadedModel:
+        if entry.id in self._models:
+            self._models.move_to_end(entry.id)
+            return self._models[entry.id]
+        base = self._load_checkpoint(entry)
+        loaded = LoadedModel(entry, base, bytes=module_bytes(*base.components.values()))
+        self._models[entry.id] = loaded
+        self._evict(keep=entry.id)
+        return loaded
+
+    def _evict(self, keep: str) -> None:
+        while sum(m.bytes for m in self._models.values()) > self.budget and len(self._models) > 1:
+            victim = next(k for k in self._models if k != keep)
+            log.info("evicting %s from the pipeline cache", victim)
+            del self._models[victim]
+            self._free()
+
+    def _free(self) -> None:
+        import gc
+
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # pragma: no cover - best effort
+            pass
+
+    def _load_checkpoint(self, entry: ModelEntry) -> Any:
+        cls = pipeline_class("base", entry.arch)
+        kwargs: dict[str, Any] = {"dtype": self.dtype}
+        if not entry.arch.startswith("sdxl"):
+            kwargs.update(safety_checker=None, requires_safety_checker=False)
+        try:
+            if entry.format == "diffusers":
+                pipe = cls.from_pretrained(entry.path, local_files_only=True, **kwargs)
+            else:
+                pipe = cls.from_single_file(str(entry.path), local_files_only=not self.allow_download, **kwargs)
+        except (OSError, ValueError, EnvironmentError) as exc:
+            raise ProtocolError(
+                f"could not load {entry.id!r}: {exc}. Single-file checkpoints need their architecture's "
+                "configuration files once from Hugging Face: start the server with --allow-download while online, "
+                "or use a diffusers folder.",
+                "submit.model", ErrorCode.MISSING_WEIGHTS,
+            ) from None
+        pipe.set_progress_bar_config(disable=True)
+        return pipe.to(self.device)
+
+    def _controlnet(self, entry: ModelEntry) -> Any:
+        if entry.id in self._controlnets:
+            self._controlnets.move_to_end(entry.id)
+            return self._controlnets[entry.id]
+        from diffusers import ControlNetModel
+
+        try:
+            if entry.format == "diffusers":
+                net = ControlNetModel.from_pretrained(entry.path, dtype=self.dtype, local_files_only=True)
+            else:
+                net = ControlNetModel.from_single_file(
+                    str(entry.path), dtype=self.dtype, local_files_only=not self.allow_download
+                )
+        except (OSError, ValueError) as exc:
+            raise ProtocolError(f"could not load ControlNet {entry.id!r}: {exc}", "submit.controls",
+                                ErrorCode.MISSING_WEIGHTS) from None
+        net = net.to(self.device)
+        self._controlnets[entry.id] = net
+        while len(self._controlnets) > 4:
+            self._controlnets.popitem(last=False)
+        return net

@@ -1,0 +1,187 @@
+"""The model catalogue: what is in the configured model folders, by id, usable or not and why.
+
+Models are chosen over the wire by catalogue id only; an id is looked up here, so no path ever
+comes from an editor. Pointing a root at an A1111 ``models`` folder or a ComfyUI ``models`` folder
+works: the scan recurses and classifies every file by its tensors.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from sfumato.protocol import ErrorCode, ModelInfo, ProtocolError
+
+from .builtin import TINY_CONTROLNET_ID, TINY_ID, TINY_NATIVE_SIZE, ensure_builtin
+from .detect import NotAModel, detect_diffusers_folder, detect_single_file
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+MAX_DEPTH = 5
+_CONTROL_WORDS = {
+    "canny": "canny", "depth": "depth", "lineart": "lineart", "openpose": "pose", "pose": "pose",
+    "scribble": "scribble", "softedge": "softedge", "hed": "softedge", "tile": "tile",
+}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    id: str
+    kind: str  # checkpoint | controlnet | unusable
+    arch: str
+    path: Path
+    format: str  # diffusers | single_file
+    native_size: int = 0
+    control_type: str | None = None
+    test: bool = False
+    problem: str = ""  # why it is unusable; empty when usable
+
+    @property
+    def usable(self) -> bool:
+        return not self.problem
+
+    @property
+    def label(self) -> str:
+        base = self.id.removeprefix("builtin:")
+        return f"{base} (test model, random weights)" if self.test else base
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            id=self.id, kind=self.kind, arch=self.arch, label=self.label, native_size=self.native_size,
+            control_type=self.control_type, test=self.test,
+        )
+
+
+def guess_control_type(name: str) -> str | None:
+    """ControlNet files do not say what they condition on; their names conventionally do."""
+    for word in re.split(r"[^a-z]+", name.lower()):
+        if word in _CONTROL_WORDS:
+            return _CONTROL_WORDS[word]
+    return None
+
+
+class Catalogue:
+    def __init__(self, entries: list[ModelEntry]) -> None:
+        self._entries = {e.id: e for e in entries}
+
+    @classmethod
+    def scan(cls, roots: list[Path], cache_dir: Path, builtin: bool = True) -> Catalogue:
+        entries: list[ModelEntry] = []
+        if builtin:
+            tiny, tiny_cn = ensure_builtin(cache_dir)
+            entries.append(ModelEntry(TINY_ID, "checkpoint", "sd15-tiny", tiny, "diffusers", TINY_NATIVE_SIZE, test=True))
+            entries.append(ModelEntry(TINY_CONTROLNET_ID, "controlnet", "sd15-tiny", tiny_cn, "diffusers", test=True))
+        seen = {e.id for e in entries}
+        for root in roots:
+            for entry in _scan_root(root.resolve()):
+                eid = entry.id
+                n = 2
+                while eid in seen:
+                    eid, n = f"{entry.id}@{n}", n + 1
+                seen.add(eid)
+                entries.append(entry if eid == entry.id else _renamed(entry, eid))
+        return cls(entries)
+
+    def all(self) -> list[ModelEntry]:
+        return list(self._entries.values())
+
+    def usable(self) -> list[ModelEntry]:
+        return [e for e in self._entries.values() if e.usable]
+
+    def get(self, model_id: str, kind: str = "checkpoint", field: str = "submit.model") -> ModelEntry:
+        entry = self._entries.get(model_id)
+        if entry is None:
+            raise ProtocolError(f"unknown model {model_id!r}; ask for the catalogue with `sfumato models`",
+                                field, ErrorCode.UNKNOWN_MODEL)
+        if not entry.usable:
+            raise ProtocolError(f"model {model_id!r} cannot be used: {entry.problem}", field, ErrorCode.UNKNOWN_MODEL)
+        if entry.kind != kind:
+            raise ProtocolError(f"model {model_id!r} is a {entry.kind}, expected a {kind}", field, ErrorCode.UNKNOWN_MODEL)
+        return entry
+
+    def controlnet_for(self, control_type: str, arch: str, field: str) -> ModelEntry:
+        """Pick a ControlNet of the given type that fits the checkpoint's architecture."""
+        family = arch.split("-")[0]
+        candidates = [
+            e for e in self.usable()
+            if e.kind == "controlnet" and e.arch.split("-")[0] == family
+            and (e.control_type == control_type or (e.test and arch.endswith("tiny")))
+        ]
+        if not candidates:
+            raise ProtocolError(
+                f"no {control_type} ControlNet for {family} models was found in the model folders; "
+                f"put one (e.g. a *{control_type}*.safetensors ControlNet) there",
+                field, ErrorCode.MISSING_WEIGHTS,
+            )
+        return sorted(candidates, key=lambda e: e.id)[0]
+
+
+def _renamed(entry: ModelEntry, new_id: str) -> ModelEntry:
+    return ModelEntry(new_id, entry.kind, entry.arch, entry.path, entry.format, entry.native_size,
+                      entry.control_type, entry.test, entry.problem)
+
+
+def _scan_root(root: Path) -> list[ModelEntry]:
+    found: list[ModelEntry] = []
+    if not root.is_dir():
+        return found
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        depth = len(here.relative_to(root).parts)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if here != root and ((here / "model_index.json").is_file() or (here / "config.json").is_file()):
+            found.append(_classify_folder(root, here))
+            dirnames[:] = []  # a diffusers folder's subfolders are its components
+            continue
+        if depth >= MAX_DEPTH:
+            dirnames[:] = []
+        for name in sorted(filenames):
+            path = here / name
+            if name.endswith(".safetensors"):
+                found.append(_classify_file(root, path))
+            elif name.endswith(PICKLE_SUFFIXES):
+                rel = path.relative_to(root).with_suffix("").as_posix()
+                found.append(ModelEntry(
+                    rel, "unusable", "unknown", path, "pickle",
+                    problem="a pickled checkpoint, which can run code when loaded; Sfumato never unpickles "
+                    "models. Convert it to .safetensors (e.g. with diffusers' conversion scripts) or "
+                    "download the .safetensors release",
+                ))
+    return found
+
+
+def _inside(root: Path, path: Path) -> bool:
+    try:
+        path.resolve().relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def _classify_file(root: Path, path: Path) -> ModelEntry:
+    rel = path.relative_to(root).with_suffix("").as_posix()
+    if not _inside(root, path):
+        return ModelEntry(rel, "unusable", "unknown", path, "single_file", problem="links outside the model folder")
+    try:
+        d = detect_single_file(path)
+    except (NotAModel, OSError) as exc:
+        return ModelEntry(rel, "unusable", "unknown", path, "single_file", problem=str(exc))
+    control = guess_control_type(path.stem) if d.kind == "controlnet" else None
+    problem = ""
+    if d.kind == "controlnet" and control is None:
+        problem = "ControlNet type unknown: put canny/depth/lineart/openpose/scribble in its file name"
+    return ModelEntry(rel, d.kind, d.arch, path, d.format, d.native_size, control, problem=problem)
+
+
+def _classify_folder(root: Path, folder: Path) -> ModelEntry:
+    rel = folder.relative_to(root).as_posix()
+    try:
+        d = detect_diffusers_folder(folder)
+    except NotAModel as exc:
+        return ModelEntry(rel, "unusable", "unknown", folder, "diffusers", problem=str(exc))
+    control = guess_control_type(folder.name) if d.kind == "controlnet" else None
+    problem = ""
+    if d.kind == "controlnet" and control is None:
+        problem = "ControlNet type unknown: put canny/depth/lineart/openpose/scribble in its folder name"
+    return ModelEntry(rel, d.kind, d.arch, folder, d.format, d.native_size, control, problem=problem)

@@ -1,0 +1,139 @@
+"""Tell what a model file or folder is from its tensors and configs, never from its name.
+
+Only the safetensors JSON header is read (names, dtypes, shapes): no tensor data, no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_HEADER_BYTES = 100 << 20
+
+
+class NotAModel(Exception):
+    """The file is not something Sfumato can use; the message says why in plain words."""
+
+
+@dataclass(frozen=True)
+class Detected:
+    kind: str  # "checkpoint" | "controlnet"
+    arch: str  # "sd15" | "sd15-inpaint" | "sd2" | "sdxl" | "sdxl-inpaint" | "sd15-tiny" ...
+    native_size: int
+    format: str  # "single_file" | "diffusers"
+
+
+NATIVE = {"sd15": 512, "sd15-inpaint": 512, "sd2": 768, "sdxl": 1024, "sdxl-inpaint": 1024}
+
+
+def read_safetensors_header(path: Path) -> dict[str, dict[str, object]]:
+    with path.open("rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            raise NotAModel("file is too short to be safetensors")
+        (n,) = struct.unpack("<Q", raw)
+        if n > MAX_HEADER_BYTES:
+            raise NotAModel("safetensors header is implausibly large")
+        header = f.read(n)
+    try:
+        parsed = json.loads(header)
+    except ValueError:
+        raise NotAModel("safetensors header is not valid JSON") from None
+    if not isinstance(parsed, dict):
+        raise NotAModel("safetensors header is not a map")
+    parsed.pop("__metadata__", None)
+    return parsed
+
+
+def _shape(header: dict[str, dict[str, object]], key: str) -> list[int] | None:
+    entry = header.get(key)
+    shape = entry.get("shape") if isinstance(entry, dict) else None
+    return list(shape) if isinstance(shape, list) else None
+
+
+def detect_single_file(path: Path) -> Detected:
+    """Classify a ``.safetensors`` file by its tensor names and shapes."""
+    header = read_safetensors_header(path)
+    keys = header.keys()
+
+    def has(prefix: str) -> bool:
+        return any(k.startswith(prefix) for k in keys)
+
+    if has("model.diffusion_model."):
+        conv_in = _shape(header, "model.diffusion_model.input_blocks.0.0.weight")
+        inpaint = bool(conv_in and len(conv_in) == 4 and conv_in[1] == 9)
+        if has("conditioner.embedders.1.") or has("model.diffusion_model.label_emb."):
+            if not has("conditioner.embedders.0.transformer."):
+                raise NotAModel("SDXL refiner checkpoints are not supported; use an SDXL base model")
+            arch = "sdxl-inpaint" if inpaint else "sdxl"
+        elif has("cond_stage_model.model."):
+            arch = "sd2"
+        elif has("cond_stage_model.transformer."):
+            arch = "sd15-inpaint" if inpaint else "sd15"
+        else:
+            raise NotAModel("has a diffusion UNet but no text encoder: not a full checkpoint")
+        return Detected("checkpoint", arch, NATIVE[arch], "single_file")
+    if has("control_model."):
+        dim = _shape(header, "control_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight")
+        if dim is None:  # SDXL controlnets have no attention in the first level
+            dim = _shape(header, "control_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight")
+        return Detected("controlnet", _arch_from_cross_dim(dim[1] if dim else 0), 0, "single_file")
+    if has("controlnet_cond_embedding."):
+        dim = next(
+            (_shape(header, k) for k in keys if k.endswith("attn2.to_k.weight")), None
+        )
+        return Detected("controlnet", _arch_from_cross_dim(dim[1] if dim else 0), 0, "single_file")
+    if has("lora_unet_") or has("lora_te") or any(".lora_" in k or "lora_A" in k for k in keys):
+        raise NotAModel("a LoRA, not a checkpoint (LoRAs are not supported yet)")
+    if has("encoder.down") and has("decoder.up") and not has("model."):
+        raise NotAModel("a standalone VAE, not a checkpoint")
+    if has("down_blocks.") and has("conv_in."):
+        raise NotAModel("a lone diffusers UNet, not a full checkpoint; use the whole diffusers folder")
+    raise NotAModel("unrecognised tensors: not an SD1.5/SD2/SDXL checkpoint or ControlNet")
+
+
+def _arch_from_cross_dim(dim: int) -> str:
+    return {768: "sd15", 1024: "sd2", 2048: "sdxl"}.get(dim, "unknown")
+
+
+def detect_diffusers_folder(folder: Path) -> Detected:
+    """Classify a diffusers folder by its ``model_index.json`` or ``config.json``."""
+    index = folder / "model_index.json"
+    if index.is_file():
+        meta = _read_json(index)
+        cls = str(meta.get("_class_name", ""))
+        unet_cfg = _read_json(folder / "unet" / "config.json") if (folder / "unet" / "config.json").is_file() else {}
+        vae_cfg = _read_json(folder / "vae" / "config.json") if (folder / "vae" / "config.json").is_file() else {}
+        scale = 2 ** (len(vae_cfg.get("block_out_channels", [0, 0, 0, 0])) - 1)
+        native = int(unet_cfg.get("sample_size", 64)) * scale
+        inpaint = unet_cfg.get("in_channels") == 9
+        if "XL" in cls:
+            arch = "sdxl-inpaint" if inpaint else "sdxl"
+        elif cls.startswith("StableDiffusion"):
+            cross = unet_cfg.get("cross_attention_dim")
+            arch = {768: "sd15", 1024: "sd2"}.get(cross if isinstance(cross, int) else 0, "sd15-custom")
+            if inpaint:
+                arch += "-inpaint"
+        else:
+            raise NotAModel(f"diffusers pipeline {cls or '?'} is not a Stable Diffusion pipeline")
+        return Detected("checkpoint", arch, native, "diffusers")
+    config = folder / "config.json"
+    if config.is_file():
+        meta = _read_json(config)
+        if meta.get("_class_name") == "ControlNetModel":
+            cross = meta.get("cross_attention_dim")
+            return Detected("controlnet", _arch_from_cross_dim(cross if isinstance(cross, int) else 0), 0, "diffusers")
+        raise NotAModel(f"diffusers {meta.get('_class_name', '?')} folder is not a checkpoint or ControlNet")
+    raise NotAModel("no model_index.json or config.json")
+
+
+def _read_json(path: Path) -> dict[str, object]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise NotAModel(f"{path.name} is unreadable: {exc}") from None
+    if not isinstance(data, dict):
+        raise NotAModel(f"{path.name} is not a JSON map")
+    return data

@@ -1,0 +1,73 @@
+"""Wire images ⇄ numpy arrays. Floats in 0..1, straight alpha; integer formats keep exact round trips."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sfumato.protocol import Image, PixelFormat
+
+_NATIVE = {
+    PixelFormat.RGBA8: (np.dtype(np.uint8), 255.0),
+    PixelFormat.RGBA16: (np.dtype("<u2"), 65535.0),
+    PixelFormat.RGBAF32: (np.dtype("<f4"), 1.0),
+    PixelFormat.GRAY8: (np.dtype(np.uint8), 255.0),
+}
+
+
+def native_array(img: Image) -> np.ndarray:
+    """The pixels in their own dtype, shape (H, W, C)."""
+    dtype, _ = _NATIVE[img.format]
+    channels = 1 if img.format == PixelFormat.GRAY8 else 4
+    return np.frombuffer(img.data, dtype=dtype).reshape(img.height, img.width, channels)
+
+
+def to_float(img: Image) -> np.ndarray:
+    """(H, W, C) float32 in 0..1 (float layers are clipped: the models know no HDR)."""
+    dtype, scale = _NATIVE[img.format]
+    arr = native_array(img).astype(np.float32)
+    if scale != 1.0:
+        arr /= scale
+    return np.clip(arr, 0.0, 1.0) if img.format == PixelFormat.RGBAF32 else arr
+
+
+def from_float(arr: np.ndarray, fmt: str) -> np.ndarray:
+    """Float 0..1 → the native dtype of ``fmt`` (rounded, clipped)."""
+    dtype, scale = _NATIVE[fmt]
+    if fmt == PixelFormat.RGBAF32:
+        return arr.astype(dtype)
+    return np.clip(np.rint(arr * scale), 0, scale).astype(dtype)
+
+
+def make_image(native: np.ndarray, fmt: str) -> Image:
+    h, w = native.shape[:2]
+    return Image(width=w, height=h, format=fmt, data=np.ascontiguousarray(native).tobytes())
+
+
+def resize(arr: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize float (H, W[, C]) with Lanczos (down) or bicubic (up), channel by channel in float precision."""
+    from PIL import Image as PILImage
+
+    if arr.shape[1] == width and arr.shape[0] == height:
+        return arr
+    down = width * height < arr.shape[0] * arr.shape[1]
+    method = PILImage.Resampling.LANCZOS if down else PILImage.Resampling.BICUBIC
+    planes = arr[..., None] if arr.ndim == 2 else arr
+    out = np.stack(
+        [np.asarray(PILImage.fromarray(planes[..., c].astype(np.float32), mode="F").resize((width, height), method))
+         for c in range(planes.shape[2])],
+        axis=-1,
+    )
+    out = np.clip(out, 0.0, 1.0)
+    return out[..., 0] if arr.ndim == 2 else out
+
+
+def to_pil_rgb(arr: np.ndarray):  # type: ignore[no-untyped-def]
+    from PIL import Image as PILImage
+
+    return PILImage.fromarray(np.clip(np.rint(arr[..., :3] * 255), 0, 255).astype(np.uint8), mode="RGB")
+
+
+def to_pil_gray(arr: np.ndarray):  # type: ignore[no-untyped-def]
+    from PIL import Image as PILImage
+
+    return PILImage.fromarray(np.clip(np.rint(arr * 255), 0, 255).astype(np.uint8), mode="L")

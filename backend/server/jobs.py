@@ -1,0 +1,52 @@
+"""A job as the backend tracks it, and the state each editor keeps across reconnects."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sfumato.protocol import JobEvent, JobState, Submit, advance
+
+if TYPE_CHECKING:
+    from .session import Session
+
+
+@dataclass(eq=False)
+class Job:
+    owner: EditorState
+    submit: Submit
+    seed: int
+    state: JobState = JobState.QUEUED
+    position: int = -1
+    cancel: threading.Event = field(default_factory=threading.Event)
+    created: float = field(default_factory=time.monotonic)
+
+    @property
+    def id(self) -> str:
+        return self.submit.job_id
+
+    def advance(self, event: JobEvent) -> None:
+        self.state = advance(self.state, event)
+
+
+@dataclass(eq=False)
+class EditorState:
+    """One editor's jobs and undelivered results; outlives its connection for ``resume_ttl_s``."""
+
+    session_id: str
+    name: str
+    session: Session | None = None
+    jobs: dict[str, Job] = field(default_factory=dict)
+    undelivered: dict[str, bytes] = field(default_factory=dict)  # job id → encoded Result frame
+    disconnected_at: float | None = None
+
+    @property
+    def active_jobs(self) -> list[Job]:
+        return [j for j in self.jobs.values() if not j.state.finished]
+
+    def forget_finished(self) -> None:
+        """Drop finished jobs whose results were delivered (their ids may be reused)."""
+        for jid in [j.id for j in self.jobs.values() if j.state.finished and j.id not in self.undelivered]:
+            del self.jobs[jid]

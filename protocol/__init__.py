@@ -1,0 +1,29 @@
+"""Sfumato's wire protocol, v1: Sans-I/O (no sockets, no asyncio, no clock), stdlib + msgpack.
+
+Runs unchanged in the backend and inside an editor's embedded Python (3.10+). See SPEC.md.
+"""
+
+from .codec import Unknown, check_version, decode, encode
+from .errors import (
+    BadFrame,
+    ErrorCode,
+    IllegalTransition,
+    InvalidMessage,
+    LimitExceeded,
+    ProtocolError,
+    VersionMismatch,
+)
+from .images import BYTES_PER_PIXEL, Image, PixelFormat
+from .limits import DEFAULT_LIMITS, DecodeLimits
+from .messages import *  # noqa: F403
+from .messages import __all__ as _messages_all
+from .regions import Point, Rect, context_rect
+from .states import JobEvent, JobState, advance
+
+__all__ = [
+    *_messages_all,
+    "BYTES_PER_PIXEL", "DEFAULT_LIMITS", "BadFrame", "DecodeLimits", "ErrorCode", "IllegalTransition",
+    "Image", "InvalidMessage", "JobEvent", "JobState", "LimitExceeded", "PixelFormat", "Point",
+    "ProtocolError", "Rect", "Unknown", "VersionMismatch", "advance", "check_version", "context_rect",
+    "decode", "encode",
+]

@@ -1,0 +1,313 @@
+"""Every message of protocol v1: one frozen dataclass each, validated on construction.
+
+On the wire a message is a msgpack map with a ``"type"`` key plus the fields below. SPEC.md
+documents each one; ``tests/test_spec.py`` keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from .errors import InvalidMessage
+from .images import Image, ImageKind, PixelFormat
+from .regions import Point, Rect
+from .schema import Bool, Float, Int, ListOf, Nested, Optional, Record, Str, Timings, wire
+
+PROTOCOL_VERSION = (1, 0)
+
+JOB_ID = Str(1, 64, pattern=r"[A-Za-z0-9_.:\-]+")
+SEED = Int(0, (1 << 32) - 1)
+TASKS = ("img2img", "inpaint")
+CONTROL_TYPES = ("canny", "depth", "lineart", "pose", "scribble", "softedge", "tile")
+FILL_MODES = ("auto", "none", "neutral", "blur", "original")
+CLIENT_KINDS = ("krita", "gimp", "cli", "test", "other")
+JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+
+
+class Message(Record):
+    """A top-level message. ``TYPE`` is its wire name."""
+
+    TYPE: ClassVar[str] = ""
+
+
+# --------------------------------------------------------------------------- nested records
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits(Record):
+    PATH = "limits"
+    max_message_bytes: int = wire(Int(1024, 1 << 30), "largest frame accepted, bytes")
+    max_pixels: int = wire(Int(1, 1 << 26), "largest image accepted, width × height")
+    max_batch: int = wire(Int(1, 64), "largest batch_size")
+    max_queued_per_editor: int = wire(Int(1, 10_000), "jobs one editor may have queued or running")
+    max_controls: int = wire(Int(0, 16), "ControlNet controls per job")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo(Record):
+    PATH = "model"
+    id: str = wire(Str(1, 256), "catalogue id, used in submit.model / control.model")
+    kind: str = wire(Str(choices=("checkpoint", "controlnet")))
+    arch: str = wire(Str(1, 32), "sd15, sdxl, ... or unknown")
+    label: str = wire(Str(0, 256), "human-readable name")
+    native_size: int = wire(Int(0, 8192), "side of the native square resolution, px (0 = n/a)", default=0)
+    control_type: str | None = wire(Optional(Str(1, 32)), "for controlnets: canny, depth, ...", default=None)
+    test: bool = wire(Bool(), "a built-in test model with random weights", default=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Control(Record):
+    """One ControlNet control of a job."""
+
+    PATH = "control"
+    type: str = wire(Str(choices=CONTROL_TYPES), "what the control image means")
+    image: Image = wire(ImageKind((PixelFormat.RGBA8, PixelFormat.GRAY8)), "same size as submit.image")
+    preprocess: bool = wire(Bool(), "true: extract the map from image; false: image already is the map", default=True)
+    model: str | None = wire(Optional(Str(1, 256)), "controlnet catalogue id; nil picks one by type", default=None)
+    strength: float = wire(Float(0.0, 2.0), "conditioning scale", default=1.0)
+    start: float = wire(Float(0.0, 1.0), "fraction of the schedule where the control starts", default=0.0)
+    end: float = wire(Float(0.0, 1.0), "fraction of the schedule where it ends", default=1.0)
+
+    def validate(self) -> None:
+        if self.start > self.end:
+            raise InvalidMessage(f"expected start ≤ end, got {self.start} > {self.end}", self._path("start"))
+
+
+@dataclasses.dataclass(frozen=True)
+class PreviewSettings(Record):
+    PATH = "preview"
+    enabled: bool = wire(Bool(), default=True)
+    max_per_second: float = wire(Float(0.0, 30.0), "previews per second at most; 0 = none", default=4.0)
+    max_size: int = wire(Int(16, 1024), "longest side of a preview image, px", default=256)
+
+
+@dataclasses.dataclass(frozen=True)
+class InpaintOptions(Record):
+    """Mask shaping; nil means automatic, relative to the selection size."""
+
+    PATH = "inpaint"
+    grow: int | None = wire(Optional(Int(0, 1024)), "px the denoise mask grows beyond the selection", default=None)
+    feather: int | None = wire(Optional(Int(0, 1024)), "px of blur on the denoise mask", default=None)
+    blend: int | None = wire(Optional(Int(0, 1024)), "px of the seam ramp inside the selection", default=None)
+    fill: str = wire(Str(choices=FILL_MODES), "what the masked area holds before denoising", default="auto")
+
+
+# --------------------------------------------------------------------------- client → server
+
+
+@dataclasses.dataclass(frozen=True)
+class Hello(Message):
+    TYPE = "hello"
+    PATH = "hello"
+    version: tuple[int, ...] = wire(ListOf(Int(0, 65535), 2, 2), "[major, minor]")
+    client: str = wire(Str(1, 128), "name and version of the editor plugin")
+    kind: str = wire(Str(choices=CLIENT_KINDS), default="other")
+    token: str | None = wire(Optional(Str(0, 256)), "shared secret; required unless the server is loopback-only", default=None)
+    capabilities: tuple[str, ...] = wire(ListOf(Str(1, 64), 0, 64), "optional features, e.g. zlib", default=())
+    resume: str | None = wire(Optional(Str(1, 128)), "session id from an earlier welcome", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Submit(Message):
+    TYPE = "submit"
+    PATH = "submit"
+    job_id: str = wire(JOB_ID, "chosen by the client, unique among its own jobs")
+    task: str = wire(Str(choices=TASKS))
+    model: str = wire(Str(1, 256), "checkpoint catalogue id")
+    image: Image = wire(ImageKind((PixelFormat.RGBA8, PixelFormat.RGBA16, PixelFormat.RGBAF32)), "layer pixels")
+    origin: Point = wire(Nested(Point), "document position of image's top-left pixel", default=Point(x=0, y=0))
+    mask: Image | None = wire(
+        Optional(ImageKind((PixelFormat.GRAY8,))), "selection coverage, same size as image; required for inpaint",
+        default=None,
+    )
+    prompt: str = wire(Str(0, 8000), default="")
+    negative_prompt: str = wire(Str(0, 8000), default="")
+    strength: float = wire(Float(0.0, 1.0), "denoising strength: 0 = unchanged, 1 = new image", default=0.6)
+    steps: int = wire(Int(1, 200), "scheduler steps at strength 1; int(steps × strength) run", default=20)
+    guidance: float = wire(Float(0.0, 30.0), "classifier-free guidance scale", default=7.0)
+    seed: int | None = wire(Optional(SEED), "nil = server picks; image i of a batch uses seed + i", default=None)
+    scheduler: str = wire(Str(1, 32), "euler, euler_a, dpmpp_2m, dpmpp_2m_karras, ddim, unipc", default="euler_a")
+    batch_size: int = wire(Int(1, 64), default=1)
+    context: Rect | None = wire(Optional(Nested(Rect)), "what the model sees (document px); nil = automatic", default=None)
+    result: Rect | None = wire(Optional(Nested(Rect)), "what is pasted (document px); nil = automatic", default=None)
+    controls: tuple[Control, ...] = wire(ListOf(Nested(Control), 0, 16), default=())
+    preview: PreviewSettings = wire(Nested(PreviewSettings), default=PreviewSettings())
+    inpaint: InpaintOptions = wire(Nested(InpaintOptions), default=InpaintOptions())
+
+    @property
+    def image_rect(self) -> Rect:
+        return Rect(x=self.origin.x, y=self.origin.y, w=self.image.width, h=self.image.height)
+
+    def validate(self) -> None:
+        if self.task == "inpaint" and self.mask is None:
+            raise InvalidMessage("an inpaint job needs a mask", self._path("mask"))
+        if self.mask is not None and self.mask.size != self.image.size:
+            raise InvalidMessage(
+                f"expected the mask to match the image size {self.image.width}×{self.image.height}, "
+                f"got {self.mask.width}×{self.mask.height}",
+                self._path("mask"),
+            )
+        for i, control in enumerate(self.controls):
+            if control.image.size != self.image.size:
+                raise InvalidMessage(
+                    f"expected the control image to match the image size {self.image.width}×{self.image.height}, "
+                    f"got {control.image.width}×{control.image.height}",
+                    f"{self._path('controls')}[{i}].image",
+                )
+        for name in ("context", "result"):
+            rect = getattr(self, name)
+            if rect is not None and not self.image_rect.contains(rect):
+                raise InvalidMessage(f"expected a rectangle inside the image {self.image_rect}, got {rect}", self._path(name))
+        if self.context is not None and self.result is not None and not self.context.contains(self.result):
+            raise InvalidMessage("expected the result rectangle inside the context rectangle", self._path("result"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Cancel(Message):
+    TYPE = "cancel"
+    PATH = "cancel"
+    job_id: str = wire(JOB_ID)
+
+
+@dataclasses.dataclass(frozen=True)
+class GetStatus(Message):
+    TYPE = "get_status"
+    PATH = "get_status"
+
+
+# --------------------------------------------------------------------------- server → client
+
+
+@dataclasses.dataclass(frozen=True)
+class Welcome(Message):
+    TYPE = "welcome"
+    PATH = "welcome"
+    version: tuple[int, ...] = wire(ListOf(Int(0, 65535), 2, 2), "[major, minor] the server speaks")
+    server: str = wire(Str(1, 128))
+    session: str = wire(Str(1, 128), "secret session id; send it as hello.resume after a reconnect")
+    resumed: bool = wire(Bool(), "true if hello.resume named a live session")
+    limits: Limits = wire(Nested(Limits))
+    models: tuple[ModelInfo, ...] = wire(ListOf(Nested(ModelInfo), 0, 4096))
+    device: str = wire(Str(1, 128), "e.g. cuda:0 (NVIDIA H200), cpu")
+    capabilities: tuple[str, ...] = wire(ListOf(Str(1, 64), 0, 64), default=())
+
+
+@dataclasses.dataclass(frozen=True)
+class Queued(Message):
+    TYPE = "queued"
+    PATH = "queued"
+    job_id: str = wire(JOB_ID)
+    position: int = wire(Int(0, 1 << 20), "jobs that will start before this one (0 = next)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Started(Message):
+    TYPE = "started"
+    PATH = "started"
+    job_id: str = wire(JOB_ID)
+    steps: int = wire(Int(0, 10_000), "denoising steps that will actually run")
+    steps_requested: int = wire(Int(0, 10_000), "submit.steps")
+    width: int = wire(Int(0, 65535), "generation width after the resolution autopilot")
+    height: int = wire(Int(0, 65535))
+    seeds: tuple[int, ...] = wire(ListOf(SEED, 1, 64))
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress(Message):
+    TYPE = "progress"
+    PATH = "progress"
+    job_id: str = wire(JOB_ID)
+    step: int = wire(Int(0, 10_000), "steps completed")
+    total: int = wire(Int(0, 10_000))
+    preview: Image | None = wire(
+        Optional(ImageKind((PixelFormat.RGBA8,))), "low-resolution look at the result rectangle", default=None
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Result(Message):
+    TYPE = "result"
+    PATH = "result"
+    job_id: str = wire(JOB_ID)
+    images: tuple[Image, ...] = wire(
+        ListOf(ImageKind((PixelFormat.RGBA8, PixelFormat.RGBA16, PixelFormat.RGBAF32)), 1, 64),
+        "one per batch item, the result rectangle, alpha = compositing mask",
+    )
+    rect: Rect = wire(Nested(Rect), "document position and size of every image")
+    seeds: tuple[int, ...] = wire(ListOf(SEED, 1, 64))
+    timings: dict[str, float] = wire(Timings(), "seconds per stage", default_factory=dict)
+
+    def validate(self) -> None:
+        for i, img in enumerate(self.images):
+            if img.size != (self.rect.w, self.rect.h):
+                raise InvalidMessage("expected every image to match rect's size", f"{self._path('images')}[{i}]")
+        if len(self.seeds) != len(self.images):
+            raise InvalidMessage(f"expected {len(self.images)} seeds, got {len(self.seeds)}", self._path("seeds"))
+
+
+@dataclasses.dataclass(frozen=True)
+class JobError(Message):
+    TYPE = "job_error"
+    PATH = "job_error"
+    job_id: str = wire(JOB_ID)
+    code: str = wire(Str(1, 64), "see the error codes")
+    message: str = wire(Str(0, 4000), "plain words for the painter")
+    field: str = wire(Str(0, 256), "dotted path of the offending field, or empty", default="")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cancelled(Message):
+    TYPE = "cancelled"
+    PATH = "cancelled"
+    job_id: str = wire(JOB_ID)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobStatus(Message):
+    """Sent after a resumed welcome, once per job the session still owns."""
+
+    TYPE = "job_status"
+    PATH = "job_status"
+    job_id: str = wire(JOB_ID)
+    state: str = wire(Str(choices=JOB_STATES))
+    position: int | None = wire(Optional(Int(0, 1 << 20)), "for queued jobs", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Status(Message):
+    TYPE = "status"
+    PATH = "status"
+    queue_length: int = wire(Int(0, 1 << 20), "jobs waiting, all editors")
+    running: int = wire(Int(0, 1024), "jobs running now")
+    editors: int = wire(Int(0, 1 << 20), "connected editors")
+    loaded_models: tuple[str, ...] = wire(ListOf(Str(1, 256), 0, 64), default=())
+    device: str = wire(Str(1, 128), default="cpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class Error(Message):
+    """An error not tied to a job (bad frame, bad handshake, ...). ``fatal``: the server closes next."""
+
+    TYPE = "error"
+    PATH = "error"
+    code: str = wire(Str(1, 64))
+    message: str = wire(Str(0, 4000))
+    field: str = wire(Str(0, 256), default="")
+    fatal: bool = wire(Bool(), default=False)
+
+
+CLIENT_MESSAGES: tuple[type[Message], ...] = (Hello, Submit, Cancel, GetStatus)
+SERVER_MESSAGES: tuple[type[Message], ...] = (
+    Welcome, Queued, Started, Progress, Result, JobError, Cancelled, JobStatus, Status, Error,
+)
+ALL_MESSAGES = CLIENT_MESSAGES + SERVER_MESSAGES
+BY_TYPE: dict[str, type[Message]] = {m.TYPE: m for m in ALL_MESSAGES}
+JOB_EVENTS: tuple[type[Message], ...] = (Queued, Started, Progress, Result, JobError, Cancelled, JobStatus)
+
+__all__ = [
+    "ALL_MESSAGES", "BY_TYPE", "CLIENT_MESSAGES", "CONTROL_TYPES", "JOB_EVENTS", "PROTOCOL_VERSION",
+    "SERVER_MESSAGES", "TASKS", "Cancel", "Cancelled", "Control", "Error", "GetStatus", "Hello",
+    "Image", "InpaintOptions", "JobError", "JobStatus", "Limits", "Message", "ModelInfo",
+    "PreviewSettings", "Progress", "Queued", "Result", "Started", "Status", "Submit", "Welcome",
+]

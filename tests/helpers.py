@@ -1,0 +1,99 @@
+"""Shared test helpers: tiny images, a real server on loopback, real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sfumato.protocol import Image, Submit
+
+
+def pattern_rgba(w: int, h: int, seed: int = 0, alpha: int | None = 255) -> Image:
+    """A deterministic pattern: gradients plus noise, fully opaque unless ``alpha`` is None (varying)."""
+    rnd = random.Random(seed)
+    data = bytearray(w * h * 4)
+    for y in range(h):
+        for x in range(w):
+            i = (y * w + x) * 4
+            data[i] = (x * 255 // max(1, w - 1) + rnd.randrange(16)) % 256
+            data[i + 1] = (y * 255 // max(1, h - 1)) % 256
+            data[i + 2] = ((x ^ y) * 8 + rnd.randrange(8)) % 256
+            data[i + 3] = alpha if alpha is not None else (0 if x < w // 4 else (128 if x < w // 2 else 255))
+    return Image(width=w, height=h, format="rgba8", data=bytes(data))
+
+
+def rect_mask(w: int, h: int, x0: int, y0: int, x1: int, y1: int, value: int = 255) -> Image:
+    data = bytearray(w * h)
+    for y in range(y0, y1):
+        data[y * w + x0:y * w + x1] = bytes([value]) * (x1 - x0)
+    return Image(width=w, height=h, format="gray8", data=bytes(data))
+
+
+def submit(job_id: str, size: int = 64, **kw: Any) -> Submit:
+    kw.setdefault("task", "img2img")
+    kw.setdefault("model", "builtin:tiny")
+    kw.setdefault("steps", 4)
+    kw.setdefault("strength", 0.5)
+    kw.setdefault("seed", 1)
+    kw.setdefault("prompt", "a test")
+    if "image" not in kw:
+        kw["image"] = pattern_rgba(size, size)
+    return Submit(job_id=job_id, **kw)
+
+
+@contextlib.asynccontextmanager
+async def running_server(engine: Any, **config: Any) -> AsyncIterator[Any]:
+    from sfumato.backend.config import Config
+    from sfumato.backend.server.app import Server
+
+    config.setdefault("port", 0)
+    server = Server(Config(**config), engine)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace_s=5)
+
+
+class Recorder:
+    """A client listener that records every event and lets tests wait for one."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, event: Any, job: Any) -> None:
+        self.events.append(event)
+        self._changed.set()
+
+    def of(self, cls: type, job_id: str | None = None) -> list[Any]:
+        return [e for e in self.events if isinstance(e, cls) and (job_id is None or getattr(e, "job_id", None) == job_id)]
+
+    async def wait_for(self, cls: type, job_id: str | None = None, timeout: float = 60.0, count: int = 1) -> Any:
+        async def waiter() -> Any:
+            while len(self.of(cls, job_id)) < count:
+                self._changed.clear()
+                await self._changed.wait()
+            return self.of(cls, job_id)[count - 1]
+
+        return await asyncio.wait_for(waiter(), timeout)
+
+
+@contextlib.asynccontextmanager
+async def connected_client(url: str, name: str = "test", **kw: Any) -> AsyncIterator[tuple[Any, Recorder]]:
+    from sfumato.plugin.core.client import Client
+    from sfumato.plugin.core.transport import WebSocketTransport
+
+    rec = Recorder()
+    client = Client(lambda: WebSocketTransport.connect(url), name, "test", listener=rec, **kw)
+    task = asyncio.create_task(client.run())
+    try:
+        await client.wait_connected(30)
+        yield client, rec
+    finally:
+        await client.close()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(task, 5)
