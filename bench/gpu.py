@@ -1,0 +1,285 @@
+"""GPU benchmark: full-size SD1.5 and SDXL architectures with random weights, through Sfumato's engine.
+
+Random weights cost exactly the compute of the real models. Measures, per architecture and task
+(img2img, inpaint, img2img + ControlNet): it/s, seconds per image, peak VRAM; the engine's cost
+over the bare diffusers call; and preview cost (latent→RGB fit vs a TAESD-sized decoder vs the
+full VAE). Writes everything to one JSON file (``--out``) and prints a table.
+
+    python bench/gpu.py --out gpu.json            # on a CUDA machine, unattended, < 8 minutes
+    python bench/gpu.py --tiny --out tiny.json    # the same code path on the CPU, tiny models (CI-sized)
+
+The models are built in memory and placed in the engine's pipeline cache (writing 7 GB of random
+SDXL weights to disk first would only measure the disk); everything after loading is the real path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+
+def sd15_configs(tiny: bool) -> dict[str, Any]:
+    if tiny:
+        return {
+            "unet": dict(sample_size=32, block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32,
+                         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=8),
+            "vae": dict(block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4),
+            "text": dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4),
+            "size": 64,
+        }
+    return {
+        "unet": dict(sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
+                     cross_attention_dim=768, attention_head_dim=8,
+                     down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                     up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3),
+        "vae": dict(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                    up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=2),
+        "text": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+        "size": 512,
+    }
+
+
+def sdxl_configs(tiny: bool) -> dict[str, Any]:
+    if tiny:
+        return {
+            "unet": dict(sample_size=32, block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=64,
+                         attention_head_dim=(2, 4), transformer_layers_per_block=(1, 2),
+                         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+                         addition_embed_type="text_time", addition_time_embed_dim=8,
+                         projection_class_embeddings_input_dim=80, use_linear_projection=True),
+            "vae": sd15_configs(True)["vae"],
+            "text": dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4),
+            "text2": dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                          projection_dim=32),
+            "size": 64,
+        }
+    return {
+        "unet": dict(sample_size=128, block_out_channels=(320, 640, 1280), layers_per_block=2,
+                     cross_attention_dim=2048, attention_head_dim=(5, 10, 20), transformer_layers_per_block=(1, 2, 10),
+                     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                     up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                     addition_embed_type="text_time", addition_time_embed_dim=256,
+                     projection_class_embeddings_input_dim=2816, use_linear_projection=True),
+        "vae": dict(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                    up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=2,
+                    scaling_factor=0.13025),
+        "text": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+        "text2": dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
+                      projection_dim=1280),
+        "size": 1024,
+    }
+
+
+def build(arch: str, tiny: bool, device: str, dtype: Any, tokenizer: Any) -> tuple[Any, Any, int]:
+    """A base pipeline and a ControlNet with random weights, created directly on the device."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        ControlNetModel,
+        EulerAncestralDiscreteScheduler,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    cfg = sdxl_configs(tiny) if arch == "sdxl" else sd15_configs(tiny)
+    common = dict(vocab_size=len(tokenizer), max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    sched = EulerAncestralDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                            steps_offset=1)
+    torch.manual_seed(0)
+    with torch.device(device):
+        unet = UNet2DConditionModel(**cfg["unet"]).to(dtype)
+        vae = AutoencoderKL(**cfg["vae"]).to(dtype)
+        text = CLIPTextModel(CLIPTextConfig(**cfg["text"], **common)).to(dtype)
+        controlnet = ControlNetModel.from_unet(
+            unet, conditioning_embedding_out_channels=(16, 32) if tiny else (16, 32, 96, 256)
+        ).to(dtype)
+        if arch == "sdxl":
+            text2 = CLIPTextModelWithProjection(CLIPTextConfig(**cfg["text2"], **common)).to(dtype)
+            pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text, text_encoder_2=text2, tokenizer=tokenizer,
+                                             tokenizer_2=tokenizer, unet=unet, scheduler=sched)
+        else:
+            pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text, tokenizer=tokenizer, scheduler=sched,
+                                           safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, controlnet, cfg["size"]
+
+
+class _Recorder:
+    """Engine hooks that remember the generation size the resolution autopilot chose."""
+
+    size = (0, 0)
+
+    def started(self, steps: int, steps_requested: int, width: int, height: int, seeds: list[int]) -> None:
+        self.size = (width, height)
+
+    def progress(self, step: int, total: int) -> None:
+        pass
+
+    def wants_preview(self) -> bool:
+        return False
+
+    def preview(self, image: Any) -> None:
+        pass
+
+    def cancelled(self) -> bool:
+        return False
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("gpu-bench.json"))
+    p.add_argument("--tiny", action="store_true", help="tiny models on the CPU: checks the script itself")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--archs", default="sd15,sdxl")
+    args = p.parse_args()
+
+    import tempfile
+
+    import torch
+    from helpers import pattern_rgba, rect_mask
+
+    from sfumato.backend.engine import Engine, NoHooks
+    from sfumato.backend.models.builtin import ensure_builtin
+    from sfumato.backend.models.cache import LoadedModel, module_bytes
+    from sfumato.backend.models.catalogue import Catalogue, ModelEntry
+    from sfumato.backend.pipelines.preview import LatentPreviewer
+    from sfumato.protocol import Control, Submit
+
+    device = "cpu" if args.tiny else "cuda"
+    dtype = torch.float32 if args.tiny else torch.float16
+    cache_dir = Path(tempfile.mkdtemp(prefix="sfumato-gpu-bench-"))
+    tiny_dir, _ = ensure_builtin(cache_dir)  # only for its tokenizer
+    from transformers import CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(tiny_dir / "tokenizer")
+    report: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+        "torch": torch.__version__, "dtype": str(dtype), "steps": args.steps, "results": [],
+    }
+    archs = args.archs.split(",")
+    t_start = time.perf_counter()
+    for arch in archs:
+        pipe, controlnet, size = build(arch, args.tiny, device, dtype, tokenizer)
+        native = size
+        model = ModelEntry(f"bench:{arch}", "checkpoint", arch, cache_dir, "diffusers", native)
+        cn = ModelEntry(f"bench:{arch}-canny", "controlnet", arch, cache_dir, "diffusers", control_type="canny")
+        engine = Engine(Catalogue([model, cn]), device=device, precision="fp32" if args.tiny else "fp16")
+        engine.cache._models[model.id] = LoadedModel(model, pipe, bytes=module_bytes(*pipe.components.values()))
+        engine.cache._controlnets[cn.id] = controlnet
+        image = pattern_rgba(size, size, seed=3)
+        mask = rect_mask(size, size, size // 4, size // 4, 3 * size // 4, 3 * size // 4)
+        jobs = {
+            "img2img": dict(task="img2img", strength=1.0),
+            "inpaint": dict(task="inpaint", strength=1.0, mask=mask,
+                            context=None),
+            "img2img+canny": dict(task="img2img", strength=1.0, controls=(Control(type="canny", image=image),)),
+        }
+        for name, kw in jobs.items():
+            kw = {k: v for k, v in kw.items() if v is not None}
+            req = Submit(job_id="b", model=model.id, image=image, prompt="a painting", steps=args.steps, seed=1,
+                         scheduler="euler_a", **kw)
+            engine.run(req, 1, NoHooks())  # warm-up (kernels, allocator, latent fit)
+            if device == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            times, hooks = [], _Recorder()
+            for _ in range(args.repeats):
+                t = time.perf_counter()
+                out = engine.run(req, 1, hooks)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t)
+            sec = statistics.median(times)
+            steps = int(args.steps * kw.get("strength", 1.0))
+            row = {
+                "arch": arch, "task": name, "size": f"{out.rect.w}x{out.rect.h}", "gen": f"{hooks.size[0]}x{hooks.size[1]}",
+                "seconds_per_image": round(sec, 4), "it_per_s": round(steps / sec, 2),
+                "peak_vram_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
+            }
+            report["results"].append(row)
+            print(json.dumps(row), flush=True)
+        # engine overhead: the same img2img through the engine vs a bare pipeline call
+        from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
+
+        bare = (StableDiffusionXLImg2ImgPipeline if arch == "sdxl" else StableDiffusionImg2ImgPipeline).from_pipe(pipe)
+        bare.set_progress_bar_config(disable=True)
+        from PIL import Image as PILImage
+
+        pil = PILImage.frombytes("RGBA", (size, size), image.data).convert("RGB")
+        req = Submit(job_id="b", model=model.id, image=image, prompt="a painting", steps=args.steps, strength=1.0,
+                     seed=1, task="img2img")
+        pairs = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            bare(prompt="a painting", image=pil, strength=1.0, num_inference_steps=args.steps, output_type="np",
+                 generator=torch.Generator("cpu").manual_seed(1))
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t_bare = time.perf_counter() - t
+            t = time.perf_counter()
+            engine.run(req, 1, NoHooks())
+            if device == "cuda":
+                torch.cuda.synchronize()
+            pairs.append((time.perf_counter() - t, t_bare))
+        eng_t, bare_t = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+        report["results"].append({"arch": arch, "task": "engine-vs-bare", "engine_s": round(eng_t, 4),
+                                  "bare_s": round(bare_t, 4), "ratio": round(eng_t / bare_t, 3)})
+        print(json.dumps(report["results"][-1]), flush=True)
+        # preview cost per step
+        from diffusers import AutoencoderTiny
+
+        lat = torch.randn(1, 4, size // 8 if not args.tiny else size // 2, size // 8 if not args.tiny else size // 2,
+                          device=device, dtype=dtype)
+        previewer = LatentPreviewer(pipe)
+        previewer.rgb(lat)  # fit once
+        with torch.device(device):
+            taesd = AutoencoderTiny().to(dtype)
+        taesd_prev = LatentPreviewer(pipe, tiny_vae=taesd)
+
+        def timed(fn: Any, n: int = 10) -> float:
+            fn()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            for _ in range(n):
+                fn()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            return (time.perf_counter() - t) / n
+
+        with torch.no_grad():
+            cost = {
+                "latent_rgb_ms": timed(lambda: previewer.rgb(lat)) * 1000,
+                "taesd_ms": timed(lambda: taesd_prev.rgb(lat)) * 1000,
+                "full_vae_ms": timed(lambda: pipe.vae.decode((lat / pipe.vae.config.scaling_factor).to(pipe.vae.dtype)).sample.cpu()) * 1000,
+            }
+        row = {"arch": arch, "task": "preview-cost", **{k: round(v, 3) for k, v in cost.items()}}
+        report["results"].append(row)
+        print(json.dumps(row), flush=True)
+        del engine, pipe, controlnet, bare, taesd
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    report["wall_s"] = round(time.perf_counter() - t_start, 1)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out} ({report['wall_s']} s)")
+    _ = np  # numpy is imported for the engine's sake; keep the import explicit
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
