@@ -127,7 +127,7 @@ def load_config(file: Path | None = None, env: dict[str, str] | None = None, **f
         raise ConfigError(f"config file {file} does not exist")
     for key, raw in (os.environ if env is None else env).items():
         if key.startswith(_ENV_PREFIX) and key != "SFUMATO_TEST_OUT":
-            name = key[len(_ENV_PREFIX):].lower()
+            name = key[len(_ENV_PREFIX) :].lower()
             if name in {f.name for f in dataclasses.fields(Config)}:
                 values[name] = _coerce(name, raw)
     values.update({k: v for k, v in flags.items() if v is not None})

@@ -143,8 +143,14 @@ def pick_dtype(device: str, precision: str = "auto") -> Any:
 
 
 class Engine:
-    def __init__(self, catalogue: Catalogue, device: str = "auto", precision: str = "auto",
-                 budget_bytes: int = 12 << 30, allow_download: bool = False) -> None:
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        device: str = "auto",
+        precision: str = "auto",
+        budget_bytes: int = 12 << 30,
+        allow_download: bool = False,
+    ) -> None:
         _quiet_libraries()
         self.catalogue = catalogue
         self.device = pick_device(device)
@@ -174,20 +180,28 @@ class Engine:
             raise ProtocolError(
                 f"steps × strength = {req.steps} × {req.strength} runs no step; raise steps to at least "
                 f"{int(np.ceil(1 / req.strength))} or strength",
-                "submit.steps", ErrorCode.INVALID_REQUEST,
+                "submit.steps",
+                ErrorCode.INVALID_REQUEST,
             )
         controls = []
         for i, c in enumerate(req.controls):
             path = f"submit.controls[{i}]"
-            cn = (self.catalogue.get(c.model, "controlnet", f"{path}.model") if c.model
-                  else self.catalogue.controlnet_for(c.type, entry.arch, f"{path}.model"))
+            cn = (
+                self.catalogue.get(c.model, "controlnet", f"{path}.model")
+                if c.model
+                else self.catalogue.controlnet_for(c.type, entry.arch, f"{path}.model")
+            )
             if cn.arch.split("-")[0] != entry.arch.split("-")[0]:
-                raise ProtocolError(f"ControlNet {cn.id!r} ({cn.arch}) does not fit {entry.id!r} ({entry.arch})",
-                                    f"{path}.model", ErrorCode.INVALID_REQUEST)
+                raise ProtocolError(
+                    f"ControlNet {cn.id!r} ({cn.arch}) does not fit {entry.id!r} ({entry.arch})",
+                    f"{path}.model",
+                    ErrorCode.INVALID_REQUEST,
+                )
             controls.append((c, cn))
         if req.task == "inpaint" and req.mask is not None and not req.mask.data.strip(b"\0"):
-            raise ProtocolError("the selection is empty: select the part to repaint", "submit.mask",
-                                ErrorCode.INVALID_REQUEST)
+            raise ProtocolError(
+                "the selection is empty: select the part to repaint", "submit.mask", ErrorCode.INVALID_REQUEST
+            )
         return entry, controls
 
     # ------------------------------------------------------------------ 2-4. regions, masks, plan
@@ -225,10 +239,22 @@ class Engine:
             for i, (c, _) in enumerate(controls)
         ]
         rx, ry = result.x - img_rect.x, result.y - img_rect.y
-        original = pixels.native_array(req.image)[ry:ry + result.h, rx:rx + result.w]
+        original = pixels.native_array(req.image)[ry : ry + result.h, rx : rx + result.w]
         seeds = [(seed + i) % (1 << 32) for i in range(req.batch_size)]
-        return _Job(req, entry, controls, context, result, rgb, alpha, denoise, maps, original, seeds,
-                    plan(context.w, context.h, entry.native_size))
+        return _Job(
+            req,
+            entry,
+            controls,
+            context,
+            result,
+            rgb,
+            alpha,
+            denoise,
+            maps,
+            original,
+            seeds,
+            plan(context.w, context.h, entry.native_size),
+        )
 
     # ------------------------------------------------------------------ 5. generate
 
@@ -261,7 +287,8 @@ class Engine:
                     self.cache._free()
                     raise ProtocolError(
                         "the GPU ran out of memory; try a smaller selection, a smaller batch or fewer controls",
-                        "", ErrorCode.OUT_OF_MEMORY,
+                        "",
+                        ErrorCode.OUT_OF_MEMORY,
                     ) from None
                 raise
         t = time.perf_counter()
@@ -270,8 +297,17 @@ class Engine:
         timings["total"] = time.perf_counter() - t0
         return EngineResult(images, job.result, job.seeds, timings)
 
-    def _pass(self, job: _Job, source: np.ndarray | list[np.ndarray], width: int, height: int, strength: float,
-              step_offset: int, total: int, hooks: JobHooks) -> list[np.ndarray]:
+    def _pass(
+        self,
+        job: _Job,
+        source: np.ndarray | list[np.ndarray],
+        width: int,
+        height: int,
+        strength: float,
+        step_offset: int,
+        total: int,
+        hooks: JobHooks,
+    ) -> list[np.ndarray]:
         """One pipeline call. ``source`` is the context-sized input (one, or one per batch item)."""
         import torch
 
@@ -296,13 +332,16 @@ class Engine:
             "callback_on_step_end": self._callback(job, step_offset, total, hooks),
         }
         if job.denoise is not None:
-            kwargs.update(mask_image=pixels.to_pil_gray(pixels.resize(job.denoise, width, height)),
-                          height=height, width=width)
+            kwargs.update(
+                mask_image=pixels.to_pil_gray(pixels.resize(job.denoise, width, height)), height=height, width=width
+            )
         if job.controls:
             maps = [pixels.to_pil_rgb(pixels.resize(m, width, height)) for m in job.control_maps]
             many = len(maps) > 1
             kwargs["control_image"] = maps if many else maps[0]
-            kwargs["controlnet_conditioning_scale"] = [c.strength for c, _ in job.controls] if many else job.controls[0][0].strength
+            kwargs["controlnet_conditioning_scale"] = (
+                [c.strength for c, _ in job.controls] if many else job.controls[0][0].strength
+            )
             kwargs["control_guidance_start"] = [c.start for c, _ in job.controls] if many else job.controls[0][0].start
             kwargs["control_guidance_end"] = [c.end for c, _ in job.controls] if many else job.controls[0][0].end
         out = pipe(**kwargs).images  # (B, H, W, 3) float
@@ -334,7 +373,7 @@ class Engine:
         scale = min(1.0, job.req.preview.max_size / max(r.w, r.h))
         pw, ph = max(1, round(r.w * scale)), max(1, round(r.h * scale))
         rx, ry = r.x - c.x, r.y - c.y
-        alpha = pixels.resize(job.alpha[ry:ry + r.h, rx:rx + r.w], pw, ph)
+        alpha = pixels.resize(job.alpha[ry : ry + r.h, rx : rx + r.w], pw, ph)
         rgba = np.concatenate([pixels.resize(crop, pw, ph), alpha[..., None]], axis=-1)
         return pixels.make_image(pixels.from_float(rgba, PixelFormat.RGBA8), PixelFormat.RGBA8)
 
@@ -343,8 +382,8 @@ class Engine:
     def _finish(self, job: _Job, generated: np.ndarray) -> Image:
         c, r = job.context, job.result
         rx, ry = r.x - c.x, r.y - c.y
-        rgb = generated[ry:ry + r.h, rx:rx + r.w]
-        alpha = job.alpha[ry:ry + r.h, rx:rx + r.w]
+        rgb = generated[ry : ry + r.h, rx : rx + r.w]
+        alpha = job.alpha[ry : ry + r.h, rx : rx + r.w]
         fmt = job.req.image.format
         out = pixels.from_float(np.concatenate([rgb, alpha[..., None]], axis=-1), fmt)
         untouched = alpha <= 0
@@ -356,5 +395,9 @@ class Engine:
 
 def _bounds(coverage: np.ndarray, img_rect: Rect) -> Rect:
     ys, xs = np.nonzero(coverage > 0)
-    return Rect(x=img_rect.x + int(xs.min()), y=img_rect.y + int(ys.min()),
-                w=int(xs.max() - xs.min()) + 1, h=int(ys.max() - ys.min()) + 1)
+    return Rect(
+        x=img_rect.x + int(xs.min()),
+        y=img_rect.y + int(ys.min()),
+        w=int(xs.max() - xs.min()) + 1,
+        h=int(ys.max() - ys.min()) + 1,
+    )

@@ -8,31 +8,51 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import Config, ConfigError, load_config
 
+if TYPE_CHECKING:
+    from .engine import Engine
 
-def build_engine(config: Config):  # type: ignore[no-untyped-def]
+
+def build_engine(config: Config) -> Engine:
     from .engine import Engine
     from .models.catalogue import Catalogue
 
     catalogue = Catalogue.scan(config.model_dirs, config.cache_dir, builtin=config.builtin_models)
-    return Engine(catalogue, config.device, config.precision, int(config.model_memory_gib * (1 << 30)),
-                  config.allow_download)
+    return Engine(
+        catalogue, config.device, config.precision, int(config.model_memory_gib * (1 << 30)), config.allow_download
+    )
 
 
 def add_server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="address to bind (default 127.0.0.1; anything else needs --token)")
     p.add_argument("--port", type=int, help="port (default 7860; 0 picks a free one)")
-    p.add_argument("--models", dest="model_dirs", action="append", type=Path, metavar="DIR",
-                   help="a model folder (repeatable); A1111/ComfyUI 'models' folders work")
+    p.add_argument(
+        "--models",
+        dest="model_dirs",
+        action="append",
+        type=Path,
+        metavar="DIR",
+        help="a model folder (repeatable); A1111/ComfyUI 'models' folders work",
+    )
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", choices=("auto", "fp16", "bf16", "fp32"))
     p.add_argument("--token", help="shared secret editors must present (required off loopback)")
-    p.add_argument("--allow-origin", dest="allowed_origins", action="append", metavar="ORIGIN",
-                   help="a browser origin allowed to connect (repeatable; none by default)")
-    p.add_argument("--allow-download", action="store_true", default=None,
-                   help="let diffusers fetch missing model configs from Hugging Face")
+    p.add_argument(
+        "--allow-origin",
+        dest="allowed_origins",
+        action="append",
+        metavar="ORIGIN",
+        help="a browser origin allowed to connect (repeatable; none by default)",
+    )
+    p.add_argument(
+        "--allow-download",
+        action="store_true",
+        default=None,
+        help="let diffusers fetch missing model configs from Hugging Face",
+    )
     p.add_argument("--max-pixels", type=int, help="largest image accepted, width × height")
     p.add_argument("--max-message-mib", type=int, help="largest frame accepted, MiB")
     p.add_argument("--resume-ttl", dest="resume_ttl_s", type=float, help="seconds a dropped editor's jobs wait")
@@ -40,8 +60,19 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    keys = ("host", "port", "model_dirs", "device", "precision", "token", "allowed_origins", "allow_download",
-            "max_pixels", "max_message_mib", "resume_ttl_s")
+    keys = (
+        "host",
+        "port",
+        "model_dirs",
+        "device",
+        "precision",
+        "token",
+        "allowed_origins",
+        "allow_download",
+        "max_pixels",
+        "max_message_mib",
+        "resume_ttl_s",
+    )
     return load_config(args.config, **{k: getattr(args, k) for k in keys})
 
 

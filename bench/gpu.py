@@ -30,21 +30,41 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 def sd15_configs(tiny: bool) -> dict[str, Any]:
     if tiny:
         return {
-            "unet": dict(sample_size=32, block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32,
-                         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=8),
-            "vae": dict(block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4),
+            "unet": dict(
+                sample_size=32,
+                block_out_channels=(32, 64),
+                layers_per_block=1,
+                cross_attention_dim=32,
+                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+                attention_head_dim=8,
+            ),
+            "vae": dict(
+                block_out_channels=(32, 64),
+                down_block_types=("DownEncoderBlock2D",) * 2,
+                up_block_types=("UpDecoderBlock2D",) * 2,
+                latent_channels=4,
+            ),
             "text": dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4),
             "size": 64,
         }
     return {
-        "unet": dict(sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
-                     cross_attention_dim=768, attention_head_dim=8,
-                     down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                     up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3),
-        "vae": dict(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                    up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=2),
+        "unet": dict(
+            sample_size=64,
+            block_out_channels=(320, 640, 1280, 1280),
+            layers_per_block=2,
+            cross_attention_dim=768,
+            attention_head_dim=8,
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        ),
+        "vae": dict(
+            block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            latent_channels=4,
+            layers_per_block=2,
+        ),
         "text": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
         "size": 512,
     }
@@ -53,31 +73,54 @@ def sd15_configs(tiny: bool) -> dict[str, Any]:
 def sdxl_configs(tiny: bool) -> dict[str, Any]:
     if tiny:
         return {
-            "unet": dict(sample_size=32, block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=64,
-                         attention_head_dim=(2, 4), transformer_layers_per_block=(1, 2),
-                         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-                         addition_embed_type="text_time", addition_time_embed_dim=8,
-                         projection_class_embeddings_input_dim=80, use_linear_projection=True),
+            "unet": dict(
+                sample_size=32,
+                block_out_channels=(32, 64),
+                layers_per_block=1,
+                cross_attention_dim=64,
+                attention_head_dim=(2, 4),
+                transformer_layers_per_block=(1, 2),
+                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+                addition_embed_type="text_time",
+                addition_time_embed_dim=8,
+                projection_class_embeddings_input_dim=80,
+                use_linear_projection=True,
+            ),
             "vae": sd15_configs(True)["vae"],
             "text": dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4),
-            "text2": dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                          projection_dim=32),
+            "text2": dict(
+                hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, projection_dim=32
+            ),
             "size": 64,
         }
     return {
-        "unet": dict(sample_size=128, block_out_channels=(320, 640, 1280), layers_per_block=2,
-                     cross_attention_dim=2048, attention_head_dim=(5, 10, 20), transformer_layers_per_block=(1, 2, 10),
-                     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                     up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-                     addition_embed_type="text_time", addition_time_embed_dim=256,
-                     projection_class_embeddings_input_dim=2816, use_linear_projection=True),
-        "vae": dict(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                    up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=2,
-                    scaling_factor=0.13025),
+        "unet": dict(
+            sample_size=128,
+            block_out_channels=(320, 640, 1280),
+            layers_per_block=2,
+            cross_attention_dim=2048,
+            attention_head_dim=(5, 10, 20),
+            transformer_layers_per_block=(1, 2, 10),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            addition_embed_type="text_time",
+            addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=2816,
+            use_linear_projection=True,
+        ),
+        "vae": dict(
+            block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            latent_channels=4,
+            layers_per_block=2,
+            scaling_factor=0.13025,
+        ),
         "text": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
-        "text2": dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
-                      projection_dim=1280),
+        "text2": dict(
+            hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20, projection_dim=1280
+        ),
         "size": 1024,
     }
 
@@ -97,8 +140,9 @@ def build(arch: str, tiny: bool, device: str, dtype: Any, tokenizer: Any) -> tup
 
     cfg = sdxl_configs(tiny) if arch == "sdxl" else sd15_configs(tiny)
     common = dict(vocab_size=len(tokenizer), max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1)
-    sched = EulerAncestralDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                            steps_offset=1)
+    sched = EulerAncestralDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
+    )
     torch.manual_seed(0)
     with torch.device(device):
         unet = UNet2DConditionModel(**cfg["unet"]).to(dtype)
@@ -109,13 +153,66 @@ def build(arch: str, tiny: bool, device: str, dtype: Any, tokenizer: Any) -> tup
         ).to(dtype)
         if arch == "sdxl":
             text2 = CLIPTextModelWithProjection(CLIPTextConfig(**cfg["text2"], **common)).to(dtype)
-            pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text, text_encoder_2=text2, tokenizer=tokenizer,
-                                             tokenizer_2=tokenizer, unet=unet, scheduler=sched)
+            pipe = StableDiffusionXLPipeline(
+                vae=vae,
+                text_encoder=text,
+                text_encoder_2=text2,
+                tokenizer=tokenizer,
+                tokenizer_2=tokenizer,
+                unet=unet,
+                scheduler=sched,
+            )
         else:
-            pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text, tokenizer=tokenizer, scheduler=sched,
-                                           safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+            pipe = StableDiffusionPipeline(
+                unet=unet,
+                vae=vae,
+                text_encoder=text,
+                tokenizer=tokenizer,
+                scheduler=sched,
+                safety_checker=None,
+                feature_extractor=None,
+                requires_safety_checker=False,
+            )
     pipe.set_progress_bar_config(disable=True)
     return pipe, controlnet, cfg["size"]
+
+
+def _timed(fn: Any, device: str, n: int = 10) -> float:
+    import torch
+
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t) / n
+
+
+def preview_cost(pipe: Any, latent_side: int, device: str, dtype: Any) -> dict[str, float]:
+    """Milliseconds per preview: fitted latent→RGB map, a TAESD-sized decoder, the full VAE."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    from sfumato.backend.pipelines.preview import LatentPreviewer
+
+    lat = torch.randn(1, 4, latent_side, latent_side, device=device, dtype=dtype)
+    linear = LatentPreviewer(pipe)
+    linear.rgb(lat)  # fit once
+    with torch.device(device):
+        taesd = LatentPreviewer(pipe, tiny_vae=AutoencoderTiny().to(dtype))
+    vae = pipe.vae
+    with torch.no_grad():
+        return {
+            "latent_rgb_ms": _timed(lambda: linear.rgb(lat), device) * 1000,
+            "taesd_ms": _timed(lambda: taesd.rgb(lat), device) * 1000,
+            "full_vae_ms": _timed(
+                lambda: vae.decode((lat / vae.config.scaling_factor).to(vae.dtype)).sample.cpu(), device
+            )
+            * 1000,
+        }
 
 
 class _Recorder:
@@ -157,7 +254,6 @@ def main() -> int:
     from sfumato.backend.models.builtin import ensure_builtin
     from sfumato.backend.models.cache import LoadedModel, module_bytes
     from sfumato.backend.models.catalogue import Catalogue, ModelEntry
-    from sfumato.backend.pipelines.preview import LatentPreviewer
     from sfumato.protocol import Control, Submit
 
     device = "cpu" if args.tiny else "cuda"
@@ -169,7 +265,10 @@ def main() -> int:
     tokenizer = CLIPTokenizer.from_pretrained(tiny_dir / "tokenizer")
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
-        "torch": torch.__version__, "dtype": str(dtype), "steps": args.steps, "results": [],
+        "torch": torch.__version__,
+        "dtype": str(dtype),
+        "steps": args.steps,
+        "results": [],
     }
     archs = args.archs.split(",")
     t_start = time.perf_counter()
@@ -185,14 +284,21 @@ def main() -> int:
         mask = rect_mask(size, size, size // 4, size // 4, 3 * size // 4, 3 * size // 4)
         jobs = {
             "img2img": dict(task="img2img", strength=1.0),
-            "inpaint": dict(task="inpaint", strength=1.0, mask=mask,
-                            context=None),
+            "inpaint": dict(task="inpaint", strength=1.0, mask=mask, context=None),
             "img2img+canny": dict(task="img2img", strength=1.0, controls=(Control(type="canny", image=image),)),
         }
         for name, kw in jobs.items():
             kw = {k: v for k, v in kw.items() if v is not None}
-            req = Submit(job_id="b", model=model.id, image=image, prompt="a painting", steps=args.steps, seed=1,
-                         scheduler="euler_a", **kw)
+            req = Submit(
+                job_id="b",
+                model=model.id,
+                image=image,
+                prompt="a painting",
+                steps=args.steps,
+                seed=1,
+                scheduler="euler_a",
+                **kw,
+            )
             engine.run(req, 1, NoHooks())  # warm-up (kernels, allocator, latent fit)
             if device == "cuda":
                 torch.cuda.synchronize()
@@ -207,8 +313,12 @@ def main() -> int:
             sec = statistics.median(times)
             steps = int(args.steps * kw.get("strength", 1.0))
             row = {
-                "arch": arch, "task": name, "size": f"{out.rect.w}x{out.rect.h}", "gen": f"{hooks.size[0]}x{hooks.size[1]}",
-                "seconds_per_image": round(sec, 4), "it_per_s": round(steps / sec, 2),
+                "arch": arch,
+                "task": name,
+                "size": f"{out.rect.w}x{out.rect.h}",
+                "gen": f"{hooks.size[0]}x{hooks.size[1]}",
+                "seconds_per_image": round(sec, 4),
+                "it_per_s": round(steps / sec, 2),
                 "peak_vram_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
             }
             report["results"].append(row)
@@ -221,13 +331,27 @@ def main() -> int:
         from PIL import Image as PILImage
 
         pil = PILImage.frombytes("RGBA", (size, size), image.data).convert("RGB")
-        req = Submit(job_id="b", model=model.id, image=image, prompt="a painting", steps=args.steps, strength=1.0,
-                     seed=1, task="img2img")
+        req = Submit(
+            job_id="b",
+            model=model.id,
+            image=image,
+            prompt="a painting",
+            steps=args.steps,
+            strength=1.0,
+            seed=1,
+            task="img2img",
+        )
         pairs = []
         for _ in range(args.repeats):
             t = time.perf_counter()
-            bare(prompt="a painting", image=pil, strength=1.0, num_inference_steps=args.steps, output_type="np",
-                 generator=torch.Generator("cpu").manual_seed(1))
+            bare(
+                prompt="a painting",
+                image=pil,
+                strength=1.0,
+                num_inference_steps=args.steps,
+                output_type="np",
+                generator=torch.Generator("cpu").manual_seed(1),
+            )
             if device == "cuda":
                 torch.cuda.synchronize()
             t_bare = time.perf_counter() - t
@@ -237,41 +361,22 @@ def main() -> int:
                 torch.cuda.synchronize()
             pairs.append((time.perf_counter() - t, t_bare))
         eng_t, bare_t = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
-        report["results"].append({"arch": arch, "task": "engine-vs-bare", "engine_s": round(eng_t, 4),
-                                  "bare_s": round(bare_t, 4), "ratio": round(eng_t / bare_t, 3)})
+        report["results"].append(
+            {
+                "arch": arch,
+                "task": "engine-vs-bare",
+                "engine_s": round(eng_t, 4),
+                "bare_s": round(bare_t, 4),
+                "ratio": round(eng_t / bare_t, 3),
+            }
+        )
         print(json.dumps(report["results"][-1]), flush=True)
         # preview cost per step
-        from diffusers import AutoencoderTiny
-
-        lat = torch.randn(1, 4, size // 8 if not args.tiny else size // 2, size // 8 if not args.tiny else size // 2,
-                          device=device, dtype=dtype)
-        previewer = LatentPreviewer(pipe)
-        previewer.rgb(lat)  # fit once
-        with torch.device(device):
-            taesd = AutoencoderTiny().to(dtype)
-        taesd_prev = LatentPreviewer(pipe, tiny_vae=taesd)
-
-        def timed(fn: Any, n: int = 10) -> float:
-            fn()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            for _ in range(n):
-                fn()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            return (time.perf_counter() - t) / n
-
-        with torch.no_grad():
-            cost = {
-                "latent_rgb_ms": timed(lambda: previewer.rgb(lat)) * 1000,
-                "taesd_ms": timed(lambda: taesd_prev.rgb(lat)) * 1000,
-                "full_vae_ms": timed(lambda: pipe.vae.decode((lat / pipe.vae.config.scaling_factor).to(pipe.vae.dtype)).sample.cpu()) * 1000,
-            }
+        cost = preview_cost(pipe, size // 2 if args.tiny else size // 8, device, dtype)
         row = {"arch": arch, "task": "preview-cost", **{k: round(v, 3) for k, v in cost.items()}}
         report["results"].append(row)
         print(json.dumps(row), flush=True)
-        del engine, pipe, controlnet, bare, taesd
+        del engine, pipe, controlnet, bare
         if device == "cuda":
             torch.cuda.empty_cache()
     report["wall_s"] = round(time.perf_counter() - t_start, 1)

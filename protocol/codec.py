@@ -33,7 +33,7 @@ def encode(message: Message, compress: bool = False) -> bytes:
     body: dict[str, Any] = {"type": message.TYPE, **message.dump()}
     if compress:
         body = compress_images(body)
-    return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
+    return bytes(msgpack.packb(body, use_bin_type=True))
 
 
 def decode(data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> Message | Unknown:
@@ -68,7 +68,9 @@ def _unpack(data: bytes, limits: DecodeLimits) -> Any:
             max_ext_len=0,
         )
     except Exception as exc:  # msgpack raises many types (ValueError, StackError, RecursionError, ...)
-        raise BadFrame(f"expected one msgpack value, got undecodable bytes ({type(exc).__name__}: {exc})", "frame") from None
+        raise BadFrame(
+            f"expected one msgpack value, got undecodable bytes ({type(exc).__name__}: {exc})", "frame"
+        ) from None
     _check_depth(body, limits.max_depth)
     return body
 

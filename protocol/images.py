@@ -106,6 +106,8 @@ class ImageKind(Kind):
         data = _Bytes().check(value.get("data"), f"{path}.data")
         if enc == "zlib":
             data = _inflate(data, expected, f"{path}.data")
+        elif len(data) != expected:
+            raise InvalidMessage(f"expected {expected} bytes for {w}×{h} {fmt}, got {len(data)}", f"{path}.data")
         return Image(width=w, height=h, format=fmt, data=data)
 
     def dump(self, value: Image) -> dict[str, Any]:

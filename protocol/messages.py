@@ -103,7 +103,9 @@ class Hello(Message):
     version: tuple[int, ...] = wire(ListOf(Int(0, 65535), 2, 2), "[major, minor]")
     client: str = wire(Str(1, 128), "name and version of the editor plugin")
     kind: str = wire(Str(choices=CLIENT_KINDS), default="other")
-    token: str | None = wire(Optional(Str(0, 256)), "shared secret; required unless the server is loopback-only", default=None)
+    token: str | None = wire(
+        Optional(Str(0, 256)), "shared secret; required unless the server is loopback-only", default=None
+    )
     capabilities: tuple[str, ...] = wire(ListOf(Str(1, 64), 0, 64), "optional features, e.g. zlib", default=())
     resume: str | None = wire(Optional(Str(1, 128)), "session id from an earlier welcome", default=None)
 
@@ -118,7 +120,8 @@ class Submit(Message):
     image: Image = wire(ImageKind((PixelFormat.RGBA8, PixelFormat.RGBA16, PixelFormat.RGBAF32)), "layer pixels")
     origin: Point = wire(Nested(Point), "document position of image's top-left pixel", default=Point(x=0, y=0))
     mask: Image | None = wire(
-        Optional(ImageKind((PixelFormat.GRAY8,))), "selection coverage, same size as image; required for inpaint",
+        Optional(ImageKind((PixelFormat.GRAY8,))),
+        "selection coverage, same size as image; required for inpaint",
         default=None,
     )
     prompt: str = wire(Str(0, 8000), default="")
@@ -129,7 +132,9 @@ class Submit(Message):
     seed: int | None = wire(Optional(SEED), "nil = server picks; image i of a batch uses seed + i", default=None)
     scheduler: str = wire(Str(1, 32), "euler, euler_a, dpmpp_2m, dpmpp_2m_karras, ddim, unipc", default="euler_a")
     batch_size: int = wire(Int(1, 64), default=1)
-    context: Rect | None = wire(Optional(Nested(Rect)), "what the model sees (document px); nil = automatic", default=None)
+    context: Rect | None = wire(
+        Optional(Nested(Rect)), "what the model sees (document px); nil = automatic", default=None
+    )
     result: Rect | None = wire(Optional(Nested(Rect)), "what is pasted (document px); nil = automatic", default=None)
     controls: tuple[Control, ...] = wire(ListOf(Nested(Control), 0, 16), default=())
     preview: PreviewSettings = wire(Nested(PreviewSettings), default=PreviewSettings())
@@ -158,7 +163,9 @@ class Submit(Message):
         for name in ("context", "result"):
             rect = getattr(self, name)
             if rect is not None and not self.image_rect.contains(rect):
-                raise InvalidMessage(f"expected a rectangle inside the image {self.image_rect}, got {rect}", self._path(name))
+                raise InvalidMessage(
+                    f"expected a rectangle inside the image {self.image_rect}, got {rect}", self._path(name)
+                )
         if self.context is not None and self.result is not None and not self.context.contains(self.result):
             raise InvalidMessage("expected the result rectangle inside the context rectangle", self._path("result"))
 
@@ -299,15 +306,49 @@ class Error(Message):
 
 CLIENT_MESSAGES: tuple[type[Message], ...] = (Hello, Submit, Cancel, GetStatus)
 SERVER_MESSAGES: tuple[type[Message], ...] = (
-    Welcome, Queued, Started, Progress, Result, JobError, Cancelled, JobStatus, Status, Error,
+    Welcome,
+    Queued,
+    Started,
+    Progress,
+    Result,
+    JobError,
+    Cancelled,
+    JobStatus,
+    Status,
+    Error,
 )
 ALL_MESSAGES = CLIENT_MESSAGES + SERVER_MESSAGES
 BY_TYPE: dict[str, type[Message]] = {m.TYPE: m for m in ALL_MESSAGES}
 JOB_EVENTS: tuple[type[Message], ...] = (Queued, Started, Progress, Result, JobError, Cancelled, JobStatus)
 
 __all__ = [
-    "ALL_MESSAGES", "BY_TYPE", "CLIENT_MESSAGES", "CONTROL_TYPES", "JOB_EVENTS", "PROTOCOL_VERSION",
-    "SERVER_MESSAGES", "TASKS", "Cancel", "Cancelled", "Control", "Error", "GetStatus", "Hello",
-    "Image", "InpaintOptions", "JobError", "JobStatus", "Limits", "Message", "ModelInfo",
-    "PreviewSettings", "Progress", "Queued", "Result", "Started", "Status", "Submit", "Welcome",
+    "ALL_MESSAGES",
+    "BY_TYPE",
+    "CLIENT_MESSAGES",
+    "CONTROL_TYPES",
+    "JOB_EVENTS",
+    "PROTOCOL_VERSION",
+    "SERVER_MESSAGES",
+    "TASKS",
+    "Cancel",
+    "Cancelled",
+    "Control",
+    "Error",
+    "GetStatus",
+    "Hello",
+    "Image",
+    "InpaintOptions",
+    "JobError",
+    "JobStatus",
+    "Limits",
+    "Message",
+    "ModelInfo",
+    "PreviewSettings",
+    "Progress",
+    "Queued",
+    "Result",
+    "Started",
+    "Status",
+    "Submit",
+    "Welcome",
 ]

@@ -55,13 +55,13 @@ class Kind:
 
 
 class Str(Kind):
-    def __init__(
-        self, min_len: int = 0, max_len: int = 256, choices: tuple[str, ...] = (), pattern: str = ""
-    ) -> None:
+    def __init__(self, min_len: int = 0, max_len: int = 256, choices: tuple[str, ...] = (), pattern: str = "") -> None:
         self.min_len, self.max_len, self.choices = min_len, max_len, choices
         self.pattern = re.compile(pattern) if pattern else None
-        self.doc = f"one of {', '.join(repr(c) for c in choices)}" if choices else (
-            f"string, {min_len}..{max_len} characters" + (f", matching {pattern}" if pattern else "")
+        self.doc = (
+            f"one of {', '.join(repr(c) for c in choices)}"
+            if choices
+            else (f"string, {min_len}..{max_len} characters" + (f", matching {pattern}" if pattern else ""))
         )
 
     def check(self, value: Any, path: str) -> str:
@@ -70,9 +70,7 @@ class Str(Kind):
         if self.choices and value not in self.choices:
             raise InvalidMessage(f"expected {self.doc}, got {describe(value)}", path)
         if not self.min_len <= len(value) <= self.max_len:
-            raise InvalidMessage(
-                f"expected {self.min_len}..{self.max_len} characters, got {len(value)}", path
-            )
+            raise InvalidMessage(f"expected {self.min_len}..{self.max_len} characters, got {len(value)}", path)
         if self.pattern is not None and not self.pattern.fullmatch(value):
             raise InvalidMessage(f"expected a string matching {self.pattern.pattern}, got {describe(value)}", path)
         return value

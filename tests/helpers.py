@@ -28,7 +28,7 @@ def pattern_rgba(w: int, h: int, seed: int = 0, alpha: int | None = 255) -> Imag
 def rect_mask(w: int, h: int, x0: int, y0: int, x1: int, y1: int, value: int = 255) -> Image:
     data = bytearray(w * h)
     for y in range(y0, y1):
-        data[y * w + x0:y * w + x1] = bytes([value]) * (x1 - x0)
+        data[y * w + x0 : y * w + x1] = bytes([value]) * (x1 - x0)
     return Image(width=w, height=h, format="gray8", data=bytes(data))
 
 
@@ -70,7 +70,9 @@ class Recorder:
         self._changed.set()
 
     def of(self, cls: type, job_id: str | None = None) -> list[Any]:
-        return [e for e in self.events if isinstance(e, cls) and (job_id is None or getattr(e, "job_id", None) == job_id)]
+        return [
+            e for e in self.events if isinstance(e, cls) and (job_id is None or getattr(e, "job_id", None) == job_id)
+        ]
 
     async def wait_for(self, cls: type, job_id: str | None = None, timeout: float = 60.0, count: int = 1) -> Any:
         async def waiter() -> Any:

@@ -116,12 +116,13 @@ class PipelineCache:
                 pipe = cls.from_pretrained(entry.path, local_files_only=True, **kwargs)
             else:
                 pipe = cls.from_single_file(str(entry.path), local_files_only=not self.allow_download, **kwargs)
-        except (OSError, ValueError, EnvironmentError) as exc:
+        except (OSError, ValueError) as exc:
             raise ProtocolError(
                 f"could not load {entry.id!r}: {exc}. Single-file checkpoints need their architecture's "
                 "configuration files once from Hugging Face: start the server with --allow-download while online, "
                 "or use a diffusers folder.",
-                "submit.model", ErrorCode.MISSING_WEIGHTS,
+                "submit.model",
+                ErrorCode.MISSING_WEIGHTS,
             ) from None
         pipe.set_progress_bar_config(disable=True)
         return pipe.to(self.device)
@@ -140,8 +141,9 @@ class PipelineCache:
                     str(entry.path), dtype=self.dtype, local_files_only=not self.allow_download
                 )
         except (OSError, ValueError) as exc:
-            raise ProtocolError(f"could not load ControlNet {entry.id!r}: {exc}", "submit.controls",
-                                ErrorCode.MISSING_WEIGHTS) from None
+            raise ProtocolError(
+                f"could not load ControlNet {entry.id!r}: {exc}", "submit.controls", ErrorCode.MISSING_WEIGHTS
+            ) from None
         net = net.to(self.device)
         self._controlnets[entry.id] = net
         while len(self._controlnets) > 4:

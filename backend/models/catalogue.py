@@ -20,8 +20,15 @@ from .detect import NotAModel, detect_diffusers_folder, detect_single_file
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 MAX_DEPTH = 5
 _CONTROL_WORDS = {
-    "canny": "canny", "depth": "depth", "lineart": "lineart", "openpose": "pose", "pose": "pose",
-    "scribble": "scribble", "softedge": "softedge", "hed": "softedge", "tile": "tile",
+    "canny": "canny",
+    "depth": "depth",
+    "lineart": "lineart",
+    "openpose": "pose",
+    "pose": "pose",
+    "scribble": "scribble",
+    "softedge": "softedge",
+    "hed": "softedge",
+    "tile": "tile",
 }
 
 
@@ -48,8 +55,13 @@ class ModelEntry:
 
     def info(self) -> ModelInfo:
         return ModelInfo(
-            id=self.id, kind=self.kind, arch=self.arch, label=self.label, native_size=self.native_size,
-            control_type=self.control_type, test=self.test,
+            id=self.id,
+            kind=self.kind,
+            arch=self.arch,
+            label=self.label,
+            native_size=self.native_size,
+            control_type=self.control_type,
+            test=self.test,
         )
 
 
@@ -70,7 +82,9 @@ class Catalogue:
         entries: list[ModelEntry] = []
         if builtin:
             tiny, tiny_cn = ensure_builtin(cache_dir)
-            entries.append(ModelEntry(TINY_ID, "checkpoint", "sd15-tiny", tiny, "diffusers", TINY_NATIVE_SIZE, test=True))
+            entries.append(
+                ModelEntry(TINY_ID, "checkpoint", "sd15-tiny", tiny, "diffusers", TINY_NATIVE_SIZE, test=True)
+            )
             entries.append(ModelEntry(TINY_CONTROLNET_ID, "controlnet", "sd15-tiny", tiny_cn, "diffusers", test=True))
         seen = {e.id for e in entries}
         for root in roots:
@@ -92,34 +106,51 @@ class Catalogue:
     def get(self, model_id: str, kind: str = "checkpoint", field: str = "submit.model") -> ModelEntry:
         entry = self._entries.get(model_id)
         if entry is None:
-            raise ProtocolError(f"unknown model {model_id!r}; ask for the catalogue with `sfumato models`",
-                                field, ErrorCode.UNKNOWN_MODEL)
+            raise ProtocolError(
+                f"unknown model {model_id!r}; ask for the catalogue with `sfumato models`",
+                field,
+                ErrorCode.UNKNOWN_MODEL,
+            )
         if not entry.usable:
             raise ProtocolError(f"model {model_id!r} cannot be used: {entry.problem}", field, ErrorCode.UNKNOWN_MODEL)
         if entry.kind != kind:
-            raise ProtocolError(f"model {model_id!r} is a {entry.kind}, expected a {kind}", field, ErrorCode.UNKNOWN_MODEL)
+            raise ProtocolError(
+                f"model {model_id!r} is a {entry.kind}, expected a {kind}", field, ErrorCode.UNKNOWN_MODEL
+            )
         return entry
 
     def controlnet_for(self, control_type: str, arch: str, field: str) -> ModelEntry:
         """Pick a ControlNet of the given type that fits the checkpoint's architecture."""
         family = arch.split("-")[0]
         candidates = [
-            e for e in self.usable()
-            if e.kind == "controlnet" and e.arch.split("-")[0] == family
+            e
+            for e in self.usable()
+            if e.kind == "controlnet"
+            and e.arch.split("-")[0] == family
             and (e.control_type == control_type or (e.test and arch.endswith("tiny")))
         ]
         if not candidates:
             raise ProtocolError(
                 f"no {control_type} ControlNet for {family} models was found in the model folders; "
                 f"put one (e.g. a *{control_type}*.safetensors ControlNet) there",
-                field, ErrorCode.MISSING_WEIGHTS,
+                field,
+                ErrorCode.MISSING_WEIGHTS,
             )
         return sorted(candidates, key=lambda e: e.id)[0]
 
 
 def _renamed(entry: ModelEntry, new_id: str) -> ModelEntry:
-    return ModelEntry(new_id, entry.kind, entry.arch, entry.path, entry.format, entry.native_size,
-                      entry.control_type, entry.test, entry.problem)
+    return ModelEntry(
+        new_id,
+        entry.kind,
+        entry.arch,
+        entry.path,
+        entry.format,
+        entry.native_size,
+        entry.control_type,
+        entry.test,
+        entry.problem,
+    )
 
 
 def _scan_root(root: Path) -> list[ModelEntry]:
@@ -142,12 +173,18 @@ def _scan_root(root: Path) -> list[ModelEntry]:
                 found.append(_classify_file(root, path))
             elif name.endswith(PICKLE_SUFFIXES):
                 rel = path.relative_to(root).with_suffix("").as_posix()
-                found.append(ModelEntry(
-                    rel, "unusable", "unknown", path, "pickle",
-                    problem="a pickled checkpoint, which can run code when loaded; Sfumato never unpickles "
-                    "models. Convert it to .safetensors (e.g. with diffusers' conversion scripts) or "
-                    "download the .safetensors release",
-                ))
+                found.append(
+                    ModelEntry(
+                        rel,
+                        "unusable",
+                        "unknown",
+                        path,
+                        "pickle",
+                        problem="a pickled checkpoint, which can run code when loaded; Sfumato never unpickles "
+                        "models. Convert it to .safetensors (e.g. with diffusers' conversion scripts) or "
+                        "download the .safetensors release",
+                    )
+                )
     return found
 
 

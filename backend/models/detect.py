@@ -81,9 +81,7 @@ def detect_single_file(path: Path) -> Detected:
             dim = _shape(header, "control_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight")
         return Detected("controlnet", _arch_from_cross_dim(dim[1] if dim else 0), 0, "single_file")
     if has("controlnet_cond_embedding."):
-        dim = next(
-            (_shape(header, k) for k in keys if k.endswith("attn2.to_k.weight")), None
-        )
+        dim = next((_shape(header, k) for k in keys if k.endswith("attn2.to_k.weight")), None)
         return Detected("controlnet", _arch_from_cross_dim(dim[1] if dim else 0), 0, "single_file")
     if has("lora_unet_") or has("lora_te") or any(".lora_" in k or "lora_A" in k for k in keys):
         raise NotAModel("a LoRA, not a checkpoint (LoRAs are not supported yet)")
@@ -106,8 +104,10 @@ def detect_diffusers_folder(folder: Path) -> Detected:
         cls = str(meta.get("_class_name", ""))
         unet_cfg = _read_json(folder / "unet" / "config.json") if (folder / "unet" / "config.json").is_file() else {}
         vae_cfg = _read_json(folder / "vae" / "config.json") if (folder / "vae" / "config.json").is_file() else {}
-        scale = 2 ** (len(vae_cfg.get("block_out_channels", [0, 0, 0, 0])) - 1)
-        native = int(unet_cfg.get("sample_size", 64)) * scale
+        blocks = vae_cfg.get("block_out_channels")
+        scale = 2 ** (len(blocks) - 1) if isinstance(blocks, list) else 8
+        sample = unet_cfg.get("sample_size", 64)
+        native = (sample if isinstance(sample, int) else 64) * scale
         inpaint = unet_cfg.get("in_channels") == 9
         if "XL" in cls:
             arch = "sdxl-inpaint" if inpaint else "sdxl"

@@ -26,7 +26,8 @@ def control_map(kind: str, rgba: np.ndarray, preprocess: bool, field: str) -> np
     raise ProtocolError(
         f"the {kind} preprocessor needs annotator weights that are not installed; paint or import a "
         f"ready {kind} map into a layer and use it with preprocess off",
-        field, ErrorCode.MISSING_WEIGHTS,
+        field,
+        ErrorCode.MISSING_WEIGHTS,
     )
 
 
@@ -53,9 +54,17 @@ def canny(gray: np.ndarray, low: float = 0.08, high: float = 0.2) -> np.ndarray:
     strong, weak = thin >= high, thin >= low
     edges = strong
     while True:  # grow strong edges through connected weak ones
-        grown = weak & (np.pad(edges, 1)[:-2, :-2] | np.pad(edges, 1)[:-2, 1:-1] | np.pad(edges, 1)[:-2, 2:]
-                        | np.pad(edges, 1)[1:-1, :-2] | edges | np.pad(edges, 1)[1:-1, 2:]
-                        | np.pad(edges, 1)[2:, :-2] | np.pad(edges, 1)[2:, 1:-1] | np.pad(edges, 1)[2:, 2:])
+        grown = weak & (
+            np.pad(edges, 1)[:-2, :-2]
+            | np.pad(edges, 1)[:-2, 1:-1]
+            | np.pad(edges, 1)[:-2, 2:]
+            | np.pad(edges, 1)[1:-1, :-2]
+            | edges
+            | np.pad(edges, 1)[1:-1, 2:]
+            | np.pad(edges, 1)[2:, :-2]
+            | np.pad(edges, 1)[2:, 1:-1]
+            | np.pad(edges, 1)[2:, 2:]
+        )
         if (grown == edges).all():
             return edges
         edges = grown

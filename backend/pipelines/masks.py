@@ -41,7 +41,7 @@ def box_blur(a: np.ndarray, r: int) -> np.ndarray:
 
 def blur(a: np.ndarray, r: int) -> np.ndarray:
     """Three box passes of radius r/√3 ≈ a Gaussian of radius r."""
-    step = max(1, round(r / 3 ** 0.5)) if r > 0 else 0
+    step = max(1, round(r / 3**0.5)) if r > 0 else 0
     for _ in range(3 if step else 0):
         a = box_blur(a, step)
     return a.astype(np.float32)

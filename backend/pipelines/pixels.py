@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from sfumato.protocol import Image, PixelFormat
 
-_NATIVE = {
+_NATIVE: dict[str, tuple[np.dtype[Any], float]] = {
     PixelFormat.RGBA8: (np.dtype(np.uint8), 255.0),
     PixelFormat.RGBA16: (np.dtype("<u2"), 65535.0),
     PixelFormat.RGBAF32: (np.dtype("<f4"), 1.0),
@@ -23,7 +25,7 @@ def native_array(img: Image) -> np.ndarray:
 
 def to_float(img: Image) -> np.ndarray:
     """(H, W, C) float32 in 0..1 (float layers are clipped: the models know no HDR)."""
-    dtype, scale = _NATIVE[img.format]
+    _dtype, scale = _NATIVE[img.format]
     arr = native_array(img).astype(np.float32)
     if scale != 1.0:
         arr /= scale
@@ -53,21 +55,23 @@ def resize(arr: np.ndarray, width: int, height: int) -> np.ndarray:
     method = PILImage.Resampling.LANCZOS if down else PILImage.Resampling.BICUBIC
     planes = arr[..., None] if arr.ndim == 2 else arr
     out = np.stack(
-        [np.asarray(PILImage.fromarray(planes[..., c].astype(np.float32), mode="F").resize((width, height), method))
-         for c in range(planes.shape[2])],
+        [
+            np.asarray(PILImage.fromarray(planes[..., c].astype(np.float32), mode="F").resize((width, height), method))
+            for c in range(planes.shape[2])
+        ],
         axis=-1,
     )
     out = np.clip(out, 0.0, 1.0)
     return out[..., 0] if arr.ndim == 2 else out
 
 
-def to_pil_rgb(arr: np.ndarray):  # type: ignore[no-untyped-def]
+def to_pil_rgb(arr: np.ndarray) -> Any:
     from PIL import Image as PILImage
 
     return PILImage.fromarray(np.clip(np.rint(arr[..., :3] * 255), 0, 255).astype(np.uint8), mode="RGB")
 
 
-def to_pil_gray(arr: np.ndarray):  # type: ignore[no-untyped-def]
+def to_pil_gray(arr: np.ndarray) -> Any:
     from PIL import Image as PILImage
 
     return PILImage.fromarray(np.clip(np.rint(arr * 255), 0, 255).astype(np.uint8), mode="L")

@@ -24,7 +24,7 @@ class Plan:
 
 
 def _snap(x: float) -> int:
-    return max(MULTIPLE, int(round(x / MULTIPLE)) * MULTIPLE)
+    return max(MULTIPLE, round(x / MULTIPLE) * MULTIPLE)
 
 
 def plan(width: int, height: int, native: int) -> Plan:

@@ -12,7 +12,8 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "euler_a": ("EulerAncestralDiscreteScheduler", {}),
     "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
     "dpmpp_2m_karras": (
-        "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
     ),
     "ddim": ("DDIMScheduler", {}),
     "unipc": ("UniPCMultistepScheduler", {}),
@@ -24,7 +25,8 @@ def make_scheduler(name: str, base_config: Any) -> Any:
 
     if name not in SCHEDULERS:
         raise ProtocolError(
-            f"unknown scheduler {name!r}; expected one of {', '.join(SCHEDULERS)}", "submit.scheduler",
+            f"unknown scheduler {name!r}; expected one of {', '.join(SCHEDULERS)}",
+            "submit.scheduler",
             ErrorCode.INVALID_REQUEST,
         )
     cls_name, extra = SCHEDULERS[name]

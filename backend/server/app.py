@@ -48,12 +48,15 @@ class Server:
         self.worker = Worker(self.hub)
         self._tasks = [asyncio.create_task(self.worker.run()), asyncio.create_task(self._reaper())]
         self._server = await serve(
-            self._handle, self.config.host, self.config.port,
+            self._handle,
+            self.config.host,
+            self.config.port,
             process_request=self._check_request,
             max_size=2 * (self.config.max_message_mib << 20),  # larger frames: typed error from the decoder
             compression=None,  # pixels are incompressible by deflate at speed; zlib is opt-in per image
             max_queue=4,
-            ping_interval=20, ping_timeout=60,
+            ping_interval=20,
+            ping_timeout=60,
         )
         sock = next(iter(self._server.sockets))
         self.port = sock.getsockname()[1]

@@ -69,8 +69,11 @@ class Hub:
     def limits(self) -> Limits:
         c = self.config
         return Limits(
-            max_message_bytes=c.max_message_mib << 20, max_pixels=c.max_pixels, max_batch=c.max_batch,
-            max_queued_per_editor=c.max_queued_per_editor, max_controls=c.max_controls,
+            max_message_bytes=c.max_message_mib << 20,
+            max_pixels=c.max_pixels,
+            max_batch=c.max_batch,
+            max_queued_per_editor=c.max_queued_per_editor,
+            max_controls=c.max_controls,
         )
 
     # ------------------------------------------------------------------ editors
@@ -94,8 +97,9 @@ class Hub:
         session = editor.session
         assert session is not None
         for job in editor.jobs.values():
-            session.send(JobStatus(job_id=job.id, state=job.state.value,
-                                   position=job.position if job.position >= 0 else None))
+            session.send(
+                JobStatus(job_id=job.id, state=job.state.value, position=job.position if job.position >= 0 else None)
+            )
         for job_id in editor.undelivered:
             session.send_result(job_id)
 
@@ -110,8 +114,11 @@ class Hub:
         """Forget editors gone longer than the resume TTL: cancel their jobs, drop their results."""
         now = time.monotonic()
         for sid, editor in list(self.editors.items()):
-            if editor.session is None and editor.disconnected_at is not None \
-                    and now - editor.disconnected_at > self.config.resume_ttl_s:
+            if (
+                editor.session is None
+                and editor.disconnected_at is not None
+                and now - editor.disconnected_at > self.config.resume_ttl_s
+            ):
                 for job in editor.active_jobs:
                     self._cancel_job(job)
                 del self.editors[sid]
@@ -120,8 +127,12 @@ class Hub:
     def _bound_results(self) -> None:
         """Keep undelivered results within the memory budget, dropping the oldest first."""
         budget = self.config.result_memory_mib << 20
-        stored = [(job.created, e, job.id) for e in self.editors.values() for job in e.jobs.values()
-                  if job.id in e.undelivered]
+        stored = [
+            (job.created, e, job.id)
+            for e in self.editors.values()
+            for job in e.jobs.values()
+            if job.id in e.undelivered
+        ]
         total = sum(len(e.undelivered[jid]) for _, e, jid in stored)
         for _, editor, jid in sorted(stored, key=lambda t: t[0]):
             if total <= budget:
@@ -140,8 +151,11 @@ class Hub:
         elif req.job_id in editor.jobs and not editor.jobs[req.job_id].state.finished:
             fail = (ErrorCode.DUPLICATE_JOB, f"job id {req.job_id!r} is already in use", "submit.job_id")
         elif len(editor.active_jobs) >= self.config.max_queued_per_editor:
-            fail = (ErrorCode.QUEUE_FULL,
-                    f"you already have {self.config.max_queued_per_editor} jobs waiting; wait or cancel some", "")
+            fail = (
+                ErrorCode.QUEUE_FULL,
+                f"you already have {self.config.max_queued_per_editor} jobs waiting; wait or cancel some",
+                "",
+            )
         elif req.batch_size > self.config.max_batch:
             fail = (ErrorCode.TOO_LARGE, f"batch size is limited to {self.config.max_batch}", "submit.batch_size")
         elif len(req.controls) > self.config.max_controls:
@@ -166,9 +180,14 @@ class Hub:
         job = editor.jobs.get(job_id)
         if job is None or job.state.finished:
             if editor.session is not None:  # never reveal whether another editor has such a job
-                editor.session.send(JobError(job_id=job_id, code=ErrorCode.NOT_FOUND,
-                                             message=f"you have no running or queued job {job_id!r}",
-                                             field="cancel.job_id"))
+                editor.session.send(
+                    JobError(
+                        job_id=job_id,
+                        code=ErrorCode.NOT_FOUND,
+                        message=f"you have no running or queued job {job_id!r}",
+                        field="cancel.job_id",
+                    )
+                )
             return
         self._cancel_job(job)
 
@@ -211,9 +230,11 @@ class Hub:
 
     def status(self) -> Status:
         return Status(
-            queue_length=len(self.queue), running=len(self.running),
+            queue_length=len(self.queue),
+            running=len(self.running),
             editors=sum(1 for e in self.editors.values() if e.session is not None),
-            loaded_models=tuple(self.engine.loaded_models()[:64]), device=self.engine.device_label(),
+            loaded_models=tuple(self.engine.loaded_models()[:64]),
+            device=self.engine.device_label(),
         )
 
     def broadcast_status(self) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from sfumato.protocol import JobEvent, JobState, Submit, advance
 
 if TYPE_CHECKING:
-    from .session import Session
+    from .hub import SessionLike
 
 
 @dataclass(eq=False)
@@ -37,7 +37,7 @@ class EditorState:
 
     session_id: str
     name: str
-    session: Session | None = None
+    session: SessionLike | None = None
     jobs: dict[str, Job] = field(default_factory=dict)
     undelivered: dict[str, bytes] = field(default_factory=dict)  # job id → encoded Result frame
     disconnected_at: float | None = None

@@ -80,11 +80,18 @@ class Session:
             return
         editor, resumed = self.hub.attach(hello, self)
         self.compress = "zlib" in hello.capabilities and not self.hub.config.is_loopback()
-        self.send(Welcome(
-            version=PROTOCOL_VERSION, server=SERVER_NAME, session=editor.session_id, resumed=resumed,
-            limits=self.hub.limits, models=tuple(self.hub.engine.models()), device=self.hub.engine.device_label(),
-            capabilities=CAPABILITIES,
-        ))
+        self.send(
+            Welcome(
+                version=PROTOCOL_VERSION,
+                server=SERVER_NAME,
+                session=editor.session_id,
+                resumed=resumed,
+                limits=self.hub.limits,
+                models=tuple(self.hub.engine.models()),
+                device=self.hub.engine.device_label(),
+                capabilities=CAPABILITIES,
+            )
+        )
         if resumed:
             self.hub.replay(editor)
         self.hub.broadcast_status()
@@ -109,8 +116,12 @@ class Session:
         raw = await asyncio.wait_for(self.ws.recv(), self.hub.config.hello_timeout_s)
         msg = decode(raw, self.limits)
         if not isinstance(msg, Hello):
-            raise ProtocolError(f"expected a hello message first, got {getattr(msg, 'type', None) or msg.TYPE!r}",
-                                "type", ErrorCode.PROTOCOL_VIOLATION)
+            got = msg.type if isinstance(msg, Unknown) else msg.TYPE
+            raise ProtocolError(
+                f"expected a hello message first, got {got!r}",
+                "type",
+                ErrorCode.PROTOCOL_VIOLATION,
+            )
         check_version(msg.version)
         expected = self.hub.config.token
         if expected and not hmac.compare_digest((msg.token or "").encode(), expected.encode()):
@@ -144,8 +155,11 @@ class Session:
         elif isinstance(msg, Unknown):
             log.debug("skipping unknown message type %r", msg.type)
         else:
-            self.send(Error(code=ErrorCode.PROTOCOL_VIOLATION,
-                            message=f"a client may not send {msg.TYPE!r} here", field="type"))
+            self.send(
+                Error(
+                    code=ErrorCode.PROTOCOL_VIOLATION, message=f"a client may not send {msg.TYPE!r} here", field="type"
+                )
+            )
 
     async def _sender(self) -> None:
         timeout = self.hub.config.send_timeout_s
@@ -156,7 +170,7 @@ class Session:
             if isinstance(item, ResultRef):
                 editor = self.editor
                 frame = editor.undelivered.get(item.job_id) if editor else None
-                if frame is None:
+                if editor is None or frame is None:
                     continue
                 await asyncio.wait_for(self.ws.send(frame), timeout)
                 editor.undelivered.pop(item.job_id, None)  # delivered: now it may be forgotten

@@ -48,18 +48,29 @@ class _Hooks:
         self.worker.loop.call_soon_threadsafe(fn, *args)
 
     def started(self, steps: int, steps_requested: int, width: int, height: int, seeds: list[int]) -> None:
-        msg = Started(job_id=self.job.id, steps=steps, steps_requested=steps_requested, width=width,
-                      height=height, seeds=tuple(seeds))
+        msg = Started(
+            job_id=self.job.id,
+            steps=steps,
+            steps_requested=steps_requested,
+            width=width,
+            height=height,
+            seeds=tuple(seeds),
+        )
         self._call(self.worker.hub.emit, self.job, msg)
 
     def progress(self, step: int, total: int) -> None:
         self.step = (step, total)
         if not self.wants_preview():  # a preview, when due, carries the progress itself
-            self._call(self.worker.hub.emit_progress, self.job, encode(Progress(job_id=self.job.id, step=step, total=total)))
+            self._call(
+                self.worker.hub.emit_progress, self.job, encode(Progress(job_id=self.job.id, step=step, total=total))
+            )
 
     def wants_preview(self) -> bool:
-        return (self.interval is not None and self.job.owner.session is not None
-                and time.monotonic() - self.last_preview >= self.interval)
+        return (
+            self.interval is not None
+            and self.job.owner.session is not None
+            and time.monotonic() - self.last_preview >= self.interval
+        )
 
     def preview(self, image: Image) -> None:
         self.last_preview = time.monotonic()
@@ -106,8 +117,14 @@ class Worker:
         except Exception as exc:  # a bug or a library failure: fail this job, keep serving
             log.error("job %s failed:\n%s", job.id, traceback.format_exc())
             job.advance(JobEvent.ERROR)
-            hub.emit(job, JobError(job_id=job.id, code=ErrorCode.INTERNAL,
-                                   message=f"the backend failed on this job: {type(exc).__name__}: {exc}"))
+            hub.emit(
+                job,
+                JobError(
+                    job_id=job.id,
+                    code=ErrorCode.INTERNAL,
+                    message=f"the backend failed on this job: {type(exc).__name__}: {exc}",
+                ),
+            )
         else:
             job.advance(JobEvent.RESULT)
             hub.deliver(job, frame)
@@ -119,8 +136,9 @@ class Worker:
     def _generate(self, job: Job) -> bytes:
         """On the worker thread: run the engine and encode the result frame."""
         out = self.hub.engine.run(job.submit, job.seed, _Hooks(self, job))
-        return encode(Result(job_id=job.id, images=tuple(out.images), rect=out.rect, seeds=tuple(out.seeds),
-                             timings=out.timings))
+        return encode(
+            Result(job_id=job.id, images=tuple(out.images), rect=out.rect, seeds=tuple(out.seeds), timings=out.timings)
+        )
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -53,8 +53,15 @@ class FatalConnectionError(Exception):
 
 
 class Client:
-    def __init__(self, connector: Connector, name: str, kind: str = "other", token: str | None = None,
-                 listener: Listener | None = None, backoff: tuple[float, float] = (0.25, 10.0)) -> None:
+    def __init__(
+        self,
+        connector: Connector,
+        name: str,
+        kind: str = "other",
+        token: str | None = None,
+        listener: Listener | None = None,
+        backoff: tuple[float, float] = (0.25, 10.0),
+    ) -> None:
         self.connector, self.name, self.kind, self.token = connector, name, kind, token
         self.listener = listener or (lambda event, job: None)
         self.backoff = backoff
@@ -122,8 +129,14 @@ class Client:
         self._set_state("disconnected", "closed")
 
     async def _handshake(self, transport: Transport) -> None:
-        hello = Hello(version=PROTOCOL_VERSION, client=self.name, kind=self.kind, token=self.token,
-                      capabilities=("zlib",), resume=self.session)
+        hello = Hello(
+            version=PROTOCOL_VERSION,
+            client=self.name,
+            kind=self.kind,
+            token=self.token,
+            capabilities=("zlib",),
+            resume=self.session,
+        )
         await transport.send(encode(hello))
         while True:
             msg = decode(await asyncio.wait_for(transport.recv(), 30.0), self._limits)

@@ -31,7 +31,7 @@ class WebSocketTransport:
         try:
             from websockets.asyncio.client import connect
         except ImportError:  # websockets < 13 (e.g. Debian 12's 10.4 inside Krita)
-            from websockets.client import connect  # type: ignore[no-redef]
+            from websockets.client import connect  # type: ignore[no-redef,attr-defined]
         try:
             ws = await asyncio.wait_for(connect(url, max_size=max_size, compression=None), open_timeout)
         except Exception as exc:
