@@ -34,7 +34,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "sfumato"
 VENDORED = ("msgpack", "websockets")
-SOURCES = {"protocol": ROOT / "protocol", "plugin/core": ROOT / "plugin" / "core", "plugin/krita": ROOT / "plugin" / "krita"}
+SOURCES = {
+    "protocol": ROOT / "protocol",
+    "plugin/core": ROOT / "plugin" / "core",
+    "plugin/krita": ROOT / "plugin" / "krita",
+}
 
 DESKTOP = """[Desktop Entry]
 Type=Service

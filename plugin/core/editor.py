@@ -1,0 +1,40 @@
+"""What plugin.core needs from an editor's document. Krita (and later GIMP) implement this; tests fake it.
+
+All methods are called on the editor's GUI thread.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from sfumato.protocol import Image, Rect
+
+
+class DocumentLike(Protocol):
+    def is_open(self) -> bool: ...
+
+    def title(self) -> str: ...
+
+    def canvas(self) -> Rect: ...
+
+    def selection_bounds(self) -> Rect | None:
+        """Bounds of the non-zero selection coverage, or None when nothing is selected."""
+        ...
+
+    def read_layer(self, rect: Rect, layer: str | None = None) -> Image:
+        """RGBA pixels (rgba8, rgba16 or rgbaf32, straight alpha) of the active layer, or of ``layer`` by name."""
+        ...
+
+    def read_selection(self, rect: Rect) -> Image:
+        """Selection coverage as gray8 (0 = unselected ... 255 = selected)."""
+        ...
+
+    def show_preview(self, image: Image, rect: Rect) -> None:
+        """Show ``image`` scaled to ``rect`` in the one preview layer (created on first use)."""
+        ...
+
+    def clear_preview(self) -> None: ...
+
+    def insert_result(self, image: Image, rect: Rect, name: str) -> None:
+        """A new layer above the active one at ``rect``, undoable; the source layer stays untouched."""
+        ...

@@ -1,0 +1,273 @@
+"""The Sfumato docker: connection, model, prompt, strength and friends, ControlNet controls, Generate/Cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from krita import DockWidget, Krita  # type: ignore[attr-defined]
+
+from sfumato.plugin.core.requests import ControlSpec, GenerationParams
+from sfumato.protocol import CONTROL_TYPES, PreviewSettings
+
+from .app import SfumatoApp
+from .qt import QtCore, QtWidgets
+
+SCHEDULERS = ("euler_a", "euler", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "unipc")
+
+
+class ControlRow(QtWidgets.QWidget):  # type: ignore[misc]
+    """One ControlNet control: type, source layer, strength, start/end, whether the layer already is a map."""
+
+    def __init__(self, on_remove: Any) -> None:
+        super().__init__()
+        lay = QtWidgets.QGridLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.type = QtWidgets.QComboBox()
+        self.type.addItems(list(CONTROL_TYPES))
+        self.layer = QtWidgets.QComboBox()
+        self.layer.setEditable(True)
+        self.layer.setToolTip("Source layer (empty: the active layer)")
+        self.strength = _dspin(0, 2, 0.05, 1.0)
+        self.start, self.end = _dspin(0, 1, 0.05, 0.0), _dspin(0, 1, 0.05, 1.0)
+        self.is_map = QtWidgets.QCheckBox("layer is a map")
+        remove = QtWidgets.QToolButton()
+        remove.setText("✕")
+        remove.clicked.connect(lambda: on_remove(self))
+        lay.addWidget(self.type, 0, 0)
+        lay.addWidget(self.layer, 0, 1, 1, 2)
+        lay.addWidget(remove, 0, 3)
+        lay.addWidget(self.strength, 1, 0)
+        lay.addWidget(self.start, 1, 1)
+        lay.addWidget(self.end, 1, 2)
+        lay.addWidget(self.is_map, 2, 0, 1, 3)
+        self.refresh_layers()
+
+    def refresh_layers(self) -> None:
+        doc = Krita.instance().activeDocument()
+        current = self.layer.currentText()
+        self.layer.clear()
+        self.layer.addItem("")
+        if doc is not None:
+            self.layer.addItems([n.name() for n in doc.topLevelNodes() if n.type() == "paintlayer"])
+        self.layer.setCurrentText(current)
+
+    def spec(self) -> ControlSpec:
+        return ControlSpec(
+            type=self.type.currentText(),
+            layer=self.layer.currentText() or None,
+            strength=self.strength.value(),
+            start=self.start.value(),
+            end=self.end.value(),
+            preprocess=not self.is_map.isChecked(),
+        )
+
+
+def _dspin(lo: float, hi: float, step: float, value: float) -> Any:
+    w = QtWidgets.QDoubleSpinBox()
+    w.setRange(lo, hi)
+    w.setSingleStep(step)
+    w.setValue(value)
+    return w
+
+
+class SfumatoDocker(DockWidget):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__()
+        self.setWindowTitle("Sfumato")
+        self.setObjectName("sfumato_docker")
+        self.app = SfumatoApp.get()
+        s = self.app.settings
+        root = QtWidgets.QWidget()
+        form = QtWidgets.QFormLayout(root)
+
+        self.status = QtWidgets.QLabel("connecting…")
+        self.status.setWordWrap(True)
+        self.server = QtWidgets.QLineEdit(s.server_url)
+        self.token = QtWidgets.QLineEdit(s.token)
+        self.token.setEchoMode(QtWidgets.QLineEdit.Password)
+        self.reconnect = QtWidgets.QPushButton("Connect")
+        self.reconnect.clicked.connect(self._reconnect)
+        self.model = QtWidgets.QComboBox()
+        self.prompt = QtWidgets.QPlainTextEdit()
+        self.prompt.setPlaceholderText("What to paint")
+        self.prompt.setMaximumHeight(70)
+        self.negative = QtWidgets.QLineEdit(s.negative_prompt)
+        self.negative.setPlaceholderText("What to avoid")
+        self.strength = QtWidgets.QSlider()
+        self.strength.setOrientation(QtCore.Qt.Horizontal)
+        self.strength.setRange(0, 100)
+        self.strength.setValue(round(s.strength * 100))
+        self.strength_label = QtWidgets.QLabel()
+        self.strength.valueChanged.connect(self._strength_changed)
+        self.steps = QtWidgets.QSpinBox()
+        self.steps.setRange(1, 150)
+        self.steps.setValue(s.steps)
+        self.guidance = _dspin(0, 30, 0.5, s.guidance)
+        self.scheduler = QtWidgets.QComboBox()
+        self.scheduler.addItems(list(SCHEDULERS))
+        self.scheduler.setCurrentText(s.scheduler)
+        self.seed = QtWidgets.QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.random_seed = QtWidgets.QCheckBox("random")
+        self.random_seed.setChecked(True)
+        self.batch = QtWidgets.QSpinBox()
+        self.batch.setRange(1, 8)
+        self.batch.setValue(s.batch_size)
+        self.controls_box = QtWidgets.QVBoxLayout()
+        add_control = QtWidgets.QPushButton("+ ControlNet")
+        add_control.clicked.connect(self.add_control)
+        self.generate_button = QtWidgets.QPushButton("Generate")
+        self.generate_button.clicked.connect(self.generate)
+        self.cancel_button = QtWidgets.QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress = QtWidgets.QProgressBar()
+        self.queue = QtWidgets.QLabel("")
+        self.message = QtWidgets.QLabel("")
+        self.message.setWordWrap(True)
+        self.message.setStyleSheet("color: #c0392b")
+
+        seed_row = QtWidgets.QHBoxLayout()
+        seed_row.addWidget(self.seed)
+        seed_row.addWidget(self.random_seed)
+        strength_row = QtWidgets.QHBoxLayout()
+        strength_row.addWidget(self.strength)
+        strength_row.addWidget(self.strength_label)
+        buttons = QtWidgets.QHBoxLayout()
+        buttons.addWidget(self.generate_button)
+        buttons.addWidget(self.cancel_button)
+        form.addRow(self.status)
+        form.addRow("Server", self.server)
+        form.addRow("Token", self.token)
+        form.addRow(self.reconnect)
+        form.addRow("Model", self.model)
+        form.addRow("Prompt", self.prompt)
+        form.addRow("Negative", self.negative)
+        form.addRow("Strength", strength_row)
+        form.addRow("Steps", self.steps)
+        form.addRow("Guidance", self.guidance)
+        form.addRow("Sampler", self.scheduler)
+        form.addRow("Seed", seed_row)
+        form.addRow("Batch", self.batch)
+        form.addRow(self.controls_box)
+        form.addRow(add_control)
+        form.addRow(buttons)
+        form.addRow(self.progress)
+        form.addRow(self.queue)
+        form.addRow(self.message)
+        scroll = QtWidgets.QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(root)
+        self.setWidget(scroll)
+        self._strength_changed(self.strength.value())
+        self.app.views.append(self.refresh)
+        self.refresh()
+
+    # ------------------------------------------------------------------ Krita hooks
+
+    def canvasChanged(self, canvas: Any) -> None:
+        for row in self.control_rows():
+            row.refresh_layers()
+
+    # ------------------------------------------------------------------ actions (also used by shortcuts)
+
+    def params(self) -> GenerationParams:
+        return GenerationParams(
+            model=self.model.currentData() or self.model.currentText() or self.app.settings.model,
+            prompt=self.prompt.toPlainText(),
+            negative_prompt=self.negative.text(),
+            strength=self.strength.value() / 100,
+            steps=self.steps.value(),
+            guidance=self.guidance.value(),
+            seed=None if self.random_seed.isChecked() else self.seed.value(),
+            scheduler=self.scheduler.currentText(),
+            batch_size=self.batch.value(),
+            controls=tuple(r.spec() for r in self.control_rows()),
+            preview=PreviewSettings(enabled=True, max_per_second=self.app.settings.previews_per_second),
+        )
+
+    def generate(self) -> None:
+        self._save_defaults()
+        self.app.generate(self.params())
+        self.refresh()
+
+    def cancel(self) -> None:
+        self.app.cancel()
+
+    def add_control(self) -> ControlRow:
+        row = ControlRow(self._remove_control)
+        self.controls_box.addWidget(row)
+        return row
+
+    def control_rows(self) -> list[ControlRow]:
+        items = (self.controls_box.itemAt(i).widget() for i in range(self.controls_box.count()))
+        return [w for w in items if isinstance(w, ControlRow)]
+
+    def _remove_control(self, row: ControlRow) -> None:
+        self.controls_box.removeWidget(row)
+        row.deleteLater()
+
+    def _reconnect(self) -> None:
+        self.app.settings.server_url = self.server.text().strip()
+        self.app.settings.token = self.token.text()
+        self.app.settings.save()
+        self.app.connect()
+        self.refresh()
+
+    def _strength_changed(self, value: int) -> None:
+        self.strength_label.setText(f"{value / 100:.2f}")
+
+    def _save_defaults(self) -> None:
+        s = self.app.settings
+        s.strength, s.steps, s.guidance = self.strength.value() / 100, self.steps.value(), self.guidance.value()
+        s.scheduler, s.batch_size, s.negative_prompt = (
+            self.scheduler.currentText(),
+            self.batch.value(),
+            self.negative.text(),
+        )
+        if self.model.currentData():
+            s.model = self.model.currentData()
+        s.save()
+
+    # ------------------------------------------------------------------ view
+
+    def refresh(self) -> None:
+        conn = self.app.connection
+        welcome = conn.welcome
+        text = {
+            "connected": "Connected",
+            "connecting": "Connecting…",
+            "disconnected": "Disconnected",
+            "failed": "Refused",
+        }.get(conn.state, conn.state)
+        if welcome is not None and conn.state == "connected":
+            text += f" — {welcome.device}"
+        if conn.detail and conn.state != "connected":
+            text += f": {conn.detail}"
+        self.status.setText(text)
+        if welcome is not None and self.model.count() == 0:
+            for m in welcome.models:
+                if m.kind == "checkpoint":
+                    self.model.addItem(m.label, m.id)
+            index = self.model.findData(self.app.settings.model)
+            if index >= 0:
+                self.model.setCurrentIndex(index)
+        controller = self.app.controller
+        jobs = controller.active_jobs() if controller is not None else []
+        running = [j for j in jobs if j.state.value == "running"]
+        if running:
+            self.progress.setRange(0, max(1, running[0].total))
+            self.progress.setValue(running[0].step)
+        else:
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+        queued = [j for j in jobs if j.state.value == "queued" and j.position is not None]
+        self.queue.setText(
+            f"{len(jobs)} job(s); next in queue at position {min(j.position or 0 for j in queued) + 1}"
+            if queued
+            else (f"{len(jobs)} job(s) running" if jobs else "")
+        )
+        self.cancel_button.setEnabled(bool(jobs))
+        notes = [self.app.last_error] if self.app.last_error else []
+        if controller is not None and controller.messages:
+            notes.append(controller.messages[-1])
+        self.message.setText("\n".join(notes))

@@ -1,0 +1,282 @@
+"""The in-Krita end-to-end test, armed only when SFUMATO_KRITA_TEST_OUT is set (see tests/krita/).
+
+It drives the plugin through its own code paths — the docker's widgets and buttons — against a real
+backend, and writes a JSON result file (judged by the test, never Krita's exit code). Steps run as
+a generator polled by a QTimer, so Krita's event loop keeps running while the test waits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from krita import Krita, Selection  # type: ignore[attr-defined]
+
+from .document import PREVIEW_LAYER
+from .qt import QtCore, QTimer, QtWidgets
+
+OUT = os.environ.get("SFUMATO_KRITA_TEST_OUT", "")
+SCREENSHOT = os.environ.get("SFUMATO_KRITA_SCREENSHOT", "")
+SERVER = os.environ.get("SFUMATO_KRITA_SERVER", "")
+SIZE = 128
+
+
+class Wait:
+    def __init__(self, cond: Callable[[], bool], timeout: float, what: str) -> None:
+        self.cond, self.deadline, self.what = cond, time.monotonic() + timeout, what
+
+
+class Run:
+    def __init__(self) -> None:
+        self.checks: list[dict[str, Any]] = []
+        self.started = time.monotonic()
+
+    def check(self, name: str, ok: bool, detail: str = "") -> None:
+        self.checks.append({"name": name, "ok": bool(ok), "detail": detail})
+        print(f"sfumato-selftest: {'ok  ' if ok else 'FAIL'} {name} {detail}", file=sys.stderr, flush=True)
+
+    def write(self, error: str = "") -> None:
+        body = {
+            "checks": self.checks,
+            "error": error,
+            "seconds": round(time.monotonic() - self.started, 1),
+            "krita": Krita.instance().version(),
+            "python": sys.version.split()[0],
+        }
+        tmp = OUT + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(body, f, indent=2)
+        os.replace(tmp, OUT)
+
+
+RUN = Run()
+
+
+def _fatal(kind: Any, value: Any, tb: Any) -> None:
+    """Replaces Krita's modal exception dialog: record, then exit (a dialog would hang the test)."""
+    RUN.write("".join(traceback.format_exception(kind, value, tb)))
+    os._exit(70)
+
+
+def arm() -> None:
+    sys.excepthook = _fatal
+    Krita.instance().notifier().windowCreated.connect(lambda: QTimer.singleShot(200, start))
+
+
+def start() -> None:
+    QTimer.singleShot(240_000, lambda: (RUN.write("watchdog: the test took longer than 240 s"), os._exit(71)))
+    steps = scenario()
+    timer = QTimer()
+
+    def tick() -> None:
+        try:
+            waiting = getattr(tick, "waiting", None)
+            if waiting is not None:
+                if not waiting.cond():
+                    if time.monotonic() > waiting.deadline:
+                        raise TimeoutError(f"timed out waiting for {waiting.what}")
+                    return
+            tick.waiting = next(steps)  # type: ignore[attr-defined]
+        except StopIteration:
+            timer.stop()
+            finish()
+        except Exception:
+            timer.stop()
+            RUN.write(traceback.format_exc())
+            finish()
+
+    timer.timeout.connect(tick)
+    timer.start(50)
+    start.timer = timer  # type: ignore[attr-defined]  # keep it alive
+
+
+def finish() -> None:
+    if not os.path.exists(OUT):
+        RUN.write()
+    app = Krita.instance()
+    for d in app.documents():
+        d.setModified(False)
+    QTimer.singleShot(100, lambda: app.activeWindow().qwindow().close())
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def pattern() -> bytes:
+    out = bytearray(SIZE * SIZE * 4)
+    for y in range(SIZE):
+        for x in range(SIZE):
+            i = (y * SIZE + x) * 4
+            out[i : i + 4] = bytes(((x * 7 + y) % 256, (y * 2) % 256, (x * 2) % 256, 255))  # B, G, R, A
+    return bytes(out)
+
+
+def soft_coverage(cx: int, cy: int, r_full: float, r_zero: float) -> bytes:
+    out = bytearray(SIZE * SIZE)
+    for y in range(SIZE):
+        for x in range(SIZE):
+            d = ((x - cx) ** 2 + (y - cy) ** 2) ** 0.5
+            v = 255 if d <= r_full else (0 if d >= r_zero else round(255 * (r_zero - d) / (r_zero - r_full)))
+            out[y * SIZE + x] = v
+    return bytes(out)
+
+
+def layer_names(doc: Any) -> list[str]:
+    return [n.name() for n in doc.topLevelNodes() if n.type() != "selectionmask"]
+
+
+def projection(doc: Any) -> bytes:
+    doc.refreshProjection()
+    doc.waitForDone()
+    return bytes(doc.pixelData(0, 0, SIZE, SIZE))
+
+
+# ---------------------------------------------------------------------------- the scenario
+
+
+def scenario() -> Iterator[Wait | None]:
+    from .app import SfumatoApp
+    from .extension import find_docker
+
+    app = Krita.instance()
+    docker = find_docker()
+    RUN.check("docker exists", docker is not None)
+    sf = SfumatoApp.get()
+    docker.server.setText(SERVER)
+    docker.reconnect.click()  # the docker's own Connect button
+    yield Wait(lambda: sf.connection.state == "connected", 30, "the connection")
+    RUN.check("connected, models listed", docker.model.findData("builtin:tiny") >= 0, docker.status.text())
+
+    doc = app.createDocument(SIZE, SIZE, "sfumato-e2e", "RGBA", "U8", "", 300.0)
+    app.activeWindow().addView(doc)
+    src = doc.createNode("Paint", "paintlayer")
+    src.setPixelData(QtCore.QByteArray(pattern()), 0, 0, SIZE, SIZE)
+    doc.rootNode().addChildNode(src, None)
+    doc.setActiveNode(src)
+    yield None
+    source_before = bytes(src.pixelData(0, 0, SIZE, SIZE))
+    layers_before = layer_names(doc)
+
+    # (a) restyle the layer: no selection
+    docker.prompt.setPlainText("a test")
+    docker.strength.setValue(50)
+    docker.steps.setValue(8)
+    docker.random_seed.setChecked(False)
+    docker.seed.setValue(7)
+    seen = {"preview": False, "locked": True}
+
+    def done_watching_previews() -> bool:
+        node = doc.nodeByName(PREVIEW_LAYER)
+        if node is not None:
+            seen["preview"] = True
+            seen["locked"] = seen["locked"] and node.locked()
+        return doc.nodeByName("a test [seed 7]") is not None
+
+    docker.generate_button.click()
+    yield Wait(done_watching_previews, 120, "the restyle result")
+    result = doc.nodeByName("a test [seed 7]")
+    b = result.bounds()
+    RUN.check(
+        "restyle: result layer at the layer's offset",
+        (b.x(), b.y(), b.width(), b.height()) == (0, 0, SIZE, SIZE),
+        f"bounds {b.x()},{b.y()} {b.width()}x{b.height()}",
+    )
+    RUN.check(
+        "restyle: result layer is above the source",
+        layer_names(doc).index("a test [seed 7]") == layer_names(doc).index("Paint") + 1,
+        str(layer_names(doc)),
+    )
+    RUN.check("restyle: previews shown in one locked preview layer", seen["preview"] and seen["locked"], str(seen))
+    RUN.check("restyle: preview layer removed", doc.nodeByName(PREVIEW_LAYER) is None)
+    RUN.check("restyle: source layer untouched", bytes(src.pixelData(0, 0, SIZE, SIZE)) == source_before)
+    RUN.check("restyle: the result differs from the source", bytes(result.pixelData(0, 0, SIZE, SIZE)) != source_before)
+    yield None
+    if SCREENSHOT:
+        win = app.activeWindow().qwindow()
+        win.setGeometry(QtCore.QRect(0, 0, 1280, 1000))
+        for dock in win.findChildren(QtWidgets.QDockWidget):
+            if dock is not docker and dock.objectName() != "KisLayerBox":
+                dock.hide()  # give the Sfumato docker the room to be seen whole
+        docker.raise_()
+        yield None
+        win.grab().save(SCREENSHOT)
+        RUN.check("screenshot saved", os.path.exists(SCREENSHOT), SCREENSHOT)
+    app.action("edit_undo").trigger()
+    yield Wait(lambda: doc.nodeByName("a test [seed 7]") is None, 5, "undo")
+    RUN.check("restyle: undo removes the result layer", doc.nodeByName("a test [seed 7]") is None)
+    app.action("edit_redo").trigger()
+    yield Wait(lambda: doc.nodeByName("a test [seed 7]") is not None, 5, "redo")
+    base = doc.nodeByName("a test [seed 7]")
+    doc.setActiveNode(base)  # the painter goes on working on the restyled layer
+    yield None
+    base_before = bytes(base.pixelData(0, 0, SIZE, SIZE))
+
+    # (b) inpaint a soft selection
+    coverage = soft_coverage(70, 60, 14, 26)
+    sel = Selection()
+    sel.setPixelData(QtCore.QByteArray(coverage), 0, 0, SIZE, SIZE)
+    doc.setSelection(sel)
+    yield None
+    before = projection(doc)
+    docker.prompt.setPlainText("a fox")
+    docker.strength.setValue(100)
+    docker.seed.setValue(9)
+    docker.generate_button.click()
+    yield Wait(lambda: doc.nodeByName("a fox [seed 9]") is not None, 120, "the inpaint result")
+    node = doc.nodeByName("a fox [seed 9]")
+    b = node.bounds()
+    sb = doc.selection()
+    inside = (
+        b.width() > 0
+        and b.x() >= sb.x()
+        and b.y() >= sb.y()
+        and b.x() + b.width() <= sb.x() + sb.width()
+        and b.y() + b.height() <= sb.y() + sb.height()
+    )
+    RUN.check(
+        "inpaint: result layer inside the selection bounds",
+        inside,
+        f"layer {b.x()},{b.y()} {b.width()}x{b.height()} selection {sb.x()},{sb.y()} {sb.width()}x{sb.height()}",
+    )
+    after = projection(doc)
+    changed_outside = sum(
+        1 for i in range(SIZE * SIZE) if coverage[i] == 0 and after[4 * i : 4 * i + 4] != before[4 * i : 4 * i + 4]
+    )
+    changed_inside = sum(
+        1 for i in range(SIZE * SIZE) if coverage[i] == 255 and after[4 * i : 4 * i + 4] != before[4 * i : 4 * i + 4]
+    )
+    RUN.check("inpaint: pixels outside the selection unchanged", changed_outside == 0, f"{changed_outside} changed")
+    RUN.check("inpaint: pixels inside the selection repainted", changed_inside > 0, f"{changed_inside} changed")
+    RUN.check("inpaint: source layer untouched", bytes(base.pixelData(0, 0, SIZE, SIZE)) == base_before)
+    RUN.check(
+        "inpaint: result layer right above the source",
+        layer_names(doc).index("a fox [seed 9]") == layer_names(doc).index("a test [seed 7]") + 1,
+    )
+    RUN.check("inpaint: preview layer removed", doc.nodeByName(PREVIEW_LAYER) is None)
+    app.action("deselect").trigger()
+    yield Wait(lambda: doc.selection() is None or doc.selection().width() == 0, 5, "deselect")
+
+    # (c) start a long job and cancel it from the docker
+    layers_mid = layer_names(doc)
+    docker.prompt.setPlainText("never finished")
+    docker.steps.setValue(150)
+    docker.strength.setValue(100)
+    docker.generate_button.click()
+    ctl = sf.controller
+    yield Wait(lambda: any(j.state.value == "running" and j.step >= 1 for j in ctl.active_jobs()), 60, "a running job")
+    job = ctl.active_jobs()[0]
+    docker.cancel_button.click()
+    yield Wait(lambda: not ctl.active_jobs(), 20, "the cancel")
+    RUN.check("cancel: the job is cancelled", job.state.value == "cancelled", job.state.value)
+    RUN.check("cancel: it stopped early", job.step < job.total, f"{job.step}/{job.total}")
+    yield Wait(lambda: doc.nodeByName(PREVIEW_LAYER) is None, 5, "the preview layer to go")
+    RUN.check("cancel: no new layer, preview layer gone", layer_names(doc) == layers_mid, str(layer_names(doc)))
+
+    expected = [*layers_before, "a test [seed 7]", "a fox [seed 9]"]
+    RUN.check("no stray layers", sorted(layer_names(doc)) == sorted(expected), str(layer_names(doc)))
+    RUN.write()
