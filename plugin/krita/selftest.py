@@ -76,11 +76,10 @@ def start() -> None:
     def tick() -> None:
         try:
             waiting = getattr(tick, "waiting", None)
-            if waiting is not None:
-                if not waiting.cond():
-                    if time.monotonic() > waiting.deadline:
-                        raise TimeoutError(f"timed out waiting for {waiting.what}")
-                    return
+            if waiting is not None and not waiting.cond():
+                if time.monotonic() > waiting.deadline:
+                    raise TimeoutError(f"timed out waiting for {waiting.what}")
+                return
             tick.waiting = next(steps)  # type: ignore[attr-defined]
         except StopIteration:
             timer.stop()

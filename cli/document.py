@@ -1,0 +1,107 @@
+"""Image files seen as an editor document, so the CLI builds requests with the same core as Krita."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sfumato.protocol import Image, PixelFormat, Rect
+
+
+def load_rgba(path: Path) -> np.ndarray:
+    from PIL import Image as PILImage
+
+    with PILImage.open(path) as im:
+        return np.asarray(im.convert("RGBA"), dtype=np.uint8).copy()
+
+
+def load_gray(path: Path) -> np.ndarray:
+    from PIL import Image as PILImage
+
+    with PILImage.open(path) as im:
+        if im.mode in ("RGBA", "LA"):  # a mask painted as alpha
+            return np.asarray(im.getchannel("A"), dtype=np.uint8).copy()
+        return np.asarray(im.convert("L"), dtype=np.uint8).copy()
+
+
+def save_rgba(path: Path, pixels: np.ndarray) -> None:
+    from PIL import Image as PILImage
+
+    PILImage.fromarray(pixels, mode="RGBA").save(path)
+
+
+class ImageDocument:
+    """A one-layer document (plus named control layers) backed by arrays."""
+
+    def __init__(
+        self,
+        pixels: np.ndarray,
+        mask: np.ndarray | None = None,
+        layers: dict[str, np.ndarray] | None = None,
+        name: str = "image",
+    ) -> None:
+        self.pixels, self.mask, self.layers, self.name = pixels, mask, layers or {}, name
+        self.results: list[tuple[Image, Rect, str]] = []
+        self.previews = 0
+
+    def is_open(self) -> bool:
+        return True
+
+    def title(self) -> str:
+        return self.name
+
+    def canvas(self) -> Rect:
+        return Rect(x=0, y=0, w=self.pixels.shape[1], h=self.pixels.shape[0])
+
+    def selection_bounds(self) -> Rect | None:
+        if self.mask is None or not self.mask.any():
+            return None
+        ys, xs = np.nonzero(self.mask)
+        return Rect(x=int(xs.min()), y=int(ys.min()), w=int(xs.max() - xs.min()) + 1, h=int(ys.max() - ys.min()) + 1)
+
+    def read_layer(self, rect: Rect, layer: str | None = None) -> Image:
+        src = self.layers[layer] if layer else self.pixels
+        crop = np.ascontiguousarray(src[rect.y : rect.bottom, rect.x : rect.right])
+        return Image(width=rect.w, height=rect.h, format=PixelFormat.RGBA8, data=crop.tobytes())
+
+    def read_selection(self, rect: Rect) -> Image:
+        assert self.mask is not None
+        crop = np.ascontiguousarray(self.mask[rect.y : rect.bottom, rect.x : rect.right])
+        return Image(width=rect.w, height=rect.h, format=PixelFormat.GRAY8, data=crop.tobytes())
+
+    def show_preview(self, image: Image, rect: Rect) -> None:
+        self.previews += 1
+
+    def clear_preview(self) -> None:
+        pass
+
+    def insert_result(self, image: Image, rect: Rect, name: str) -> None:
+        self.results.append((image, rect, name))
+
+
+def composite(base: np.ndarray, layer: Image, rect: Rect) -> np.ndarray:
+    """Paint an RGBA8 layer over ``base`` at ``rect`` (normal blend, straight alpha).
+
+    Pixels where the layer's alpha is 0 are copied from ``base`` untouched, bit for bit.
+    """
+    out = base.copy()
+    top = np.frombuffer(layer.data, np.uint8).reshape(rect.h, rect.w, 4).astype(np.float32) / 255
+    region = out[rect.y : rect.bottom, rect.x : rect.right]
+    dst = region.astype(np.float32) / 255
+    ta, da = top[..., 3:], dst[..., 3:]
+    oa = ta + da * (1 - ta)
+    rgb = (top[..., :3] * ta + dst[..., :3] * da * (1 - ta)) / np.maximum(oa, 1e-6)
+    blended = np.clip(np.rint(np.concatenate([rgb, oa], axis=-1) * 255), 0, 255).astype(np.uint8)
+    keep = top[..., 3] <= 0
+    blended[keep] = region[keep]
+    out[rect.y : rect.bottom, rect.x : rect.right] = blended
+    return out
+
+
+def layer_canvas(size: tuple[int, int], layer: Image, rect: Rect) -> np.ndarray:
+    """The result layer alone, on a transparent canvas of the input's size."""
+    w, h = size
+    out = np.zeros((h, w, 4), np.uint8)
+    out[rect.y : rect.bottom, rect.x : rect.right] = np.frombuffer(layer.data, np.uint8).reshape(rect.h, rect.w, 4)
+    return out

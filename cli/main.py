@@ -1,0 +1,273 @@
+"""The ``sfumato`` command: ``serve``, ``img2img`` and ``models``.
+
+``img2img`` is a headless editor built on plugin.core (the same client code as the Krita plugin).
+Without ``--server`` it starts an embedded backend in this process and talks to it over loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_CONNECTION = 0, 1, 2, 3
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_JOB_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "serve":
+        from sfumato.backend.main import serve_main
+
+        return serve_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        if args.command == "models":
+            return run_models(args)
+        return asyncio.run(run_img2img(args))
+    except CliError as exc:
+        print(f"sfumato: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("\nsfumato: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sfumato", description="Sfumato: AI painting assistant (backend and CLI).")
+    sub = p.add_subparsers(dest="command")
+    sub.add_parser("serve", help="run the backend (see `sfumato serve --help`)", add_help=False)
+    g = sub.add_parser("img2img", help="restyle an image, or repaint the masked part of it")
+    g.add_argument("input", type=Path, help="input image (PNG, JPEG, ...)")
+    g.add_argument("-o", "--output", type=Path, required=True, help="output PNG: the input with the result applied")
+    g.add_argument("--mask", type=Path, help="selection mask (grey or alpha, same size): inpaint what is white")
+    g.add_argument(
+        "--control",
+        action="append",
+        default=[],
+        metavar="TYPE[=IMAGE]",
+        help="ControlNet control: TYPE alone extracts it from the input (canny); TYPE=IMAGE uses a ready map",
+    )
+    g.add_argument("--control-strength", type=float, default=1.0)
+    g.add_argument("--prompt", default="")
+    g.add_argument("--negative", default="")
+    g.add_argument("--strength", type=float, default=None, help="denoising strength 0..1 (0.6; 1.0 with --mask)")
+    g.add_argument("--steps", type=int, default=20)
+    g.add_argument("--cfg", type=float, default=7.0, help="guidance scale")
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--scheduler", default="euler_a")
+    g.add_argument("--batch", type=int, default=1, help="images to generate (OUTPUT-1.png, OUTPUT-2.png, ...)")
+    g.add_argument("--model", default="builtin:tiny")
+    g.add_argument("--server", help="ws://HOST:PORT of a running backend (default: an embedded one)")
+    g.add_argument("--token", help="the backend's token")
+    g.add_argument("--layer-only", action="store_true", help="write the result layer alone (transparent elsewhere)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    m = sub.add_parser("models", help="list the model catalogue (usable and unusable, with reasons)")
+    m.add_argument("--models", dest="model_dirs", action="append", type=Path, metavar="DIR")
+    m.add_argument("--server", help="list what a running backend offers instead")
+    m.add_argument("--token")
+    return p
+
+
+# ---------------------------------------------------------------------------- models
+
+
+def run_models(args: argparse.Namespace) -> int:
+    if args.server:
+        return asyncio.run(_remote_models(args))
+    from sfumato.backend.config import ConfigError, load_config
+    from sfumato.backend.models.catalogue import Catalogue
+
+    try:
+        cfg = load_config(model_dirs=args.model_dirs)
+    except ConfigError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    entries = Catalogue.scan(cfg.model_dirs, cfg.cache_dir, builtin=cfg.builtin_models).all()
+    print(f"model folders: {', '.join(str(d) for d in cfg.model_dirs) or '(none; add with --models DIR)'}")
+    for e in entries:
+        if e.usable:
+            extra = f" control={e.control_type}" if e.control_type else ""
+            print(f"  {e.id:40s} {e.kind:10s} {e.arch:12s}{extra}{'  [test model]' if e.test else ''}")
+    unusable = [e for e in entries if not e.usable]
+    if unusable:
+        print("unusable:")
+        for e in unusable:
+            print(f"  {e.id:40s} {e.problem}")
+    return EXIT_OK
+
+
+async def _remote_models(args: argparse.Namespace) -> int:
+    async with _connected(args.server, args.token, None) as (client, _):
+        assert client.welcome is not None
+        for m in client.welcome.models:
+            print(f"  {m.id:40s} {m.kind:10s} {m.arch:12s}{'  [test model]' if m.test else ''}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- img2img
+
+
+@contextlib.asynccontextmanager
+async def _embedded_backend() -> AsyncIterator[str]:
+    from sfumato.backend.config import load_config
+    from sfumato.backend.main import build_engine
+    from sfumato.backend.server.app import Server
+
+    cfg = load_config(host="127.0.0.1", port=0)
+    server = Server(cfg, await asyncio.to_thread(build_engine, cfg))
+    await server.start()
+    try:
+        yield server.url
+    finally:
+        await server.stop(grace_s=2)
+
+
+@contextlib.asynccontextmanager
+async def _connected(url: str, token: str | None, listener: Any) -> AsyncIterator[tuple[Any, Any]]:
+    from sfumato.plugin.core.client import Client, ConnectionChanged
+    from sfumato.plugin.core.transport import WebSocketTransport
+
+    failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def on_event(event: Any, job: Any) -> None:
+        if isinstance(event, ConnectionChanged) and event.state in ("failed", "disconnected") and not failed.done():
+            failed.set_result(event.detail)
+        if listener is not None:
+            listener(event, job)
+
+    client = Client(lambda: WebSocketTransport.connect(url), "sfumato-cli/0.1", "cli", token, on_event)
+    task = asyncio.create_task(client.run())
+    waiter = asyncio.create_task(client.wait_connected())
+    done, _ = await asyncio.wait({waiter, failed}, timeout=30, return_when=asyncio.FIRST_COMPLETED)  # type: ignore[arg-type]
+    if waiter not in done:
+        waiter.cancel()
+        await client.close()
+        reason = failed.result() if failed.done() else "timed out"
+        raise CliError(f"cannot reach the backend at {url}: {reason}", EXIT_CONNECTION)
+    try:
+        yield client, failed
+    finally:
+        await client.close()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(task, 5)
+
+
+async def run_img2img(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from sfumato.plugin.core.controller import Controller
+    from sfumato.plugin.core.requests import ControlSpec, GenerationParams
+    from sfumato.protocol import Cancelled, InvalidMessage, JobError, Progress, Result
+
+    from .document import ImageDocument, composite, layer_canvas, load_gray, load_rgba, save_rgba
+
+    try:
+        pixels = load_rgba(args.input)
+        mask = load_gray(args.mask) if args.mask else None
+    except OSError as exc:
+        raise CliError(f"cannot read an image: {exc}", EXIT_USAGE) from None
+    if mask is not None and mask.shape != pixels.shape[:2]:
+        raise CliError(
+            f"the mask is {mask.shape[1]}×{mask.shape[0]} but the input is {pixels.shape[1]}×{pixels.shape[0]}",
+            EXIT_USAGE,
+        )
+    layers: dict[str, np.ndarray] = {}
+    controls = []
+    for i, spec in enumerate(args.control):
+        kind, _, path = spec.partition("=")
+        if path:
+            try:
+                layers[f"control{i}"] = load_rgba(Path(path))
+            except OSError as exc:
+                raise CliError(f"cannot read control image {path}: {exc}", EXIT_USAGE) from None
+            if layers[f"control{i}"].shape != pixels.shape:
+                raise CliError(f"control image {path} must be the size of the input", EXIT_USAGE)
+        controls.append(
+            ControlSpec(
+                type=kind, layer=f"control{i}" if path else None, preprocess=not path, strength=args.control_strength
+            )
+        )
+    doc = ImageDocument(pixels, mask, layers, args.input.name)
+    strength = args.strength if args.strength is not None else (1.0 if mask is not None else 0.6)
+    try:
+        params = GenerationParams(
+            model=args.model,
+            prompt=args.prompt,
+            negative_prompt=args.negative,
+            strength=strength,
+            steps=args.steps,
+            guidance=args.cfg,
+            seed=args.seed,
+            scheduler=args.scheduler,
+            batch_size=args.batch,
+            controls=tuple(controls),
+        )
+        outcome: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def listener(event: Any, job: Any) -> None:
+            if isinstance(event, Progress) and not args.quiet and event.total:
+                filled = round(30 * event.step / event.total)
+                print(
+                    f"\r[{'#' * filled}{'.' * (30 - filled)}] step {event.step}/{event.total}",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if isinstance(event, (Result, JobError, Cancelled)) and not outcome.done():
+                outcome.set_result(event)
+
+        async with contextlib.AsyncExitStack() as stack:
+            url = args.server or await stack.enter_async_context(_embedded_backend())
+            handlers: list[Any] = []
+            client, failed = await stack.enter_async_context(
+                _connected(url, args.token, lambda event, job: [h(event, job) for h in handlers])
+            )
+            controller = Controller(client, lambda coro: asyncio.ensure_future(coro), job_prefix="cli")
+            handlers += [controller.handle, listener]
+            controller.generate(doc, params)
+            await asyncio.wait({outcome, failed}, return_when=asyncio.FIRST_COMPLETED)  # type: ignore[arg-type]
+    except InvalidMessage as exc:
+        raise CliError(f"invalid request: {exc}", EXIT_USAGE) from None
+    if not args.quiet:
+        print(file=sys.stderr)
+    if not outcome.done():
+        raise CliError(f"lost the backend: {failed.result()}", EXIT_CONNECTION)
+    event = outcome.result()
+    if isinstance(event, JobError):
+        raise CliError(f"{event.message}" + (f" ({event.field})" if event.field else ""))
+    if isinstance(event, Cancelled):
+        raise CliError("the job was cancelled")
+    outputs = []
+    for i, (image, rect, _name) in enumerate(doc.results):
+        out = (
+            layer_canvas((pixels.shape[1], pixels.shape[0]), image, rect)
+            if args.layer_only
+            else composite(pixels, image, rect)
+        )
+        path = (
+            args.output
+            if len(doc.results) == 1
+            else args.output.with_name(f"{args.output.stem}-{i + 1}{args.output.suffix}")
+        )
+        save_rgba(path, out)
+        outputs.append(str(path))
+    seeds = ", ".join(str(s) for s in event.seeds)
+    print(f"wrote {', '.join(outputs)} (seed {seeds}; {event.timings.get('total', 0):.2f} s)")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
