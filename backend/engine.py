@@ -268,8 +268,13 @@ class Engine:
         hooks.started(n1 + n2, req.steps, job.plan.width, job.plan.height, job.seeds)
         if hooks.cancelled():
             raise JobCancelled
-        if n1 == 0:  # strength 0: unchanged, by definition
-            outputs = [job.rgb] * req.batch_size
+        if n1 == 0:  # strength 0: unchanged, by definition; no model call
+            unchanged = job.original.copy()
+            if req.task == "inpaint":
+                unchanged[..., 3] = 0  # the layer covers nothing
+            images = [pixels.make_image(unchanged, req.image.format)] * req.batch_size
+            timings["total"] = time.perf_counter() - t0
+            return EngineResult(images, job.result, job.seeds, timings)
         else:
             try:
                 t = time.perf_counter()

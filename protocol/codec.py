@@ -41,7 +41,7 @@ def decode(data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> Message | Unkn
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BadFrame(f"expected a binary frame, got {describe(data)}", "frame")
     if len(data) > limits.max_message_bytes:
-        raise LimitExceeded(f"frame of {len(data)} bytes exceeds the limit of {limits.max_message_bytes}", "frame")
+        raise LimitExceeded(f"expected a frame of at most {limits.max_message_bytes} bytes, got {len(data)}", "frame")
     body = _unpack(bytes(data), limits)
     if not isinstance(body, dict):
         raise BadFrame(f"expected a map at the top level, got {describe(body)}", "frame")

@@ -59,7 +59,9 @@ class Image(Record):
 
     def validate(self) -> None:
         if self.width * self.height > HARD_MAX_PIXELS:
-            raise LimitExceeded(f"{self.width}×{self.height} exceeds {HARD_MAX_PIXELS} pixels", self._path("width"))
+            raise LimitExceeded(
+                f"expected at most {HARD_MAX_PIXELS} pixels, got {self.width}×{self.height}", self._path("width")
+            )
         expected = self.width * self.height * BYTES_PER_PIXEL[self.format]
         if len(self.data) != expected:
             raise InvalidMessage(
@@ -101,7 +103,7 @@ class ImageKind(Kind):
         fmt = Str(choices=self.formats).check(value.get("fmt"), f"{path}.fmt")
         enc = Str(choices=ENCODINGS).check(value.get("enc", "raw"), f"{path}.enc")
         if w * h > limits.max_pixels:
-            raise LimitExceeded(f"{w}×{h} = {w * h} pixels exceeds the limit of {limits.max_pixels}", path)
+            raise LimitExceeded(f"expected at most {limits.max_pixels} pixels, got {w}×{h} = {w * h}", path)
         expected = w * h * BYTES_PER_PIXEL[fmt]
         data = _Bytes().check(value.get("data"), f"{path}.data")
         if enc == "zlib":

@@ -17,7 +17,7 @@ TINY_ID = "builtin:tiny"
 TINY_CONTROLNET_ID = "builtin:tiny-controlnet"
 TINY_NATIVE_SIZE = 64  # sample_size 32 × VAE scale factor 2
 
-_FORMAT_VERSION = "1"  # bump when the architecture below changes, so caches are rebuilt
+_FORMAT_VERSION = "2"  # bump when the architecture below changes, so caches are rebuilt
 
 
 def builtin_root(cache_dir: Path) -> Path:
@@ -143,4 +143,8 @@ def _write_tiny(model_dir: Path, control_dir: Path) -> None:
         norm_num_groups=32,
         conditioning_embedding_out_channels=(16, 32),
     )
+    # A trained ControlNet starts from zero convolutions; random ones make the control measurable in tests.
+    with torch.no_grad():
+        for conv in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
+            conv.weight.normal_(0.0, 0.05)
     controlnet.save_pretrained(control_dir, safe_serialization=True)

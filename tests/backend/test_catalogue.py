@@ -1,0 +1,129 @@
+"""Model discovery: architecture from tensors (not names), A1111/ComfyUI folders, pickles refused, roots enforced."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from sfumato.backend.models.catalogue import Catalogue
+from sfumato.protocol import ProtocolError
+
+
+def fake(path: Path, shapes: dict[str, tuple[int, ...]]) -> Path:
+    """A safetensors file with the given tensor names and shapes (the detector reads only the header)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: np.zeros(s, np.float16) for k, s in shapes.items()}, str(path))
+    return path
+
+
+SD15 = {
+    "model.diffusion_model.input_blocks.0.0.weight": (320, 4, 3, 3),
+    "cond_stage_model.transformer.text_model.final_layer_norm.weight": (768,),
+}
+SD15_INPAINT = {**SD15, "model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3)}
+SD2 = {
+    "model.diffusion_model.input_blocks.0.0.weight": (320, 4, 3, 3),
+    "cond_stage_model.model.ln_final.weight": (1024,),
+}
+SDXL = {
+    "model.diffusion_model.input_blocks.0.0.weight": (320, 4, 3, 3),
+    "model.diffusion_model.label_emb.0.0.weight": (1280, 2816),
+    "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight": (768,),
+    "conditioner.embedders.1.model.ln_final.weight": (1280,),
+}
+CONTROL_SD15 = {"control_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, 768)}
+LORA = {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": (4, 320)}
+
+
+def scan(*roots: Path, builtin: bool = False, cache: Path | None = None) -> dict[str, Any]:
+    cat = Catalogue.scan(list(roots), cache or roots[0] / ".cache", builtin=builtin)
+    return {e.id: e for e in cat.all()}
+
+
+def test_a1111_folder_is_classified_by_tensors(tmp_path: Path) -> None:
+    root = tmp_path / "stable-diffusion-webui" / "models"
+    fake(root / "Stable-diffusion" / "dreamy.safetensors", SD15)
+    fake(root / "Stable-diffusion" / "sdxl_looks_like_sd15_by_name.safetensors", SDXL)  # the name lies
+    fake(root / "Stable-diffusion" / "fill.safetensors", SD15_INPAINT)
+    fake(root / "Stable-diffusion" / "v2.safetensors", SD2)
+    fake(root / "ControlNet" / "control_v11p_sd15_canny.safetensors", CONTROL_SD15)
+    fake(root / "ControlNet" / "mystery.safetensors", CONTROL_SD15)
+    fake(root / "Lora" / "style.safetensors", LORA)
+    (root / "Stable-diffusion" / "old.ckpt").write_bytes(b"\x80\x02}q\x00.")  # a pickle: never opened
+    found = scan(root)
+    assert found["Stable-diffusion/dreamy"].arch == "sd15" and found["Stable-diffusion/dreamy"].native_size == 512
+    assert found["Stable-diffusion/sdxl_looks_like_sd15_by_name"].arch == "sdxl"
+    assert found["Stable-diffusion/fill"].arch == "sd15-inpaint"
+    assert found["Stable-diffusion/v2"].arch == "sd2"
+    canny = found["ControlNet/control_v11p_sd15_canny"]
+    assert (canny.kind, canny.arch, canny.control_type, canny.usable) == ("controlnet", "sd15", "canny", True)
+    assert "type unknown" in found["ControlNet/mystery"].problem
+    assert "LoRA" in found["Lora/style"].problem
+    old = found["Stable-diffusion/old"]
+    assert not old.usable and "never unpickles" in old.problem and ".safetensors" in old.problem
+
+
+def test_comfyui_layout_and_diffusers_folders_load_and_run(tmp_path: Path, engine: Any, model_cache: Path) -> None:
+    """A user's diffusers folder is found, classified, loaded by the real code and generates."""
+    from sfumato.backend.engine import Engine
+    from sfumato.backend.models.builtin import ensure_builtin
+
+    root = tmp_path / "ComfyUI" / "models"
+    tiny, tiny_cn = ensure_builtin(model_cache)
+    shutil.copytree(tiny, root / "diffusers" / "my-tiny")
+    shutil.copytree(tiny_cn, root / "controlnet" / "tiny-canny")
+    fake(root / "checkpoints" / "base.safetensors", SD15)
+    found = scan(root)
+    mine = found["diffusers/my-tiny"]
+    assert (mine.kind, mine.format, mine.native_size) == ("checkpoint", "diffusers", 64)
+    assert found["controlnet/tiny-canny"].control_type == "canny"
+    assert found["checkpoints/base"].arch == "sd15"
+
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from helpers import submit
+
+    user_engine = Engine(Catalogue.scan([root], model_cache, builtin=False), device="cpu")
+    out = user_engine.run(submit("u", model="diffusers/my-tiny"), seed=1)
+    assert len(out.images[0].data) == 64 * 64 * 4
+    assert user_engine.loaded_models() == ["diffusers/my-tiny"]
+
+
+def test_ids_resolve_inside_the_roots_only(tmp_path: Path) -> None:
+    root, outside = tmp_path / "models", tmp_path / "elsewhere"
+    fake(outside / "secret.safetensors", SD15)
+    fake(root / "ok.safetensors", SD15)
+    os.symlink(outside / "secret.safetensors", root / "link.safetensors")
+    cat = Catalogue.scan([root], tmp_path / "cache", builtin=False)
+    assert cat.get("ok").usable
+    for bad in ("../elsewhere/secret", str(outside / "secret.safetensors"), "link"):
+        with pytest.raises(ProtocolError) as err:
+            cat.get(bad)
+        assert err.value.code == "unknown_model"
+    assert "outside the model folder" in {e.id: e for e in cat.all()}["link"].problem
+
+
+def test_unreadable_and_garbage_files_are_reported_not_fatal(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    root.mkdir()
+    (root / "truncated.safetensors").write_bytes(b"\x10\x00")
+    (root / "garbage.safetensors").write_bytes(b"\xff" * 8 + b"not json")
+    found = scan(root)
+    assert "too short" in found["truncated"].problem
+    assert not found["garbage"].usable
+
+
+def test_builtin_is_written_as_a_diffusers_folder_and_labelled_test(model_cache: Path) -> None:
+    cat = Catalogue.scan([], model_cache)
+    tiny = cat.get("builtin:tiny")
+    assert tiny.test and "test model" in tiny.label
+    assert (tiny.path / "model_index.json").is_file()
+    assert (tiny.path / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert not list(tiny.path.rglob("*.bin"))  # safetensors only
