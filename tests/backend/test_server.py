@@ -17,6 +17,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import itertools
+
 from helpers import Recorder, connected_client, pattern_rgba, running_server, submit
 
 from sfumato.backend.config import Config, ConfigError
@@ -108,7 +110,7 @@ async def test_queue_is_fair_across_editors(engine: Any) -> None:
         positions = [e.position for e in ra.of(Queued, "a5")]
         # kept up to date as the line moves (b0 arriving pushes a5 back one place: that is the fairness)
         assert positions[0] == 5 and positions[-1] == 0 and len(positions) >= 6, positions
-        assert all(abs(x - y) == 1 for x, y in zip(positions, positions[1:])), positions
+        assert all(abs(x - y) == 1 for x, y in itertools.pairwise(positions)), positions
 
 
 @aio

@@ -42,7 +42,10 @@ def test_protocol_checks_on_python310(py310: tuple[str, dict[str, str]]) -> None
 
 def test_only_msgpack_and_websockets_are_installed(py310: tuple[str, dict[str, str]]) -> None:
     exe, env = py310
-    code = "import importlib.util as u; print([m for m in ('numpy', 'torch', 'PIL', 'hypothesis', 'pytest') if u.find_spec(m)])"
+    code = (
+        "import importlib.util as u; "
+        "print([m for m in ('numpy', 'torch', 'PIL', 'hypothesis', 'pytest') if u.find_spec(m)])"
+    )
     res = subprocess.run([exe, "-c", code], capture_output=True, text=True, env=env)
     assert res.stdout.strip() == "[]", res.stdout
 
