@@ -165,7 +165,7 @@ class Engine:
         return self.device
 
     def models(self) -> list[ModelInfo]:
-        return [e.info() for e in self.catalogue.usable()]
+        return [e.info() for e in self.catalogue.usable() if e.kind in ("checkpoint", "controlnet")]
 
     def loaded_models(self) -> list[str]:
         return self.cache.loaded
@@ -368,7 +368,9 @@ class Engine:
     def _preview(self, job: _Job, pipe: Any, latents: Any) -> Image:
         previewer = self._previewers.get(id(pipe.vae))
         if previewer is None:
-            previewer = self._previewers[id(pipe.vae)] = LatentPreviewer(pipe)
+            decoder = self.catalogue.preview_decoder_for(job.entry.arch)
+            tiny_vae = self.cache.preview_decoder(decoder) if decoder is not None else None
+            previewer = self._previewers[id(pipe.vae)] = LatentPreviewer(pipe, tiny_vae)
         rgb = previewer.rgb(latents)
         h, w = rgb.shape[:2]
         c, r = job.context, job.result

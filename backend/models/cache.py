@@ -55,6 +55,7 @@ class PipelineCache:
         self.allow_download = allow_download
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._controlnets: OrderedDict[str, Any] = OrderedDict()
+        self._decoders: dict[str, Any] = {}
 
     @property
     def loaded(self) -> list[str]:
@@ -126,6 +127,15 @@ class PipelineCache:
             ) from None
         pipe.set_progress_bar_config(disable=True)
         return pipe.to(self.device)
+
+    def preview_decoder(self, entry: ModelEntry) -> Any:
+        """A TAESD (AutoencoderTiny) decoder, loaded once."""
+        if entry.id not in self._decoders:
+            from diffusers import AutoencoderTiny
+
+            decoder = AutoencoderTiny.from_pretrained(entry.path, dtype=self.dtype, local_files_only=True)
+            self._decoders[entry.id] = decoder.to(self.device)
+        return self._decoders[entry.id]
 
     def _controlnet(self, entry: ModelEntry) -> Any:
         if entry.id in self._controlnets:

@@ -119,6 +119,12 @@ class Catalogue:
             )
         return entry
 
+    def preview_decoder_for(self, arch: str) -> ModelEntry | None:
+        """A TAESD-style decoder for the checkpoint's family, when one is installed."""
+        family = arch.split("-")[0]
+        found = [e for e in self.usable() if e.kind == "preview_decoder" and e.arch == family]
+        return sorted(found, key=lambda e: e.id)[0] if found else None
+
     def controlnet_for(self, control_type: str, arch: str, field: str) -> ModelEntry:
         """Pick a ControlNet of the given type that fits the checkpoint's architecture."""
         family = arch.split("-")[0]

@@ -19,7 +19,7 @@ class NotAModel(Exception):
 
 @dataclass(frozen=True)
 class Detected:
-    kind: str  # "checkpoint" | "controlnet"
+    kind: str  # "checkpoint" | "controlnet" | "preview_decoder"
     arch: str  # "sd15" | "sd15-inpaint" | "sd2" | "sdxl" | "sdxl-inpaint" | "sd15-tiny" ...
     native_size: int
     format: str  # "single_file" | "diffusers"
@@ -122,6 +122,8 @@ def detect_diffusers_folder(folder: Path) -> Detected:
     config = folder / "config.json"
     if config.is_file():
         meta = _read_json(config)
+        if meta.get("_class_name") == "AutoencoderTiny":  # TAESD: a cheap decoder for previews
+            return Detected("preview_decoder", "sdxl" if "xl" in folder.name.lower() else "sd15", 0, "diffusers")
         if meta.get("_class_name") == "ControlNetModel":
             cross = meta.get("cross_attention_dim")
             return Detected("controlnet", _arch_from_cross_dim(cross if isinstance(cross, int) else 0), 0, "diffusers")

@@ -33,6 +33,8 @@ from .jobs import Job
 
 log = logging.getLogger(__name__)
 
+PROGRESS_INTERVAL_S = 0.1  # progress without a preview: at most 10 per second per job, plus the last step
+
 
 class _Hooks:
     """Engine callbacks for one job; called on the worker thread."""
@@ -42,6 +44,7 @@ class _Hooks:
         settings = job.submit.preview
         self.interval = 1.0 / settings.max_per_second if settings.enabled and settings.max_per_second > 0 else None
         self.last_preview = 0.0
+        self.last_progress = 0.0
         self.step = (0, 0)
 
     def _call(self, fn: Any, *args: Any) -> None:
@@ -60,10 +63,13 @@ class _Hooks:
 
     def progress(self, step: int, total: int) -> None:
         self.step = (step, total)
-        if not self.wants_preview():  # a preview, when due, carries the progress itself
-            self._call(
-                self.worker.hub.emit_progress, self.job, encode(Progress(job_id=self.job.id, step=step, total=total))
-            )
+        if self.wants_preview():
+            return  # the preview that is due carries the progress itself
+        now = time.monotonic()
+        if now - self.last_progress >= PROGRESS_INTERVAL_S or step == total:
+            self.last_progress = now
+            frame = encode(Progress(job_id=self.job.id, step=step, total=total))
+            self._call(self.worker.hub.emit_progress, self.job, frame)
 
     def wants_preview(self) -> bool:
         return (

@@ -127,3 +127,38 @@ def test_builtin_is_written_as_a_diffusers_folder_and_labelled_test(model_cache:
     assert (tiny.path / "model_index.json").is_file()
     assert (tiny.path / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert not list(tiny.path.rglob("*.bin"))  # safetensors only
+
+
+def test_taesd_is_used_for_previews_when_installed(tmp_path: Path, model_cache: Path) -> None:
+    import sys
+
+    from diffusers import AutoencoderTiny
+
+    from sfumato.backend.engine import Engine, NoHooks
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from helpers import submit
+
+    root = tmp_path / "models"
+    AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8)).save_pretrained(
+        root / "vae_approx" / "taesd"
+    )
+    cat = Catalogue.scan([root], model_cache)
+    assert cat.preview_decoder_for("sd15-tiny") is not None
+    engine = Engine(cat, device="cpu")
+    assert all(m.kind in ("checkpoint", "controlnet") for m in engine.models())  # not offered as a model
+
+    class Previews(NoHooks):
+        images: list[Any] = []
+
+        def wants_preview(self) -> bool:
+            return True
+
+        def preview(self, image: Any) -> None:
+            self.images.append(image)
+
+    hooks = Previews()
+    engine.run(submit("t", steps=4, strength=1.0), 1, hooks)
+    assert hooks.images and all(p.format == "rgba8" for p in hooks.images)
+    (previewer,) = engine._previewers.values()
+    assert previewer.tiny_vae is not None
