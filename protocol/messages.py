@@ -146,7 +146,7 @@ class Submit(Message):
 
     def validate(self) -> None:
         if self.task == "inpaint" and self.mask is None:
-            raise InvalidMessage("an inpaint job needs a mask", self._path("mask"))
+            raise InvalidMessage("expected a mask for an inpaint job, got nil", self._path("mask"))
         if self.mask is not None and self.mask.size != self.image.size:
             raise InvalidMessage(
                 f"expected the mask to match the image size {self.image.width}×{self.image.height}, "

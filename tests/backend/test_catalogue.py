@@ -149,7 +149,8 @@ def test_taesd_is_used_for_previews_when_installed(tmp_path: Path, model_cache: 
     assert all(m.kind in ("checkpoint", "controlnet") for m in engine.models())  # not offered as a model
 
     class Previews(NoHooks):
-        images: list[Any] = []
+        def __init__(self) -> None:
+            self.images: list[Any] = []
 
         def wants_preview(self) -> bool:
             return True
