@@ -151,7 +151,8 @@ async def _connected(url: str, token: str | None, listener: Any) -> AsyncIterato
     client = Client(lambda: WebSocketTransport.connect(url), "sfumato-cli/0.1", "cli", token, on_event)
     task = asyncio.create_task(client.run())
     waiter = asyncio.create_task(client.wait_connected())
-    done, _ = await asyncio.wait({waiter, failed}, timeout=30, return_when=asyncio.FIRST_COMPLETED)  # type: ignore[arg-type]
+    pending: list[asyncio.Future[Any]] = [waiter, failed]
+    done, _ = await asyncio.wait(pending, timeout=30, return_when=asyncio.FIRST_COMPLETED)
     if waiter not in done:
         waiter.cancel()
         await client.close()
@@ -238,7 +239,8 @@ async def run_img2img(args: argparse.Namespace) -> int:
             controller = Controller(client, lambda coro: asyncio.ensure_future(coro), job_prefix="cli")
             handlers += [controller.handle, listener]
             controller.generate(doc, params)
-            await asyncio.wait({outcome, failed}, return_when=asyncio.FIRST_COMPLETED)  # type: ignore[arg-type]
+            either: list[asyncio.Future[Any]] = [outcome, failed]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     except InvalidMessage as exc:
         raise CliError(f"invalid request: {exc}", EXIT_USAGE) from None
     if not args.quiet:

@@ -24,7 +24,7 @@ from .requests import GenerationParams, build_submit, new_job_id
 
 log = logging.getLogger(__name__)
 
-Schedule = Callable[[Coroutine[Any, Any, Any]], None]
+Schedule = Callable[[Coroutine[Any, Any, Any]], object]
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from krita import DockWidget, Krita  # type: ignore[attr-defined]
+from krita import DockWidget, Krita
 
 from sfumato.plugin.core.requests import ControlSpec, GenerationParams
 from sfumato.protocol import CONTROL_TYPES, PreviewSettings
@@ -15,7 +15,7 @@ from .qt import QtCore, QtWidgets
 SCHEDULERS = ("euler_a", "euler", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "unipc")
 
 
-class ControlRow(QtWidgets.QWidget):  # type: ignore[misc]
+class ControlRow(QtWidgets.QWidget):
     """One ControlNet control: type, source layer, strength, start/end, whether the layer already is a map."""
 
     def __init__(self, on_remove: Any) -> None:
@@ -70,7 +70,7 @@ def _dspin(lo: float, hi: float, step: float, value: float) -> Any:
     return w
 
 
-class SfumatoDocker(DockWidget):  # type: ignore[misc]
+class SfumatoDocker(DockWidget):
     def __init__(self) -> None:
         super().__init__()
         self.setWindowTitle("Sfumato")

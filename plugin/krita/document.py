@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from krita import Krita, Selection  # type: ignore[attr-defined]
+from krita import Krita, Selection
 
 from sfumato.plugin.core.pixels import swap_red_blue_8
 from sfumato.protocol import Image, PixelFormat, Rect

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from krita import DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita  # type: ignore[attr-defined]
+from krita import DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
 
 from .qt import QtGui
 
@@ -26,7 +26,7 @@ def find_docker() -> Any:
     return None
 
 
-class SfumatoExtension(Extension):  # type: ignore[misc]
+class SfumatoExtension(Extension):
     def __init__(self, parent: Any) -> None:
         super().__init__(parent)
 

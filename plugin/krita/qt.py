@@ -8,8 +8,8 @@ try:
 
     QT_API = "PyQt5"
 except ImportError:  # pragma: no cover - Krita 6
-    from PyQt6 import QtCore, QtGui, QtWidgets  # type: ignore[no-redef]
-    from PyQt6.QtCore import QObject, Qt, QTimer, pyqtSignal, pyqtSlot  # type: ignore[no-redef,assignment]
+    from PyQt6 import QtCore, QtGui, QtWidgets
+    from PyQt6.QtCore import QObject, Qt, QTimer, pyqtSignal, pyqtSlot
 
     QT_API = "PyQt6"
 

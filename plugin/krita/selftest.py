@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from krita import Krita, Selection  # type: ignore[attr-defined]
+from krita import Krita, Selection
 
 from .document import PREVIEW_LAYER
 from .qt import QtCore, QTimer, QtWidgets
@@ -68,19 +68,28 @@ def arm() -> None:
     Krita.instance().notifier().windowCreated.connect(lambda: QTimer.singleShot(200, start))
 
 
+def watchdog() -> None:
+    RUN.write("watchdog: the test took longer than 240 s")
+    os._exit(71)
+
+
+_KEEP: list[Any] = []  # the driving timer must outlive start()
+
+
 def start() -> None:
-    QTimer.singleShot(240_000, lambda: (RUN.write("watchdog: the test took longer than 240 s"), os._exit(71)))
+    QTimer.singleShot(240_000, watchdog)
     steps = scenario()
     timer = QTimer()
+    state: dict[str, Wait | None] = {"waiting": None}
 
     def tick() -> None:
         try:
-            waiting = getattr(tick, "waiting", None)
+            waiting = state["waiting"]
             if waiting is not None and not waiting.cond():
                 if time.monotonic() > waiting.deadline:
                     raise TimeoutError(f"timed out waiting for {waiting.what}")
                 return
-            tick.waiting = next(steps)  # type: ignore[attr-defined]
+            state["waiting"] = next(steps)
         except StopIteration:
             timer.stop()
             finish()
@@ -91,7 +100,7 @@ def start() -> None:
 
     timer.timeout.connect(tick)
     timer.start(50)
-    start.timer = timer  # type: ignore[attr-defined]  # keep it alive
+    _KEEP.append(timer)
 
 
 def finish() -> None:
@@ -267,6 +276,7 @@ def scenario() -> Iterator[Wait | None]:
     docker.strength.setValue(100)
     docker.generate_button.click()
     ctl = sf.controller
+    assert ctl is not None
     yield Wait(lambda: any(j.state.value == "running" and j.step >= 1 for j in ctl.active_jobs()), 60, "a running job")
     job = ctl.active_jobs()[0]
     docker.cancel_button.click()

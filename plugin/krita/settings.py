@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from krita import Krita  # type: ignore[attr-defined]
+from krita import Krita
 
 GROUP = "sfumato"
 
