@@ -98,7 +98,9 @@ def test_plugin_in_real_krita(tmp_path: Path, backend_url: str) -> None:
     report = "\n".join(f"{'ok  ' if c['ok'] else 'FAIL'} {c['name']} {c['detail']}" for c in body["checks"])
     _status(
         f"in-Krita tests ran on Krita {body.get('krita')} (Python {body.get('python')}): "
-        f"{sum(c['ok'] for c in body['checks'])}/{len(body['checks'])} checks passed; screenshot: {SCREENSHOT}"
+        f"{sum(c['ok'] for c in body['checks'])}/{len(body['checks'])} checks passed"
+        + ("; the scenario STOPPED EARLY with an error" if body["error"] else "")
+        + f"; screenshot: {SCREENSHOT}"
     )
     assert not body["error"], f"{body['error']}\n{report}\n{tail}"
     assert body["checks"] and all(c["ok"] for c in body["checks"]), report
