@@ -20,7 +20,9 @@ def build_engine(config: Config) -> Engine:
     from .engine import Engine
     from .models.catalogue import Catalogue
 
-    catalogue = Catalogue.scan(config.model_dirs, config.cache_dir, builtin=config.builtin_models)
+    catalogue = Catalogue.scan(
+        config.model_dirs, config.cache_dir, builtin=config.builtin_models, allow_hub=config.allow_download
+    )
     return Engine(
         catalogue, config.device, config.precision, int(config.model_memory_gib * (1 << 30)), config.allow_download
     )

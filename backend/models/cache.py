@@ -115,11 +115,16 @@ class PipelineCache:
         try:
             if entry.format == "diffusers":
                 pipe = cls.from_pretrained(entry.path, local_files_only=True, **kwargs)
+            elif entry.format == "hub":
+                pipe = cls.from_pretrained(str(entry.path), **kwargs)
             else:
                 pipe = cls.from_single_file(str(entry.path), local_files_only=not self.allow_download, **kwargs)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # any loading failure is this job's, with words the painter can act on
+            if type(exc).__name__ == "OutOfMemoryError":
+                raise
             raise ProtocolError(
-                f"could not load {entry.id!r}: {exc}. Single-file checkpoints need their architecture's "
+                f"could not load {entry.id!r}: {type(exc).__name__}: {exc}. Single-file checkpoints need their "
+                "architecture's "
                 "configuration files once from Hugging Face: start the server with --allow-download while online, "
                 "or use a diffusers folder.",
                 "submit.model",

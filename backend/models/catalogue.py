@@ -17,6 +17,7 @@ from sfumato.protocol import ErrorCode, ModelInfo, ProtocolError
 from .builtin import TINY_CONTROLNET_ID, TINY_ID, TINY_NATIVE_SIZE, ensure_builtin
 from .detect import NotAModel, detect_diffusers_folder, detect_single_file
 
+HUB_PREFIX = "hf:"
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 MAX_DEPTH = 5
 _CONTROL_WORDS = {
@@ -74,11 +75,12 @@ def guess_control_type(name: str) -> str | None:
 
 
 class Catalogue:
-    def __init__(self, entries: list[ModelEntry]) -> None:
+    def __init__(self, entries: list[ModelEntry], allow_hub: bool = False) -> None:
         self._entries = {e.id: e for e in entries}
+        self.allow_hub = allow_hub
 
     @classmethod
-    def scan(cls, roots: list[Path], cache_dir: Path, builtin: bool = True) -> Catalogue:
+    def scan(cls, roots: list[Path], cache_dir: Path, builtin: bool = True, allow_hub: bool = False) -> Catalogue:
         entries: list[ModelEntry] = []
         if builtin:
             tiny, tiny_cn = ensure_builtin(cache_dir)
@@ -95,7 +97,7 @@ class Catalogue:
                     eid, n = f"{entry.id}@{n}", n + 1
                 seen.add(eid)
                 entries.append(entry if eid == entry.id else _renamed(entry, eid))
-        return cls(entries)
+        return cls(entries, allow_hub)
 
     def all(self) -> list[ModelEntry]:
         return list(self._entries.values())
@@ -105,6 +107,8 @@ class Catalogue:
 
     def get(self, model_id: str, kind: str = "checkpoint", field: str = "submit.model") -> ModelEntry:
         entry = self._entries.get(model_id)
+        if entry is None and model_id.startswith(HUB_PREFIX) and kind == "checkpoint":
+            return self._hub_entry(model_id, field)
         if entry is None:
             raise ProtocolError(
                 f"unknown model {model_id!r}; ask for the catalogue with `sfumato models`",
@@ -118,6 +122,23 @@ class Catalogue:
                 f"model {model_id!r} is a {entry.kind}, expected a {kind}", field, ErrorCode.UNKNOWN_MODEL
             )
         return entry
+
+    def _hub_entry(self, model_id: str, field: str) -> ModelEntry:
+        """``hf:owner/name``: a diffusers repository on Hugging Face, only when downloads are allowed."""
+        repo = model_id[len(HUB_PREFIX) :]
+        if not re.fullmatch(r"[\w.\-]+/[\w.\-]+", repo):
+            raise ProtocolError(
+                f"{model_id!r} is not a Hugging Face repository id (hf:owner/name)", field, ErrorCode.UNKNOWN_MODEL
+            )
+        if not self.allow_hub:
+            raise ProtocolError(
+                f"{model_id!r} would be downloaded from Hugging Face, but downloads are off: start the server with "
+                "--allow-download while online, or put the model into a model folder",
+                field,
+                ErrorCode.MISSING_WEIGHTS,
+            )
+        arch = "sdxl" if "xl" in repo.lower() else "sd15"
+        return ModelEntry(model_id, "checkpoint", arch, Path(repo), "hub", 1024 if arch == "sdxl" else 512)
 
     def preview_decoder_for(self, arch: str) -> ModelEntry | None:
         """A TAESD-style decoder for the checkpoint's family, when one is installed."""

@@ -288,4 +288,17 @@ def scenario() -> Iterator[Wait | None]:
 
     expected = [*layers_before, "a test [seed 7]", "a fox [seed 9]"]
     RUN.check("no stray layers", sorted(layer_names(doc)) == sorted(expected), str(layer_names(doc)))
+
+    # (d) a 16-bit document is refused with instructions, not sent
+    deep = app.createDocument(64, 64, "sfumato-16bit", "RGBA", "U16", "", 300.0)
+    app.activeWindow().addView(deep)
+    yield Wait(lambda: app.activeDocument() == deep, 10, "the 16-bit document to become active")
+    sent_before = len(ctl.client.tracker.jobs)
+    docker.generate_button.click()
+    yield None
+    RUN.check(
+        "16-bit document refused with what to do",
+        "8-bit RGBA" in docker.message.text() and len(ctl.client.tracker.jobs) == sent_before,
+        docker.message.text(),
+    )
     RUN.write()

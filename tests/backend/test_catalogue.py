@@ -163,3 +163,49 @@ def test_taesd_is_used_for_previews_when_installed(tmp_path: Path, model_cache: 
     assert hooks.images and all(p.format == "rgba8" for p in hooks.images)
     (previewer,) = engine._previewers.values()
     assert previewer.tiny_vae is not None
+
+
+def test_single_file_without_configs_offline_fails_fast_and_clearly(tmp_path: Path, model_cache: Path) -> None:
+    import sys
+    import time
+
+    from sfumato.backend.engine import Engine
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from helpers import submit
+
+    fake(tmp_path / "models" / "dreamy.safetensors", SD15)
+    engine = Engine(Catalogue.scan([tmp_path / "models"], model_cache, builtin=False), device="cpu")
+    t = time.monotonic()
+    with pytest.raises(ProtocolError) as err:
+        engine.run(submit("s", model="dreamy"), 1)
+    assert time.monotonic() - t < 30  # no hang waiting for a network that is not there
+    assert err.value.code == "missing_weights" and "--allow-download" in err.value.message
+
+
+def test_hugging_face_ids_need_downloads_allowed(tmp_path: Path, model_cache: Path) -> None:
+    offline = Catalogue.scan([], model_cache, builtin=False)
+    with pytest.raises(ProtocolError) as err:
+        offline.get("hf:someone/some-sdxl-model")
+    assert err.value.code == "missing_weights" and "downloads are off" in err.value.message
+    online = Catalogue.scan([], model_cache, builtin=False, allow_hub=True)
+    entry = online.get("hf:someone/some-sdxl-model")
+    assert (entry.arch, entry.format, entry.native_size) == ("sdxl", "hub", 1024)
+    with pytest.raises(ProtocolError, match="not a Hugging Face repository id"):
+        online.get("hf:../../etc")
+
+
+def test_pipeline_cache_evicts_least_recently_used(tmp_path: Path, model_cache: Path) -> None:
+    from sfumato.backend.models.builtin import ensure_builtin
+    from sfumato.backend.models.cache import PipelineCache
+
+    tiny, _ = ensure_builtin(model_cache)
+    shutil.copytree(tiny, tmp_path / "models" / "second")
+    cat = Catalogue.scan([tmp_path / "models"], model_cache)
+    cache = PipelineCache("cpu", __import__("torch").float32, budget_bytes=1)
+    first = cache.pipeline(cat.get("builtin:tiny"), "img2img", [])
+    again = cache.pipeline(cat.get("builtin:tiny"), "inpaint", [])
+    assert first.unet is again.unet  # derived pipelines share one set of weights
+    assert cache.loaded == ["builtin:tiny"]
+    cache.pipeline(cat.get("second"), "img2img", [])
+    assert cache.loaded == ["second"]  # over budget: the least recently used model went

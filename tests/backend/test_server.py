@@ -424,3 +424,51 @@ class contextlib_group:
     async def __aexit__(self, *exc: Any) -> None:
         for m in reversed(self.managers):
             await m.__aexit__(*exc)
+
+
+@aio
+async def test_a_failing_job_fails_alone_and_the_next_one_runs(engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from sfumato.backend.engine import Engine
+
+    real_pass = Engine._pass
+
+    def flaky(self: Any, job: Any, *args: Any, **kwargs: Any) -> Any:
+        if job.req.prompt == "boom":
+            raise RuntimeError("a library bug")
+        if job.req.prompt == "oom":
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real_pass(self, job, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "_pass", flaky)
+    async with running_server(engine) as server, connected_client(server.url) as (c, rec):
+        await c.submit(submit("boom", prompt="boom"))
+        await c.submit(submit("oom", prompt="oom"))
+        await c.submit(submit("fine", steps=4))
+        boom, oom = await rec.wait_for(JobError, "boom"), await rec.wait_for(JobError, "oom")
+        assert boom.code == "internal" and "a library bug" in boom.message
+        assert oom.code == "out_of_memory" and "smaller" in oom.message
+        assert (await rec.wait_for(Result, "fine", timeout=60)).job_id == "fine"
+
+
+@aio
+async def test_a_dropped_editor_expires_after_the_ttl(engine: Any) -> None:
+    async with running_server(engine, resume_ttl_s=0.4) as server:
+        ws = await raw_client(server.url)
+        await ws.send(encode(submit("busy", steps=200, strength=1.0)))
+        await ws.send(encode(submit("later", steps=4)))
+        await next_of(ws, Started)
+        editor = next(e for e in server.hub.editors.values() if "busy" in e.jobs)
+        await ws.close()
+        for _ in range(100):
+            if editor.session_id not in server.hub.editors:
+                break
+            await asyncio.sleep(0.1)
+        assert editor.session_id not in server.hub.editors
+        assert editor.jobs["later"].state.value == "cancelled"  # queued: removed at once
+        assert editor.jobs["busy"].cancel.is_set()  # running: stops at its next step
+        ws2 = await connect(server.url)
+        await ws2.send(encode(Hello(version=PROTOCOL_VERSION, client="raw", resume=editor.session_id)))
+        assert not (await next_of(ws2, Welcome)).resumed
+        await ws2.close()

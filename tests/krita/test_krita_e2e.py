@@ -104,5 +104,5 @@ def test_plugin_in_real_krita(tmp_path: Path, backend_url: str) -> None:
     )
     assert not body["error"], f"{body['error']}\n{report}\n{tail}"
     assert body["checks"] and all(c["ok"] for c in body["checks"]), report
-    assert len(body["checks"]) >= 20, report  # every step of the scenario ran
+    assert len(body["checks"]) >= 21, report  # every step of the scenario ran
     assert SCREENSHOT.exists()
