@@ -26,28 +26,33 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from sfumato.backend.engine import NoHooks
+
 
 def sd15_configs(tiny: bool) -> dict[str, Any]:
     if tiny:
-        return {
-            "unet": dict(
-                sample_size=32,
-                block_out_channels=(32, 64),
-                layers_per_block=1,
-                cross_attention_dim=32,
-                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-                attention_head_dim=8,
-            ),
-            "vae": dict(
-                block_out_channels=(32, 64),
-                down_block_types=("DownEncoderBlock2D",) * 2,
-                up_block_types=("UpDecoderBlock2D",) * 2,
-                latent_channels=4,
-            ),
-            "text": dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4),
-            "size": 64,
-        }
+        from sfumato.backend.models.builtin import TINY_TEXT, TINY_UNET, TINY_VAE
+
+        return {"unet": TINY_UNET, "vae": TINY_VAE, "text": TINY_TEXT, "size": 64}
+    return {
+        "unet": dict(
+            sample_size=32,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            cross_attention_dim=32,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=8,
+        ),
+        "vae": dict(
+            block_out_channels=(32, 64),
+            down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2,
+            latent_channels=4,
+        ),
+        "text": dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4),
+        "size": 64,
+    }
     return {
         "unet": dict(
             sample_size=64,
@@ -215,25 +220,13 @@ def preview_cost(pipe: Any, latent_side: int, device: str, dtype: Any) -> dict[s
         }
 
 
-class _Recorder:
+class _Recorder(NoHooks):
     """Engine hooks that remember the generation size the resolution autopilot chose."""
 
     size = (0, 0)
 
     def started(self, steps: int, steps_requested: int, width: int, height: int, seeds: list[int]) -> None:
         self.size = (width, height)
-
-    def progress(self, step: int, total: int) -> None:
-        pass
-
-    def wants_preview(self) -> bool:
-        return False
-
-    def preview(self, image: Any) -> None:
-        pass
-
-    def cancelled(self) -> bool:
-        return False
 
 
 def main() -> int:
@@ -250,7 +243,7 @@ def main() -> int:
     import torch
     from helpers import pattern_rgba, rect_mask
 
-    from sfumato.backend.engine import Engine, NoHooks
+    from sfumato.backend.engine import Engine
     from sfumato.backend.models.builtin import ensure_builtin
     from sfumato.backend.models.cache import LoadedModel, module_bytes
     from sfumato.backend.models.catalogue import Catalogue, ModelEntry

@@ -19,6 +19,31 @@ TINY_NATIVE_SIZE = 64  # sample_size 32 × VAE scale factor 2
 
 _FORMAT_VERSION = "2"  # bump when the architecture below changes, so caches are rebuilt
 
+# The tiny SD1.5-shaped architecture (also used by bench/gpu.py --tiny).
+TINY_UNET = dict(
+    sample_size=32,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    cross_attention_dim=32,
+    attention_head_dim=8,
+    norm_num_groups=32,
+)
+TINY_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    block_out_channels=(32, 64),
+    down_block_types=("DownEncoderBlock2D",) * 2,
+    up_block_types=("UpDecoderBlock2D",) * 2,
+    latent_channels=4,
+    norm_num_groups=32,
+    sample_size=64,
+)
+TINY_TEXT = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4)
+
 
 def builtin_root(cache_dir: Path) -> Path:
     return cache_dir / f"builtin-v{_FORMAT_VERSION}"
@@ -77,41 +102,18 @@ def _write_tiny(model_dir: Path, control_dir: Path) -> None:
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=32,
-    )
+    unet = UNet2DConditionModel(**TINY_UNET)
     torch.manual_seed(1)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(32, 64),
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=4,
-        norm_num_groups=32,
-        sample_size=64,
-    )
+    vae = AutoencoderKL(**TINY_VAE)
     torch.manual_seed(2)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
             max_position_embeddings=77,
             bos_token_id=0,
             eos_token_id=1,
             pad_token_id=1,
+            **TINY_TEXT,
         )
     )
     scheduler = EulerAncestralDiscreteScheduler(
