@@ -117,18 +117,25 @@ async def main(quick: bool) -> None:
     await bench_overhead(engine, 5 if quick else 10)
 
     per = 4 if quick else 10
-    single, _, _ = await run_editors(engine, 1, 8 * per)
-    shared, done, _ = await run_editors(engine, 8, per)
-    job_time = single / (8 * per)
-    lasts = [max(d) for d in done]
-    firsts = [min(d) for d in done]
+    rounds = 2 if quick else 3
+    ratios, firsts, spreads = [], [], []
+    for r in range(rounds):  # interleaved rounds, alternating which goes first, so machine noise hits both
+        order = (1, 8) if r % 2 == 0 else (8, 1)
+        walls: dict[int, float] = {}
+        for editors in order:
+            walls[editors], done, _ = await run_editors(engine, editors, 8 * per // editors)
+            if editors == 8:
+                job_time = walls[8] / (8 * per)
+                firsts.append(max(min(d) for d in done) / job_time)
+                spreads.append((max(max(d) for d in done) - min(max(d) for d in done)) / job_time)
+        ratios.append(walls[1] / walls[8])
     print(
-        f"(b) 1 editor × {8 * per}: {single:.2f} s; 8 editors × {per}: {shared:.2f} s "
-        f"→ throughput {single / shared:.3f}×   goal ≥ 0.95×"
+        f"(b) 8 editors × {per} jobs vs 1 editor × {8 * per}, {rounds} interleaved rounds: throughput ratios "
+        f"{', '.join(f'{x:.3f}' for x in ratios)} → median {statistics.median(ratios):.3f}×   goal ≥ 0.95×"
     )
     print(
-        f"    every editor's first result within {max(firsts) / job_time:.1f} job-times (fair: ≤ 8); "
-        f"last results spread over {(max(lasts) - min(lasts)) / job_time:.1f} job-times (fair: ≤ 8)"
+        f"    every editor's first result within {max(firsts):.1f} job-times (fair: ≤ 8 plus start-up); "
+        f"last results spread over at most {max(spreads):.1f} job-times (fair: ≤ 8)"
     )
 
     await bench_previews(engine, 4 if quick else 8)

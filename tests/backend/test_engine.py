@@ -198,6 +198,9 @@ def test_huge_region_gets_a_refine_pass(engine: Any) -> None:
     steps, _requested, w, h, _ = hooks.started_args
     assert (w, h) == (64, 64)  # first pass at the native size
     assert steps == 4 + 1  # int(5 × 0.8) + int(5 × 0.35) refine steps at full size
+    batch = engine.run(req(size=160, strength=0.8, steps=5, batch_size=2), seed=1)
+    assert len(batch.images) == 2 and batch.images[0].data != batch.images[1].data
+    assert batch.rect == Rect(x=0, y=0, w=160, h=160)
 
 
 def test_mask_options_and_fill_modes(engine: Any) -> None:
