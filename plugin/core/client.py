@@ -148,7 +148,6 @@ class Client:
                 break
         check_version(msg.version)
         self.welcome, self._transport = msg, transport
-        self._limits = DecodeLimits(max_message_bytes=1 << 30, max_pixels=1 << 26)
         resumed = msg.resumed and msg.session == self.session
         self.session = msg.session
         self._connected.set()
