@@ -84,6 +84,7 @@ class KritaDocument:
             active = self.doc.activeNode()
             self._preview = self.doc.createNode(PREVIEW_LAYER, "paintlayer")
             self._preview.setPixelData(bgra, rect.x, rect.y, rect.w, rect.h)
+            self._preview.setLocked(True)  # locked before it appears: adding it may run Qt events
             self._insert_above_active(self._preview)
             if active is not None:
                 self.doc.setActiveNode(active)  # painting continues on the painter's layer
