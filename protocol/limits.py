@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Hard ceilings of this implementation; a server may announce lower values, never higher.
-HARD_MAX_MESSAGE_BYTES = 1 << 30  # 1 GiB
 HARD_MAX_PIXELS = 8192 * 8192
 
 

@@ -319,14 +319,12 @@ SERVER_MESSAGES: tuple[type[Message], ...] = (
 )
 ALL_MESSAGES = CLIENT_MESSAGES + SERVER_MESSAGES
 BY_TYPE: dict[str, type[Message]] = {m.TYPE: m for m in ALL_MESSAGES}
-JOB_EVENTS: tuple[type[Message], ...] = (Queued, Started, Progress, Result, JobError, Cancelled, JobStatus)
 
 __all__ = [
     "ALL_MESSAGES",
     "BY_TYPE",
     "CLIENT_MESSAGES",
     "CONTROL_TYPES",
-    "JOB_EVENTS",
     "PROTOCOL_VERSION",
     "SERVER_MESSAGES",
     "TASKS",

@@ -50,9 +50,6 @@ class Rect(Record):
         x1, y1 = min(self.right, other.right), min(self.bottom, other.bottom)
         return Rect(x=x0, y=y0, w=x1 - x0, h=y1 - y0) if x1 > x0 and y1 > y0 else None
 
-    def translated(self, dx: int, dy: int) -> Rect:
-        return Rect(x=self.x + dx, y=self.y + dy, w=self.w, h=self.h)
-
 
 def context_margin(selection: Rect) -> int:
     """Margin around a selection: about a third of its mean side, at least 16 px."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -63,10 +64,12 @@ class Recorder:
 
     def __init__(self) -> None:
         self.events: list[Any] = []
+        self.times: list[float] = []
         self._changed = asyncio.Event()
 
     def __call__(self, event: Any, job: Any) -> None:
         self.events.append(event)
+        self.times.append(time.monotonic())
         self._changed.set()
 
     def of(self, cls: type, job_id: str | None = None) -> list[Any]:

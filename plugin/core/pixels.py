@@ -6,7 +6,6 @@ protocol is always RGBA. Slice assignment on bytearrays and ``array``/``struct``
 
 from __future__ import annotations
 
-import struct
 import sys
 from array import array
 
@@ -18,31 +17,6 @@ def swap_red_blue_8(data: bytes) -> bytes:
     out = bytearray(data)
     out[0::4], out[2::4] = data[2::4], data[0::4]
     return bytes(out)
-
-
-def swap_red_blue_16(data: bytes) -> bytes:
-    """BGRA16 ⇄ RGBA16 (little-endian uint16 samples)."""
-    out = bytearray(data)
-    for k in range(2):  # both bytes of each sample
-        out[k::8], out[4 + k :: 8] = data[4 + k :: 8], data[k::8]
-    return bytes(out)
-
-
-def half_to_float32(data: bytes) -> bytes:
-    """Little-endian float16 samples → little-endian float32 (how f16 layers travel)."""
-    n = len(data) // 2
-    values = array("f", struct.unpack(f"<{n}e", data))
-    if sys.byteorder != "little":
-        values.byteswap()
-    return values.tobytes()
-
-
-def float32_to_half(data: bytes) -> bytes:
-    values = array("f")
-    values.frombytes(data)
-    if sys.byteorder != "little":
-        values.byteswap()
-    return struct.pack(f"<{len(values)}e", *values)
 
 
 def to_rgba8(img: Image) -> Image:
