@@ -38,7 +38,7 @@ from .pipelines import masks, pixels
 from .pipelines.control import control_map
 from .pipelines.preview import LatentPreviewer
 from .pipelines.resolution import Plan, plan
-from .pipelines.schedulers import make_scheduler
+from .pipelines.schedulers import check_scheduler, make_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class Engine:
     def check(self, req: Submit) -> tuple[ModelEntry, list[tuple[Control, ModelEntry]]]:
         """Everything that can be rejected before the job is queued."""
         entry = self.catalogue.get(req.model)
-        make_scheduler(req.scheduler, {})  # raises for unknown names
+        check_scheduler(req.scheduler)
         if req.strength > 0 and steps_run(req.steps, req.strength) < 1:
             raise ProtocolError(
                 f"steps × strength = {req.steps} × {req.strength} runs no step; raise steps to at least "

@@ -20,14 +20,18 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def make_scheduler(name: str, base_config: Any) -> Any:
-    import diffusers
-
+def check_scheduler(name: str) -> None:
     if name not in SCHEDULERS:
         raise ProtocolError(
             f"unknown scheduler {name!r}; expected one of {', '.join(SCHEDULERS)}",
             "submit.scheduler",
             ErrorCode.INVALID_REQUEST,
         )
+
+
+def make_scheduler(name: str, base_config: Any) -> Any:
+    import diffusers
+
+    check_scheduler(name)
     cls_name, extra = SCHEDULERS[name]
     return getattr(diffusers, cls_name).from_config(base_config, **extra)
