@@ -16,6 +16,9 @@ else:  # pragma: no cover - Python 3.10
     tomllib = None
 
 
+MIN_TOKEN_CHARS = 16  # off loopback: a token anyone on the network could guess protects nothing
+
+
 class ConfigError(Exception):
     """Settings that cannot work; the message says which and why."""
 
@@ -54,19 +57,28 @@ class Config:
     max_batch: int = 8
     max_queued_per_editor: int = 32
     max_controls: int = 4
+    max_editors: int = 64  # connections at once; more are refused with HTTP 503
+    # memory held by jobs: inputs while waiting or running, results until delivered (see README "Reliability")
+    job_memory_mib: int = 4096  # all editors together
+    editor_memory_mib: int = 1024  # one editor (session), connected or waiting to resume
     # sessions
     resume_ttl_s: float = 600.0
-    result_memory_mib: int = 1024
     send_timeout_s: float = 30.0
-    outbox_mib: int = 512
+    outbox_mib: int = 16  # events waiting for one editor (results and previews are not copied into it)
     hello_timeout_s: float = 10.0
     model_memory_gib: float = 12.0
 
     def check(self) -> None:
-        if not self.is_loopback() and not self.token:
+        if not self.is_loopback() and len(self.token or "") < MIN_TOKEN_CHARS:
             raise ConfigError(
                 f"refusing to listen on {self.host}: any machine that can reach it could use your GPU and "
-                "read your pictures. Set a token (--token or SFUMATO_TOKEN) or bind 127.0.0.1."
+                f"read your pictures. Set a token of at least {MIN_TOKEN_CHARS} characters (--token or "
+                "SFUMATO_TOKEN; `python3 -c 'import secrets; print(secrets.token_urlsafe(24))'` makes one) "
+                "or bind 127.0.0.1."
+            )
+        if self.editor_memory_mib > self.job_memory_mib:
+            raise ConfigError(
+                f"editor_memory_mib ({self.editor_memory_mib}) cannot exceed job_memory_mib ({self.job_memory_mib})"
             )
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0..65535, got {self.port}")

@@ -178,8 +178,8 @@ class Engine:
         check_scheduler(req.scheduler)
         if req.strength > 0 and steps_run(req.steps, req.strength) < 1:
             raise ProtocolError(
-                f"steps × strength = {req.steps} × {req.strength} runs no step; raise steps to at least "
-                f"{int(np.ceil(1 / req.strength))} or strength",
+                f"steps × strength = {req.steps} × {req.strength:g} runs no denoising step; it must be at least 1: "
+                "raise steps or strength",
                 "submit.steps",
                 ErrorCode.INVALID_REQUEST,
             )
@@ -264,6 +264,7 @@ class Engine:
         job = self.prepare(req, seed)
         timings = {"prepare": time.perf_counter() - t0}
         n1 = steps_run(req.steps, req.strength)
+        # the refine pass runs only when it gets at least one step (1-2 step Turbo/LCM requests get none)
         n2 = steps_run(req.steps, min(req.strength, REFINE_STRENGTH)) if job.plan.refine and n1 else 0
         hooks.started(n1 + n2, req.steps, job.plan.width, job.plan.height, job.seeds)
         if hooks.cancelled():
@@ -280,7 +281,7 @@ class Engine:
                 t = time.perf_counter()
                 outputs = self._pass(job, job.rgb, job.plan.width, job.plan.height, req.strength, 0, n1 + n2, hooks)
                 timings["generate"] = time.perf_counter() - t
-                if job.plan.refine:
+                if n2:
                     t = time.perf_counter()
                     w, h = job.plan.refine_width, job.plan.refine_height
                     outputs = self._pass(job, outputs, w, h, min(req.strength, REFINE_STRENGTH), n1, n1 + n2, hooks)

@@ -9,10 +9,11 @@ from typing import Any
 
 import msgpack
 
-from .errors import BadFrame, InvalidMessage, LimitExceeded, VersionMismatch
+from .errors import BadFrame, InvalidMessage, LimitExceeded, ProtocolError, VersionMismatch
 from .images import compress_images
 from .limits import DEFAULT_LIMITS, DecodeLimits
-from .messages import BY_TYPE, PROTOCOL_VERSION, Message
+from .messages import BY_TYPE, JOB_ID, MAX_TYPE_CHARS, PROTOCOL_VERSION, Message
+from .scan import scan
 from .schema import describe
 
 
@@ -36,8 +37,14 @@ def encode(message: Message, compress: bool = False) -> bytes:
     return bytes(msgpack.packb(body, use_bin_type=True))
 
 
-def decode(data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> Message | Unknown:
-    """Parse and validate one frame."""
+def decode(data: object, limits: DecodeLimits = DEFAULT_LIMITS) -> Message | Unknown:
+    """Parse and validate one frame.
+
+    Order matters for memory: frame size, then the msgpack headers (depth, entries, objects) before
+    anything is unpacked, then the declared image sizes (pixels, bytes after inflating, batch,
+    controls) before any image is inflated, then the fields. A refused frame that names a job
+    carries its id in ``ProtocolError.job_id``.
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BadFrame(f"expected a binary frame, got {describe(data)}", "frame")
     if len(data) > limits.max_message_bytes:
@@ -46,17 +53,29 @@ def decode(data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> Message | Unkn
     if not isinstance(body, dict):
         raise BadFrame(f"expected a map at the top level, got {describe(body)}", "frame")
     kind = body.get("type")
-    if not isinstance(kind, str):
-        raise BadFrame(f"expected a string 'type' key, got {describe(kind)}", "type")
+    if not isinstance(kind, str) or not 0 < len(kind) <= MAX_TYPE_CHARS:
+        raise BadFrame(f"expected a 'type' string of 1..{MAX_TYPE_CHARS} characters, got {describe(kind)}", "type")
     cls = BY_TYPE.get(kind)
     if cls is None:
         return Unknown(kind)
-    return cls.load(body, cls.PATH, limits)
+    try:
+        size = cls.declared_bytes(body, cls.PATH, limits)
+        if size > limits.max_decoded_bytes:
+            raise LimitExceeded(
+                f"expected at most {limits.max_decoded_bytes} bytes of images per message, got {size}", cls.PATH
+            )
+        return cls.load(body, cls.PATH, limits)
+    except ProtocolError as exc:
+        job_id = body.get("job_id")
+        if isinstance(job_id, str) and JOB_ID.accepts(job_id):
+            exc.job_id = job_id
+        raise
 
 
 def _unpack(data: bytes, limits: DecodeLimits) -> Any:
+    scan(data, limits)
     try:
-        body = msgpack.unpackb(
+        return msgpack.unpackb(
             data,
             raw=False,
             strict_map_key=True,
@@ -67,23 +86,10 @@ def _unpack(data: bytes, limits: DecodeLimits) -> Any:
             max_map_len=limits.max_items,
             max_ext_len=0,
         )
-    except Exception as exc:  # msgpack raises many types (ValueError, StackError, RecursionError, ...)
+    except Exception as exc:  # msgpack raises many types (ValueError, UnicodeDecodeError, ...)
         raise BadFrame(
-            f"expected one msgpack value, got undecodable bytes ({type(exc).__name__}: {exc})", "frame"
+            f"expected one msgpack value, got undecodable bytes ({type(exc).__name__}: {str(exc)[:200]})", "frame"
         ) from None
-    _check_depth(body, limits.max_depth)
-    return body
-
-
-def _check_depth(value: Any, max_depth: int) -> None:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            if depth > max_depth:
-                raise BadFrame(f"expected nesting of at most {max_depth} levels, got deeper", "frame")
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
 
 
 def check_version(version: tuple[int, ...]) -> None:

@@ -26,12 +26,17 @@ class ErrorCode:
     MISSING_WEIGHTS = "missing_weights"
     INTERNAL = "internal"
     SHUTTING_DOWN = "shutting_down"
+    SESSION_REPLACED = "session_replaced"  # a newer connection resumed this session
 
 
 class ProtocolError(Exception):
-    """Base of every error this package raises."""
+    """Base of every error this package raises.
+
+    ``job_id`` is set by the decoder when a refused frame names a job (so a server can answer the
+    submit it refused by its id)."""
 
     code = ErrorCode.BAD_MESSAGE
+    job_id: str | None = None
 
     def __init__(self, message: str, field: str = "", code: str | None = None) -> None:
         self.field = field

@@ -95,16 +95,24 @@ class ImageKind(Kind):
             raise InvalidMessage(f"expected format {' or '.join(self.formats)}, got {value.format!r}", f"{path}.fmt")
         return value
 
-    def load(self, value: Any, path: str, limits: DecodeLimits = DEFAULT_LIMITS) -> Image:
+    def _header(self, value: Any, path: str, limits: DecodeLimits) -> tuple[int, int, str, int]:
+        """Width, height, format and raw byte size, checked against the limits; no payload touched."""
         if not isinstance(value, dict):
             raise InvalidMessage(f"expected an image map, got {describe(value)}", path)
         w = Int(1, 65535).check(value.get("w"), f"{path}.w")
         h = Int(1, 65535).check(value.get("h"), f"{path}.h")
         fmt = Str(choices=self.formats).check(value.get("fmt"), f"{path}.fmt")
-        enc = Str(choices=ENCODINGS).check(value.get("enc", "raw"), f"{path}.enc")
         if w * h > limits.max_pixels:
             raise LimitExceeded(f"expected at most {limits.max_pixels} pixels, got {w}×{h} = {w * h}", path)
-        expected = w * h * BYTES_PER_PIXEL[fmt]
+        return w, h, fmt, w * h * BYTES_PER_PIXEL[fmt]
+
+    def declared_bytes(self, value: Any, path: str, limits: DecodeLimits) -> int:
+        return self._header(value, path, limits)[3]
+
+    def load(self, value: Any, path: str, limits: DecodeLimits = DEFAULT_LIMITS) -> Image:
+        w, h, fmt, expected = self._header(value, path, limits)
+        enc = value.get("enc")
+        enc = Str(choices=ENCODINGS).check("raw" if enc is None else enc, f"{path}.enc")
         data = _Bytes().check(value.get("data"), f"{path}.data")
         if enc == "zlib":
             data = _inflate(data, expected, f"{path}.data")

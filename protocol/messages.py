@@ -9,12 +9,14 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from .errors import InvalidMessage
+from .errors import ErrorCode, InvalidMessage
 from .images import Image, ImageKind, PixelFormat
 from .regions import Point, Rect
 from .schema import Bool, Float, Int, ListOf, Nested, Optional, Record, Str, Timings, wire
 
-PROTOCOL_VERSION = (1, 0)
+PROTOCOL_VERSION = (1, 1)  # 1.1: error.job_id; nil means absent everywhere
+
+MAX_TYPE_CHARS = 64  # a message type longer than this is a bad frame, not an unknown type
 
 JOB_ID = Str(1, 64, pattern=r"[A-Za-z0-9_.:\-]+")
 SEED = Int(0, (1 << 32) - 1)
@@ -70,8 +72,12 @@ class Control(Record):
     end: float = wire(Float(0.0, 1.0), "fraction of the schedule where it ends", default=1.0)
 
     def validate(self) -> None:
-        if self.start > self.end:
-            raise InvalidMessage(f"expected start ≤ end, got {self.start} > {self.end}", self._path("start"))
+        if not self.start < self.end:  # an empty window would make the control do nothing at all
+            raise InvalidMessage(
+                f"expected start < end, got start {self.start} and end {self.end}",
+                self._path("end"),
+                ErrorCode.INVALID_REQUEST,
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,12 +137,12 @@ class Submit(Message):
     guidance: float = wire(Float(0.0, 30.0), "classifier-free guidance scale", default=7.0)
     seed: int | None = wire(Optional(SEED), "nil = server picks; image i of a batch uses seed + i", default=None)
     scheduler: str = wire(Str(1, 32), "euler, euler_a, dpmpp_2m, dpmpp_2m_karras, ddim, unipc", default="euler_a")
-    batch_size: int = wire(Int(1, 64), default=1)
+    batch_size: int = wire(Int(1, 64, limit="max_batch"), default=1)
     context: Rect | None = wire(
         Optional(Nested(Rect)), "what the model sees (document px); nil = automatic", default=None
     )
     result: Rect | None = wire(Optional(Nested(Rect)), "what is pasted (document px); nil = automatic", default=None)
-    controls: tuple[Control, ...] = wire(ListOf(Nested(Control), 0, 16), default=())
+    controls: tuple[Control, ...] = wire(ListOf(Nested(Control), 0, 16, limit="max_controls"), default=())
     preview: PreviewSettings = wire(Nested(PreviewSettings), default=PreviewSettings())
     inpaint: InpaintOptions = wire(Nested(InpaintOptions), default=InpaintOptions())
 
@@ -302,6 +308,11 @@ class Error(Message):
     message: str = wire(Str(0, 4000))
     field: str = wire(Str(0, 256), default="")
     fatal: bool = wire(Bool(), default=False)
+    job_id: str | None = wire(
+        Optional(JOB_ID),
+        "the job named by the refused frame (since 1.1); never changes that job's state",
+        default=None,
+    )
 
 
 CLIENT_MESSAGES: tuple[type[Message], ...] = (Hello, Submit, Cancel, GetStatus)

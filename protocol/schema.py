@@ -25,9 +25,11 @@ def describe(value: object) -> str:
         return f"bytes of length {len(value)}"
     if isinstance(value, str):
         shown = value if len(value) <= 40 else value[:37] + "..."
-        return f"string {shown!r}"
-    if isinstance(value, bool) or value is None:
-        return repr(value)
+        return f"string {shown!r}"  # repr: a newline or a control character cannot forge log lines
+    if value is None:
+        return "nil"
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, (int, float)):
         return f"{type(value).__name__} {value!r}"
     if isinstance(value, (list, tuple)):
@@ -50,8 +52,25 @@ class Kind:
         """Validate a decoded wire value and convert it to its Python form."""
         return self.check(value, path)
 
+    def accepts(self, value: Any) -> bool:
+        try:
+            self.check(value, "")
+        except InvalidMessage:
+            return False
+        return True
+
     def dump(self, value: Any) -> Any:
         return value
+
+    def declared_bytes(self, value: Any, path: str, limits: DecodeLimits) -> int:
+        """Image bytes ``value`` will occupy once decoded, from declared sizes only (nothing inflated).
+
+        Also enforces the limits that can be read off the undecoded value (list lengths, pixels)."""
+        return 0
+
+
+def _limit(kind_hi: int, limit: str, limits: DecodeLimits) -> int:
+    return min(kind_hi, getattr(limits, limit)) if limit else kind_hi
 
 
 class Str(Kind):
@@ -77,15 +96,24 @@ class Str(Kind):
 
 
 class Int(Kind):
-    def __init__(self, lo: int, hi: int) -> None:
-        self.lo, self.hi = lo, hi
-        self.doc = f"integer, {lo}..{hi}"
+    """An integer in ``lo..hi``; ``limit`` names a :class:`DecodeLimits` field that may lower ``hi``."""
+
+    def __init__(self, lo: int, hi: int, limit: str = "") -> None:
+        self.lo, self.hi, self.limit = lo, hi, limit
+        self.doc = f"integer, {lo}..{hi}" + (f" (at most limits.{limit})" if limit else "")
 
     def check(self, value: Any, path: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidMessage(f"expected an integer, got {describe(value)}", path)
         if not self.lo <= value <= self.hi:
             raise InvalidMessage(f"expected an integer in {self.lo}..{self.hi}, got {value}", path)
+        return value
+
+    def load(self, value: Any, path: str, limits: DecodeLimits) -> int:
+        value = self.check(value, path)
+        hi = _limit(self.hi, self.limit, limits)
+        if value > hi:
+            raise LimitExceeded(f"expected at most {hi} (limits.{self.limit}), got {value}", path)
         return value
 
 
@@ -126,15 +154,23 @@ class Optional(Kind):
     def dump(self, value: Any) -> Any:
         return None if value is None else self.inner.dump(value)
 
+    def declared_bytes(self, value: Any, path: str, limits: DecodeLimits) -> int:
+        return 0 if value is None else self.inner.declared_bytes(value, path, limits)
+
 
 class ListOf(Kind):
-    def __init__(self, inner: Kind, min_len: int = 0, max_len: int = 64) -> None:
-        self.inner, self.min_len, self.max_len = inner, min_len, max_len
-        self.doc = f"list of {min_len}..{max_len} × ({inner.doc})"
+    """A list of ``min_len..max_len`` items; ``limit`` names a :class:`DecodeLimits` field that may lower it."""
 
-    def _length(self, value: Any, path: str) -> None:
+    def __init__(self, inner: Kind, min_len: int = 0, max_len: int = 64, limit: str = "") -> None:
+        self.inner, self.min_len, self.max_len, self.limit = inner, min_len, max_len, limit
+        self.doc = f"list of {min_len}..{max_len} × ({inner.doc})" + (f", at most limits.{limit}" if limit else "")
+
+    def _length(self, value: Any, path: str, limits: DecodeLimits | None = None) -> None:
         if not self.min_len <= len(value) <= self.max_len:
             raise InvalidMessage(f"expected {self.min_len}..{self.max_len} items, got {len(value)}", path)
+        hi = _limit(self.max_len, self.limit, limits) if limits is not None else self.max_len
+        if len(value) > hi:
+            raise LimitExceeded(f"expected at most {hi} items (limits.{self.limit}), got {len(value)}", path)
 
     def check(self, value: Any, path: str) -> tuple[Any, ...]:
         if not isinstance(value, (list, tuple)):
@@ -145,11 +181,17 @@ class ListOf(Kind):
     def load(self, value: Any, path: str, limits: DecodeLimits) -> tuple[Any, ...]:
         if not isinstance(value, (list, tuple)):
             raise InvalidMessage(f"expected a list, got {describe(value)}", path)
-        self._length(value, path)
+        self._length(value, path, limits)
         return tuple(self.inner.load(v, f"{path}[{i}]", limits) for i, v in enumerate(value))
 
     def dump(self, value: Any) -> list[Any]:
         return [self.inner.dump(v) for v in value]
+
+    def declared_bytes(self, value: Any, path: str, limits: DecodeLimits) -> int:
+        if not isinstance(value, (list, tuple)):
+            return 0  # load() reports the wrong type
+        self._length(value, path, limits)
+        return sum(self.inner.declared_bytes(v, f"{path}[{i}]", limits) for i, v in enumerate(value))
 
 
 class Timings(Kind):
@@ -190,6 +232,9 @@ class Nested(Kind):
     def dump(self, value: Any) -> Any:
         return value.dump()
 
+    def declared_bytes(self, value: Any, path: str, limits: DecodeLimits) -> int:
+        return self.cls.declared_bytes(value, path, limits)
+
 
 def wire(kind: Kind, doc: str = "", **field_args: Any) -> Any:
     """Declare a record field with its wire kind (and dataclass default, if any)."""
@@ -219,16 +264,17 @@ class Record:
 
     @classmethod
     def load(cls: type[R], value: Any, path: str, limits: DecodeLimits = DEFAULT_LIMITS) -> R:
+        """Build a record from a decoded map. A missing key and ``nil`` both mean "absent"."""
         if not isinstance(value, Mapping):
             raise InvalidMessage(f"expected a map, got {describe(value)}", path)
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             kind: Kind = f.metadata["wire"]
             fpath = f"{path}.{f.name}"
-            if f.name in value:
+            if value.get(f.name) is not None:
                 kwargs[f.name] = kind.load(value[f.name], fpath, limits)
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise InvalidMessage("required field is missing", fpath)
+                raise InvalidMessage("expected a value, got nil or nothing (required field)", fpath)
         try:
             return cls(**kwargs)
         except LimitExceeded:
@@ -237,6 +283,17 @@ class Record:
             root = cls.PATH or cls.__name__.lower()
             field = exc.field.replace(root, path, 1) if exc.field.startswith(root) else exc.field
             raise type(exc)(exc.message, field, exc.code) from None
+
+    @classmethod
+    def declared_bytes(cls, value: Any, path: str, limits: DecodeLimits = DEFAULT_LIMITS) -> int:
+        """Image bytes of the undecoded map ``value`` once decoded (see :meth:`Kind.declared_bytes`)."""
+        if not isinstance(value, Mapping):
+            return 0
+        return sum(
+            f.metadata["wire"].declared_bytes(value[f.name], f"{path}.{f.name}", limits)
+            for f in dataclasses.fields(cls)
+            if value.get(f.name) is not None
+        )
 
     def dump(self) -> dict[str, Any]:
         return {f.name: f.metadata["wire"].dump(getattr(self, f.name)) for f in dataclasses.fields(self)}

@@ -18,6 +18,7 @@ from .builtin import TINY_CONTROLNET_ID, TINY_ID, TINY_NATIVE_SIZE, ensure_built
 from .detect import NotAModel, detect_diffusers_folder, detect_single_file
 
 HUB_PREFIX = "hf:"
+HUB_REPO = re.compile(r"[A-Za-z0-9][\w.\-]{0,95}/[A-Za-z0-9][\w.\-]{0,95}")  # Hugging Face's owner/name rules
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 MAX_DEPTH = 5
 _CONTROL_WORDS = {
@@ -126,7 +127,7 @@ class Catalogue:
     def _hub_entry(self, model_id: str, field: str) -> ModelEntry:
         """``hf:owner/name``: a diffusers repository on Hugging Face, only when downloads are allowed."""
         repo = model_id[len(HUB_PREFIX) :]
-        if not re.fullmatch(r"[\w.\-]+/[\w.\-]+", repo):
+        if not HUB_REPO.fullmatch(repo) or ".." in repo:  # never a path: "hf:../x" must not reach the disk
             raise ProtocolError(
                 f"{model_id!r} is not a Hugging Face repository id (hf:owner/name)", field, ErrorCode.UNKNOWN_MODEL
             )

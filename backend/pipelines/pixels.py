@@ -24,12 +24,14 @@ def native_array(img: Image) -> np.ndarray:
 
 
 def to_float(img: Image) -> np.ndarray:
-    """(H, W, C) float32 in 0..1 (float layers are clipped: the models know no HDR)."""
+    """(H, W, C) float32 in 0..1 (float layers are clipped: the models know no HDR; NaN reads as 0)."""
     _dtype, scale = _NATIVE[img.format]
     arr = native_array(img).astype(np.float32)
     if scale != 1.0:
         arr /= scale
-    return np.clip(arr, 0.0, 1.0) if img.format == PixelFormat.RGBAF32 else arr
+    if img.format != PixelFormat.RGBAF32:
+        return arr
+    return np.clip(np.nan_to_num(arr, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)  # NaN would poison the latents
 
 
 def from_float(arr: np.ndarray, fmt: str) -> np.ndarray:

@@ -5,20 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from sfumato.protocol import Cancelled, Error, ErrorCode, JobEvent, encode
+from sfumato.protocol import Error, ErrorCode
 
 from ..config import Config
+from .auth import Gate
 from .hub import EngineLike, Hub
 from .session import Session
 from .worker import Worker
 
 log = logging.getLogger(__name__)
+
+FRAME_SLACK_BYTES = 64 << 10  # frames a little over the limit get a typed `too_large`; larger ones close 1009
+DECODER_THREADS = 2
 
 
 class Server:
@@ -26,6 +31,9 @@ class Server:
         config.check()
         self.config = config
         self.hub = Hub(config, engine)
+        self.gate = Gate(config.token)
+        self.decoder = ThreadPoolExecutor(DECODER_THREADS, thread_name_prefix="sfumato-decode")
+        self.sessions: set[Session] = set()
         self._server: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self.worker: Worker | None = None
@@ -37,11 +45,14 @@ class Server:
         return f"ws://{host}:{self.port}"
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Refuse browser pages: any Origin header (even ``null``) unless allow-listed."""
-        origin = request.headers.get("Origin")
-        if origin is not None and origin not in self.config.allowed_origins:
-            log.warning("refused a websocket upgrade from origin %r", origin)
+        """Refuse browser pages (any Origin header, even ``null``, unless allow-listed) and connection floods."""
+        origins = request.headers.get_all("Origin")
+        if origins and (len(origins) > 1 or origins[0] not in self.config.allowed_origins):
+            log.warning("refused a websocket upgrade from origin %s", ", ".join(repr(o[:100]) for o in origins[:4]))
             return connection.respond(HTTPStatus.FORBIDDEN, "Browser origins are not allowed.\n")
+        if len(self.sessions) >= self.config.max_editors:
+            log.warning("refused a connection: %d editors are connected (max_editors)", len(self.sessions))
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Too many editors are connected.\n")
         return None
 
     async def start(self) -> None:
@@ -52,9 +63,9 @@ class Server:
             self.config.host,
             self.config.port,
             process_request=self._check_request,
-            max_size=2 * (self.config.max_message_mib << 20),  # larger frames: typed error from the decoder
+            max_size=(self.config.max_message_mib << 20) + FRAME_SLACK_BYTES,
             compression=None,  # pixels are incompressible by deflate at speed; zlib is opt-in per image
-            max_queue=4,
+            max_queue=1,  # at most one received frame waits per editor; TCP holds the rest back
             ping_interval=20,
             ping_timeout=60,
         )
@@ -62,7 +73,12 @@ class Server:
         self.port = sock.getsockname()[1]
 
     async def _handle(self, ws: ServerConnection) -> None:
-        await Session(self.hub, ws).run()
+        session = Session(self.hub, ws, self.gate, self.decoder)
+        self.sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
 
     async def _reaper(self) -> None:
         while True:
@@ -75,33 +91,28 @@ class Server:
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Graceful shutdown: cancel every job, tell every editor, then close."""
-        hub = self.hub
-        hub.closing = True
-        for editor in list(hub.editors.values()):
-            for job in editor.active_jobs:
-                job.cancel.set()
-                if hub.queue.remove(job):
-                    job.advance(JobEvent.CANCELLED)
-                    hub.emit(job, Cancelled(job_id=job.id))
-        if self.worker is not None and self.worker.current is not None:
-            deadline = asyncio.get_running_loop().time() + grace_s
-            while self.worker.current is not None and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.02)
-        bye = encode(Error(code=ErrorCode.SHUTTING_DOWN, message="the server is shutting down", fatal=True))
-        sessions = [e.session for e in hub.editors.values() if e.session is not None]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        self.hub.shutdown()
+        if self.worker is not None:
+            await self.worker.idle(grace_s)
+        bye = Error(code=ErrorCode.SHUTTING_DOWN, message="the server is shutting down", fatal=True)
+        sessions = list(self.sessions)
         for session in sessions:
-            session.send_frame(bye)
-        await asyncio.sleep(0.2)  # let the senders flush the last events
-        for session in sessions:
-            session.close("server shutdown")
+            session.send(bye)
+            session.close("server shutdown")  # after what is queued: the last `cancelled` and the goodbye
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(BaseException):
                 await task
         if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), grace_s)
+            self._server.close(close_connections=False)
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), max(0.1, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                for session in list(self.sessions):  # editors that would not take their last frames
+                    session.abort()
         if self.worker is not None:
             self.worker.shutdown()
+        self.decoder.shutdown(wait=False, cancel_futures=True)

@@ -2,7 +2,8 @@
 
 Every job event goes to the job's owner only. The only broadcast is the server status (queue
 length, running jobs, loaded models, device), and it is sent explicitly by :meth:`broadcast_status`.
-All methods run on the event loop.
+The hub owns the whole life of a job (accept, position, start, finish, result delivery) and of the
+memory it holds (see budget.py). All methods run on the event loop.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any, Protocol
 
 from sfumato.protocol import (
     Cancelled,
+    DecodeLimits,
+    Error,
     ErrorCode,
     Hello,
     JobError,
@@ -25,16 +28,20 @@ from sfumato.protocol import (
     ModelInfo,
     ProtocolError,
     Queued,
+    Started,
     Status,
     Submit,
     encode,
 )
 
 from ..config import Config
+from .budget import MemoryBudget, job_bytes
 from .jobs import EditorState, Job
 from .queue import FairQueue
 
 log = logging.getLogger(__name__)
+
+CLIENT_FRAME_MAX_OBJECTS = 8192  # a submit with every control is a few hundred msgpack values
 
 
 class EngineLike(Protocol):
@@ -62,6 +69,7 @@ class Hub:
         self.queue = FairQueue()
         self.editors: dict[str, EditorState] = {}
         self.running: set[Job] = set()
+        self.budget = MemoryBudget(config.job_memory_mib << 20, config.editor_memory_mib << 20)
         self.closing = False
         self._status_pending = False
 
@@ -76,6 +84,18 @@ class Hub:
             max_controls=c.max_controls,
         )
 
+    @property
+    def decode_limits(self) -> DecodeLimits:
+        """What every editor's frames are held to, while they are decoded."""
+        c = self.config
+        return DecodeLimits(
+            max_message_bytes=c.max_message_mib << 20,
+            max_pixels=c.max_pixels,
+            max_objects=CLIENT_FRAME_MAX_OBJECTS,
+            max_batch=c.max_batch,
+            max_controls=c.max_controls,
+        )
+
     # ------------------------------------------------------------------ editors
 
     def attach(self, hello: Hello, session: SessionLike) -> tuple[EditorState, bool]:
@@ -85,8 +105,17 @@ class Hub:
         if editor is None:
             editor = EditorState(session_id=secrets.token_urlsafe(24), name=hello.client)
             self.editors[editor.session_id] = editor
-        elif editor.session is not None:  # the same editor reconnected before we noticed the drop
-            editor.session.close("replaced by a newer connection of the same editor")
+        elif editor.session is not None:  # a second connection resumed the same session: the newest wins
+            old = editor.session
+            old.send(
+                Error(
+                    code=ErrorCode.SESSION_REPLACED,
+                    message="another connection resumed this session; this one is closed",
+                    fatal=True,
+                )
+            )
+            old.editor = None
+            old.close("replaced by a newer connection of the same editor")
         editor.session = session
         editor.disconnected_at = None
         session.editor = editor
@@ -119,62 +148,59 @@ class Hub:
                 and editor.disconnected_at is not None
                 and now - editor.disconnected_at > self.config.resume_ttl_s
             ):
-                for job in editor.active_jobs:
-                    self._cancel_job(job)
                 del self.editors[sid]
-        self._bound_results()
-
-    def _bound_results(self) -> None:
-        """Keep undelivered results within the memory budget, dropping the oldest first."""
-        budget = self.config.result_memory_mib << 20
-        stored = [
-            (job.created, e, job.id)
-            for e in self.editors.values()
-            for job in e.jobs.values()
-            if job.id in e.undelivered
-        ]
-        total = sum(len(e.undelivered[jid]) for _, e, jid in stored)
-        for _, editor, jid in sorted(stored, key=lambda t: t[0]):
-            if total <= budget:
-                break
-            total -= len(editor.undelivered.pop(jid))
-            log.warning("dropped the undelivered result of job %s (result memory budget)", jid)
+                for job in editor.active_jobs:
+                    self._cancel_job(job)  # a running one stops at its next step, then releases its memory
+                for job_id in list(editor.undelivered):
+                    self._forget_result(editor, job_id)
+                log.info("forgot editor %s: gone longer than %.0f s", _name(editor), self.config.resume_ttl_s)
 
     # ------------------------------------------------------------------ jobs
 
     def submit(self, editor: EditorState, req: Submit) -> None:
         session = editor.session
         assert session is not None
-        fail = None
-        if self.closing:
-            fail = (ErrorCode.SHUTTING_DOWN, "the server is shutting down", "")
-        elif req.job_id in editor.jobs and not editor.jobs[req.job_id].state.finished:
-            fail = (ErrorCode.DUPLICATE_JOB, f"job id {req.job_id!r} is already in use", "submit.job_id")
-        elif len(editor.active_jobs) >= self.config.max_queued_per_editor:
-            fail = (
-                ErrorCode.QUEUE_FULL,
-                f"you already have {self.config.max_queued_per_editor} jobs waiting; wait or cancel some",
-                "",
+        existing = editor.jobs.get(req.job_id)
+        if existing is not None and not existing.state.finished:
+            # an `error`, not a `job_error`: the id belongs to the running original, which carries on
+            session.send(
+                Error(
+                    code=ErrorCode.DUPLICATE_JOB,
+                    message=f"job id {req.job_id!r} is already in use by one of your unfinished jobs",
+                    field="submit.job_id",
+                    job_id=req.job_id,
+                )
             )
-        elif req.batch_size > self.config.max_batch:
-            fail = (ErrorCode.TOO_LARGE, f"batch size is limited to {self.config.max_batch}", "submit.batch_size")
-        elif len(req.controls) > self.config.max_controls:
-            fail = (ErrorCode.TOO_LARGE, f"at most {self.config.max_controls} controls per job", "submit.controls")
-        if fail is None:
-            try:
-                self.engine.check(req)
-            except ProtocolError as exc:
-                fail = (exc.code, exc.message, exc.field)
-        if fail is not None:
-            session.send(JobError(job_id=req.job_id, code=fail[0], message=fail[1], field=fail[2]))
+            return
+        refusal = self._refuse(editor, req)
+        if refusal is not None:
+            session.send(JobError(job_id=req.job_id, code=refusal[0], message=refusal[1], field=refusal[2]))
             return
         editor.forget_finished()
-        editor.undelivered.pop(req.job_id, None)
-        job = Job(owner=editor, submit=req, seed=req.seed if req.seed is not None else secrets.randbelow(1 << 32))
+        self._forget_result(editor, req.job_id)  # an old result under a reused id
+        reserved = job_bytes(req)
+        verdict = self.budget.reserve(editor, reserved)
+        if verdict is not None:
+            session.send(JobError(job_id=req.job_id, code=verdict.code, message=verdict.message))
+            return
+        seed = req.seed if req.seed is not None else secrets.randbelow(1 << 32)
+        job = Job(owner=editor, id=req.job_id, request=req, seed=seed, reserved=reserved)
         editor.jobs[job.id] = job
         self.queue.push(job)
         self.reposition()
         self.broadcast_status()
+
+    def _refuse(self, editor: EditorState, req: Submit) -> tuple[str, str, str] | None:
+        if self.closing:
+            return ErrorCode.SHUTTING_DOWN, "the server is shutting down", ""
+        if len(editor.active_jobs) >= self.config.max_queued_per_editor:
+            cap = self.config.max_queued_per_editor
+            return ErrorCode.QUEUE_FULL, f"you already have {cap} jobs waiting; wait or cancel some", ""
+        try:
+            self.engine.check(req)
+        except ProtocolError as exc:
+            return exc.code, exc.message, exc.field
+        return None
 
     def cancel(self, editor: EditorState, job_id: str) -> None:
         job = editor.jobs.get(job_id)
@@ -194,10 +220,15 @@ class Hub:
     def _cancel_job(self, job: Job) -> None:
         job.cancel.set()  # a running job stops at its next step; the worker reports it
         if self.queue.remove(job):
-            job.advance(JobEvent.CANCELLED)
-            self.emit(job, Cancelled(job_id=job.id))
+            self.finish(job, JobEvent.CANCELLED, Cancelled(job_id=job.id))
             self.reposition()
-            self.broadcast_status()
+
+    def shutdown(self) -> None:
+        """Refuse new work and cancel every job; running ones stop at their next step."""
+        self.closing = True
+        for editor in list(self.editors.values()):
+            for job in editor.active_jobs:
+                self._cancel_job(job)
 
     def reposition(self) -> None:
         """Send ``queued`` to every job whose place in the line changed."""
@@ -206,6 +237,57 @@ class Hub:
                 job.position = pos
                 job.advance(JobEvent.QUEUED)
                 self.emit(job, Queued(job_id=job.id, position=pos))
+
+    # ------------------------------------------------------------------ a job's life on the worker
+
+    def job_started(self, job: Job) -> None:
+        """The worker took the job; the jobs behind it move up once its ``started`` is out."""
+        job.position = -1
+        job.advance(JobEvent.STARTED)
+        self.running.add(job)
+        self.broadcast_status()
+
+    def announce_started(self, job: Job, message: Started) -> None:
+        self.emit(job, message)
+        self.reposition()
+
+    def finish(self, job: Job, event: JobEvent, message: Message | None = None, result: bytes | None = None) -> None:
+        """The one way a job ends: its state, its event, its inputs released, its result kept."""
+        was_running = job in self.running
+        self.running.discard(job)
+        job.advance(event)
+        job.request = None  # the inputs are no longer needed
+        if result is not None:
+            self.budget.release(job.owner, job.reserved - len(result))  # room was reserved at submit
+            job.reserved = len(result)
+            job.owner.undelivered[job.id] = result
+            session = job.owner.session
+            if job.owner.session_id not in self.editors:  # expired meanwhile: nobody will collect it
+                self._forget_result(job.owner, job.id)
+            elif session is not None:
+                session.send_result(job.id)
+        else:
+            self.budget.release(job.owner, job.reserved)
+            job.reserved = 0
+            if message is not None:
+                self.emit(job, message)
+        if was_running:
+            self.reposition()  # a job that failed before `started` leaves the line moving
+        self.broadcast_status()
+
+    def result_frame(self, editor: EditorState, job_id: str) -> bytes | None:
+        return editor.undelivered.get(job_id)
+
+    def result_sent(self, editor: EditorState, job_id: str) -> None:
+        """The result frame went out: now it may be forgotten."""
+        self._forget_result(editor, job_id)
+
+    def _forget_result(self, editor: EditorState, job_id: str) -> None:
+        frame = editor.undelivered.pop(job_id, None)
+        job = editor.jobs.get(job_id)
+        if frame is not None and job is not None:
+            self.budget.release(editor, job.reserved)
+            job.reserved = 0
 
     # ------------------------------------------------------------------ routing (owner only)
 
@@ -216,15 +298,8 @@ class Hub:
 
     def emit_progress(self, job: Job, frame: bytes) -> None:
         session = job.owner.session
-        if session is not None:
+        if session is not None and not job.state.finished:
             session.send_latest(job.id, frame)
-
-    def deliver(self, job: Job, frame: bytes) -> None:
-        job.owner.undelivered[job.id] = frame
-        self._bound_results()
-        session = job.owner.session
-        if session is not None and job.id in job.owner.undelivered:
-            session.send_result(job.id)
 
     # ------------------------------------------------------------------ status (the only broadcast)
 
@@ -251,3 +326,8 @@ class Hub:
                     editor.session.send_frame(frame)
 
         asyncio.get_running_loop().call_later(0.1, send)
+
+
+def _name(editor: EditorState) -> str:
+    """An editor's self-chosen name, safe for a log line (quoted, escaped, bounded)."""
+    return repr(editor.name[:64])

@@ -16,16 +16,19 @@ if TYPE_CHECKING:
 @dataclass(eq=False)
 class Job:
     owner: EditorState
-    submit: Submit
+    id: str
+    request: Submit | None  # the inputs; dropped as soon as the job is finished
     seed: int
+    reserved: int = 0  # bytes charged to the memory budget (see budget.py)
     state: JobState = JobState.QUEUED
     position: int = -1
     cancel: threading.Event = field(default_factory=threading.Event)
     created: float = field(default_factory=time.monotonic)
 
     @property
-    def id(self) -> str:
-        return self.submit.job_id
+    def submit(self) -> Submit:
+        assert self.request is not None, f"job {self.id} is finished: its inputs were released"
+        return self.request
 
     def advance(self, event: JobEvent) -> None:
         self.state = advance(self.state, event)

@@ -32,6 +32,8 @@ class Outbox:
         return self._bytes + sum(len(f) for f in self._latest.values())
 
     def put(self, frame: bytes, job_id: str | None = None) -> None:
+        if self.closed:
+            return
         if job_id is not None:
             self._latest.pop(job_id, None)  # a stale progress must not follow the job's final event
         if self._bytes + len(frame) > self.max_bytes:
@@ -42,10 +44,14 @@ class Outbox:
         self._wake.set()
 
     def put_latest(self, job_id: str, frame: bytes) -> None:
+        if self.closed:
+            return
         self._latest[job_id] = frame
         self._wake.set()
 
     def put_result(self, job_id: str) -> None:
+        if self.closed:
+            return
         self._latest.pop(job_id, None)
         self._events.append(ResultRef(job_id))
         self._wake.set()
@@ -55,15 +61,20 @@ class Outbox:
         self._wake.set()
 
     async def get(self) -> bytes | ResultRef | None:
-        """The next thing to send, or ``None`` once closed or overflowed."""
+        """The next thing to send; ``None`` at once on overflow, or once closed and drained.
+
+        Closing keeps the events already queued (a final error, the last ``cancelled``) but drops
+        progress, which nobody needs any more."""
         while True:
-            if self.closed or self.overflowed:
+            if self.overflowed:
                 return None
             if self._events:
                 item = self._events.popleft()
                 if isinstance(item, bytes):
                     self._bytes -= len(item)
                 return item
+            if self.closed:
+                return None
             if self._latest:
                 return self._latest.popitem(last=False)[1]
             self._wake.clear()

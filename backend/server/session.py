@@ -1,21 +1,28 @@
-"""One editor's connection: the handshake, then a receive loop and a bounded send loop."""
+"""One editor's connection: the handshake, then a receive loop and a bounded send loop.
+
+Nothing an editor sends can stop this session from answering, or slow down another editor's:
+frames are decoded within the negotiated limits (large ones on a decoder thread, never on the
+event loop), every unexpected failure while handling one is answered with ``internal`` and logged,
+and a peer that stops reading is cut off (the socket is aborted, not politely closed) once a send
+has waited ``send_timeout_s``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
+from concurrent.futures import Executor
 from typing import Any
 
 from sfumato.protocol import (
     PROTOCOL_VERSION,
     Cancel,
-    DecodeLimits,
     Error,
     ErrorCode,
     GetStatus,
     Hello,
+    JobError,
     Message,
     ProtocolError,
     Submit,
@@ -26,6 +33,7 @@ from sfumato.protocol import (
     encode,
 )
 
+from .auth import Gate
 from .hub import Hub
 from .jobs import EditorState
 from .outbox import Outbox, ResultRef
@@ -34,17 +42,24 @@ log = logging.getLogger(__name__)
 
 SERVER_NAME = "sfumato-backend/0.1"
 CAPABILITIES = ("zlib", "resume", "previews")
+INLINE_DECODE_BYTES = 64 << 10  # larger frames are decoded on a thread: the event loop never waits on them
+CLOSE_GRACE_S = 2.0  # a polite close that takes longer than this is an abort
 
 
 class Session:
-    def __init__(self, hub: Hub, ws: Any) -> None:
-        self.hub, self.ws = hub, ws
-        cfg = hub.config
-        self.limits = DecodeLimits(max_message_bytes=cfg.max_message_mib << 20, max_pixels=cfg.max_pixels)
-        self.outbox = Outbox(cfg.outbox_mib << 20)
+    def __init__(self, hub: Hub, ws: Any, gate: Gate, decoder: Executor) -> None:
+        self.hub, self.ws, self.gate, self.decoder = hub, ws, gate, decoder
+        self.limits = hub.decode_limits
+        self.outbox = Outbox(hub.config.outbox_mib << 20)
         self.editor: EditorState | None = None
         self.compress = False
         self._close_reason = ""
+        self._abort_on_close = False
+
+    @property
+    def peer(self) -> str:
+        address = getattr(self.ws, "remote_address", None)
+        return str(address[0]) if address else "?"
 
     # ------------------------------------------------------------------ sending (non-blocking)
 
@@ -61,6 +76,7 @@ class Session:
         self.outbox.put_result(job_id)
 
     def close(self, reason: str) -> None:
+        """End the session once what is already queued for the editor has been sent."""
         self._close_reason = reason
         self.outbox.close()
 
@@ -71,10 +87,10 @@ class Session:
             hello = await self._handshake()
         except ProtocolError as exc:
             await self._send_now(Error(code=exc.code, message=exc.message, field=exc.field, fatal=True))
-            await self.ws.close(1008, exc.code)
+            await self._close(1008, exc.code)
             return
         except (asyncio.TimeoutError, ConnectionError, OSError):
-            await self.ws.close(1008, "no hello")
+            await self._close(1008, "no hello")
             return
         except Exception:  # the websocket closed during the handshake
             return
@@ -102,15 +118,12 @@ class Session:
         finally:
             for task in (sender, receiver):
                 task.cancel()
-            for task in (sender, receiver):
-                with contextlib.suppress(BaseException):
-                    await task
+            await asyncio.gather(sender, receiver, return_exceptions=True)
             self.hub.detach(self)
             reason = self._close_reason or ("too slow: outbox overflow" if self.outbox.overflowed else "")
             if reason:
-                log.info("closing %s: %s", editor.name, reason)
-            with contextlib.suppress(Exception):
-                await self.ws.close(1008 if reason else 1000, reason[:120])
+                log.info("closing %r from %s: %s", editor.name[:64], self.peer, reason)
+            await self._close(1008 if reason else 1000, reason[:120])
 
     async def _handshake(self) -> Hello:
         raw = await asyncio.wait_for(self.ws.recv(), self.hub.config.hello_timeout_s)
@@ -118,34 +131,99 @@ class Session:
         if not isinstance(msg, Hello):
             got = msg.type if isinstance(msg, Unknown) else msg.TYPE
             raise ProtocolError(
-                f"expected a hello message first, got {got!r}",
-                "type",
-                ErrorCode.PROTOCOL_VIOLATION,
+                f"expected a hello message first, got {got[:64]!r}", "type", ErrorCode.PROTOCOL_VIOLATION
             )
         check_version(msg.version)
-        expected = self.hub.config.token
-        if expected and not hmac.compare_digest((msg.token or "").encode(), expected.encode()):
-            raise ProtocolError("wrong or missing token", "hello.token", ErrorCode.UNAUTHORIZED)
+        await self.gate.check(self.peer, msg.token)
         if self.hub.closing:
             raise ProtocolError("the server is shutting down", "", ErrorCode.SHUTTING_DOWN)
         return msg
 
     async def _send_now(self, message: Message) -> None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ws.send(encode(message)), self.hub.config.send_timeout_s)
+            await self._send_guarded(encode(message))
+
+    async def _send_guarded(self, frame: bytes) -> None:
+        """Send, aborting the connection if the peer has not taken the frame within the send timeout."""
+        watchdog = asyncio.get_running_loop().call_later(self.hub.config.send_timeout_s, self._stalled)
+        try:
+            await self.ws.send(frame)
+        finally:
+            watchdog.cancel()
+
+    def _stalled(self) -> None:
+        self._close_reason = self._close_reason or f"too slow: a send waited {self.hub.config.send_timeout_s:g} s"
+        self._abort_on_close = True
+        self.abort()
+
+    def abort(self) -> None:
+        transport = getattr(self.ws, "transport", None)
+        if transport is not None:
+            transport.abort()  # a peer that does not read cannot hold the socket (or its buffers) open
+
+    async def _close(self, code: int, reason: str) -> None:
+        if self._abort_on_close:
+            self.abort()
+            return
+        watchdog = asyncio.get_running_loop().call_later(CLOSE_GRACE_S, self.abort)
+        try:
+            with contextlib.suppress(Exception):
+                await self.ws.close(code, reason)
+        finally:
+            watchdog.cancel()
+
+    # ------------------------------------------------------------------ receiving
 
     async def _receiver(self) -> None:
-        async for raw in self.ws:
-            try:
+        while await self._receive_one():
+            pass
+
+    async def _receive_one(self) -> bool:
+        """Receive, decode and handle one frame; nothing of it outlives this call."""
+        try:
+            raw = await self.ws.recv()
+        except Exception:  # closed, cleanly or not
+            return False
+        try:
+            if isinstance(raw, str) or len(raw) <= INLINE_DECODE_BYTES:  # (a text frame is refused at once)
                 msg = decode(raw, self.limits)
-            except ProtocolError as exc:
-                self.send(Error(code=exc.code, message=exc.message, field=exc.field))
-                continue
+            else:
+                msg = await asyncio.get_running_loop().run_in_executor(self.decoder, decode, raw, self.limits)
+        except ProtocolError as exc:
+            self._refuse(exc)
+            return True
+        except Exception:
+            log.exception("decoding a frame from %s failed unexpectedly", self.peer)
+            self.send(Error(code=ErrorCode.INTERNAL, message="the backend failed to read this message"))
+            return True
+        del raw
+        try:
             self._dispatch(msg)
+        except Exception as exc:  # a bug: answer, log, and keep the session usable
+            log.exception("handling a %s from %s failed", type(msg).__name__, self.peer)
+            job_id = getattr(msg, "job_id", None)
+            text = f"the backend failed on this message: {type(exc).__name__}"
+            if isinstance(msg, Submit) and self._is_new_job(msg.job_id):
+                self.send(JobError(job_id=msg.job_id, code=ErrorCode.INTERNAL, message=text))
+            else:
+                self.send(Error(code=ErrorCode.INTERNAL, message=text, job_id=job_id))
+        return True
+
+    def _refuse(self, exc: ProtocolError) -> None:
+        """A frame that did not decode: a submit that names a new job fails that job; anything else is an error."""
+        if exc.job_id is not None and exc.field.startswith("submit") and self._is_new_job(exc.job_id):
+            self.send(JobError(job_id=exc.job_id, code=exc.code, message=exc.message, field=exc.field))
+        else:
+            self.send(Error(code=exc.code, message=exc.message, field=exc.field, job_id=exc.job_id))
+
+    def _is_new_job(self, job_id: str) -> bool:
+        job = self.editor.jobs.get(job_id) if self.editor is not None else None
+        return job is None or job.state.finished
 
     def _dispatch(self, msg: Message | Unknown) -> None:
         editor = self.editor
-        assert editor is not None
+        if editor is None:  # replaced by a newer connection: nothing more is accepted here
+            return
         if isinstance(msg, Submit):
             self.hub.submit(editor, msg)
         elif isinstance(msg, Cancel):
@@ -161,18 +239,19 @@ class Session:
                 )
             )
 
+    # ------------------------------------------------------------------ sending loop
+
     async def _sender(self) -> None:
-        timeout = self.hub.config.send_timeout_s
         while True:
             item = await self.outbox.get()
             if item is None:
                 return
             if isinstance(item, ResultRef):
                 editor = self.editor
-                frame = editor.undelivered.get(item.job_id) if editor else None
+                frame = self.hub.result_frame(editor, item.job_id) if editor else None
                 if editor is None or frame is None:
                     continue
-                await asyncio.wait_for(self.ws.send(frame), timeout)
-                editor.undelivered.pop(item.job_id, None)  # delivered: now it may be forgotten
+                await self._send_guarded(frame)
+                self.hub.result_sent(editor, item.job_id)
             else:
-                await asyncio.wait_for(self.ws.send(item), timeout)
+                await self._send_guarded(item)

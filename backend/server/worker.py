@@ -7,6 +7,7 @@ Events cross from the worker thread into asyncio with ``call_soon_threadsafe``. 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import traceback
@@ -19,7 +20,6 @@ from sfumato.protocol import (
     Image,
     JobError,
     JobEvent,
-    JobState,
     Progress,
     ProtocolError,
     Result,
@@ -59,7 +59,7 @@ class _Hooks:
             height=height,
             seeds=tuple(seeds),
         )
-        self._call(self.worker.hub.emit, self.job, msg)
+        self._call(self.worker.hub.announce_started, self.job, msg)
 
     def progress(self, step: int, total: int) -> None:
         self.step = (step, total)
@@ -93,51 +93,43 @@ class Worker:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sfumato-{name}")
         self.loop = asyncio.get_running_loop()
         self.current: Job | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def run(self) -> None:
         while True:
             job = await self.hub.queue.pop()
-            self.hub.reposition()
-            if job.cancel.is_set():
-                continue
             self.current = job
+            self._idle.clear()
             try:
                 await self._run(job)
             finally:
                 self.current = None
+                self._idle.set()
+
+    async def idle(self, timeout: float) -> bool:
+        """Wait until no job runs (at most ``timeout`` s); whether it is idle."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        return self._idle.is_set()
 
     async def _run(self, job: Job) -> None:
         hub = self.hub
-        job.position = -1
-        job.advance(JobEvent.STARTED)
-        hub.running.add(job)
-        hub.broadcast_status()
+        hub.job_started(job)
         try:
             frame = await self.loop.run_in_executor(self.executor, self._generate, job)
         except JobCancelled:
-            job.advance(JobEvent.CANCELLED)
-            hub.emit(job, Cancelled(job_id=job.id))
+            hub.finish(job, JobEvent.CANCELLED, Cancelled(job_id=job.id))
         except ProtocolError as exc:
-            job.advance(JobEvent.ERROR)
-            hub.emit(job, JobError(job_id=job.id, code=exc.code, message=exc.message, field=exc.field))
+            hub.finish(
+                job, JobEvent.ERROR, JobError(job_id=job.id, code=exc.code, message=exc.message, field=exc.field)
+            )
         except Exception as exc:  # a bug or a library failure: fail this job, keep serving
             log.error("job %s failed:\n%s", job.id, traceback.format_exc())
-            job.advance(JobEvent.ERROR)
-            hub.emit(
-                job,
-                JobError(
-                    job_id=job.id,
-                    code=ErrorCode.INTERNAL,
-                    message=f"the backend failed on this job: {type(exc).__name__}: {exc}",
-                ),
-            )
+            message = f"the backend failed on this job: {type(exc).__name__}: {exc}"[:2000]
+            hub.finish(job, JobEvent.ERROR, JobError(job_id=job.id, code=ErrorCode.INTERNAL, message=message))
         else:
-            job.advance(JobEvent.RESULT)
-            hub.deliver(job, frame)
-        finally:
-            hub.running.discard(job)
-            hub.broadcast_status()
-        assert job.state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+            hub.finish(job, JobEvent.RESULT, result=frame)
 
     def _generate(self, job: Job) -> bytes:
         """On the worker thread: run the engine and encode the result frame."""

@@ -180,6 +180,8 @@ class Client:
                     continue
             self.listener(msg, job)
             if isinstance(msg, Error) and msg.fatal:
+                if msg.code == ErrorCode.SESSION_REPLACED:  # another connection took this session: do not fight it
+                    raise FatalConnectionError(msg.message)
                 raise TransportClosed(msg.message)
 
     async def _send(self, message: Message) -> None:

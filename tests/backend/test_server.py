@@ -254,8 +254,6 @@ async def test_bad_input_gets_typed_errors_while_an_honest_editor_is_served(engi
             (b"\x00\x01garbage", "bad_frame"),
             (b"\xc1", "bad_frame"),
             (msgpack.packb([1, 2, 3]), "bad_frame"),
-            (msgpack.packb({**good, "strength": "very"}), "bad_message"),
-            (msgpack.packb({**good, "image": {**good["image"], "w": 99}}), "bad_message"),
             (b"\x00" * (1 << 20) + b"x" * 1000, "too_large"),
         ]
         for frame, code in cases:
@@ -263,6 +261,14 @@ async def test_bad_input_gets_typed_errors_while_an_honest_editor_is_served(engi
             err = await next_of(ws, Error)
             assert err.code == code and not err.fatal, (code, err)
             assert "expected" in err.message
+        # a refused submit that names a new job fails that job, so a client with several in flight knows which
+        for frame, code in [
+            (msgpack.packb({**good, "strength": "very"}), "bad_message"),
+            (msgpack.packb({**good, "image": {**good["image"], "w": 99}}), "bad_message"),
+        ]:
+            await ws.send(frame)
+            failed = await next_of(ws, JobError)
+            assert (failed.job_id, failed.code) == ("x", code) and "expected" in failed.message
         await ws.send("a text frame")
         assert (await next_of(ws, Error)).code == "bad_frame"
         await ws.send(encode(submit("m1", model="../../etc/passwd")))
@@ -361,7 +367,9 @@ async def test_token_and_version_are_checked_in_the_handshake(engine: Any) -> No
 def test_non_loopback_bind_without_token_refuses_to_start(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="token"):
         Config(host="0.0.0.0").check()
-    Config(host="0.0.0.0", token="t").check()
+    with pytest.raises(ConfigError, match="at least 16 characters"):
+        Config(host="0.0.0.0", token="t").check()  # a guessable token protects nothing off loopback
+    Config(host="0.0.0.0", token="k" * 16).check()
     Config(host="::1").check()
     res = subprocess.run(
         [sys.executable, "-m", "sfumato.backend", "--host", "0.0.0.0", "--port", "0"],

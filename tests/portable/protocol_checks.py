@@ -24,6 +24,7 @@ from sfumato.protocol import (  # noqa: E402
     JobState,
     LimitExceeded,
     ProtocolError,
+    Submit,
     Unknown,
     advance,
     decode,
@@ -107,6 +108,103 @@ def check_declared_sizes() -> None:
     _expect(InvalidMessage, msgpack.packb(bomb), field="submit.image.data")
     small = DecodeLimits(max_message_bytes=1024)
     _expect(LimitExceeded, encode(examples()["welcome"]) + bytes(2000), small, field="frame")
+
+
+def check_structure_is_refused_before_unpacking() -> None:
+    """Frames full of tiny containers fail at the headers: nothing is built, nothing is walked."""
+    import time
+    import tracemalloc
+
+    many_maps = b"\xdd" + (4000).to_bytes(4, "big") + b"\xdc\x10\x00" + b"\x80" * 4096 * 4000  # 16 M maps
+    nested_empty = b"\x81\xa1k" * 17 + b"\x80"  # 18 levels of maps
+    tracemalloc.start()
+    t = time.perf_counter()
+    _expect(BadFrame, many_maps)
+    _expect(BadFrame, nested_empty)
+    _expect(BadFrame, b"\x93\x80\x80\x80\x00")  # one value, then trailing bytes
+    _expect(BadFrame, b"\xc7\x01\x05x")  # extension types are not used
+    elapsed = time.perf_counter() - t
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1 << 20, f"refusing a 64 MiB frame of empty maps allocated {peak} bytes"
+    assert elapsed < 5.0, f"refusing took {elapsed:.1f} s"  # bounded by max_objects iterations, not frame size
+    few = DecodeLimits(max_objects=100)
+    exc = _expect(BadFrame, b"\xdc\x01\x00" + b"\xc0" * 256, few)
+    assert "at most 100 values" in exc.message
+
+
+def check_limits_are_enforced_before_inflating() -> None:
+    """Batch, controls and image bytes after inflating are refused from declared sizes: no inflate happens."""
+    import tracemalloc
+    import zlib
+
+    import msgpack
+
+    sub = msgpack.unpackb(encode(examples()["submit"]))
+    side = 2048
+    raw = zlib.compress(bytes(side * side * 4), 9)  # 16 MiB of pixels in ~16 KiB
+    img = {"w": side, "h": side, "fmt": "rgba8", "enc": "zlib", "data": raw}
+    control = dict(sub["controls"][0], image=img)
+    frame = msgpack.packb(dict(sub, image=img, mask=None, task="img2img", controls=[control] * 8))
+    limits = DecodeLimits(max_pixels=side * side, max_controls=4)
+    tracemalloc.start()
+    _expect(LimitExceeded, frame, limits, field="submit.controls")
+    _expect(LimitExceeded, frame, DecodeLimits(max_pixels=side * side, max_message_bytes=64 << 20), field="submit")
+    exc = _expect(LimitExceeded, msgpack.packb(dict(sub, batch_size=9)), DecodeLimits(max_batch=8))
+    assert exc.field == "submit.batch_size" and exc.code == "too_large"
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 << 20, f"refusing allocated {peak} bytes: an image was inflated"
+    within = DecodeLimits(max_pixels=side * side, max_message_bytes=256 << 20)
+    assert len(decode(frame, within).controls) == 8  # the same frame is legal when the limits allow it
+
+
+def check_nil_means_absent() -> None:
+    import msgpack
+
+    sub = msgpack.unpackb(encode(examples()["submit"]))
+    loaded = decode(
+        msgpack.packb(dict(sub, origin=None, context=None, result=None, strength=None, preview=None, controls=None))
+    )
+    defaults = Submit(job_id="x", task="img2img", model="m", image=examples()["submit"].image)
+    assert (loaded.origin, loaded.strength, loaded.preview, loaded.controls) == (
+        defaults.origin,
+        defaults.strength,
+        defaults.preview,
+        (),
+    )
+    exc = _expect(InvalidMessage, msgpack.packb(dict(sub, job_id=None)), field="submit.job_id")
+    assert "nil" in exc.message and "None" not in exc.message
+    exc = _expect(InvalidMessage, msgpack.packb(dict(sub, strength=True)), field="submit.strength")
+    assert "got true" in exc.message
+
+
+def check_refused_frames_name_their_job() -> None:
+    import msgpack
+
+    sub = msgpack.unpackb(encode(examples()["submit"]))
+    exc = _expect(InvalidMessage, msgpack.packb(dict(sub, job_id="mine-7", strength="high")))
+    assert exc.job_id == "mine-7"
+    exc = _expect(InvalidMessage, msgpack.packb(dict(sub, job_id="bad id!", strength="high")))
+    assert exc.job_id is None  # not a legal id: nothing to name
+
+
+def check_message_types_are_bounded() -> None:
+    import msgpack
+
+    exc = _expect(BadFrame, msgpack.packb({"type": "x" * 60000}), field="type")
+    assert len(exc.message) < 200
+    assert isinstance(decode(msgpack.packb({"type": "y" * 64})), Unknown)
+
+
+def check_controls_need_a_window() -> None:
+    import msgpack
+
+    sub = msgpack.unpackb(encode(examples()["submit"]))
+    for start, end in ((0.5, 0.5), (0.0, -0.0), (0.7, 0.2)):
+        bad = dict(sub, controls=[dict(sub["controls"][0], start=start, end=end)])
+        exc = _expect(InvalidMessage, msgpack.packb(bad), field="submit.controls[0].end")
+        assert exc.code == "invalid_request", exc.code
 
 
 def check_malformed() -> None:
