@@ -2,32 +2,61 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from PIL import Image as PILImage
 
 from sfumato.protocol import Image, PixelFormat, Rect
 
 
-def load_rgba(path: Path) -> np.ndarray:
-    from PIL import Image as PILImage
+class ImageTooLarge(Exception):
+    """An image file has more pixels than ``max_pixels``; found from its header, nothing decoded."""
 
-    with PILImage.open(path) as im:
+    def __init__(self, size: tuple[int, int], max_pixels: int) -> None:
+        w, h = size
+        super().__init__(f"{w}×{h} = {w * h} pixels, over the limit of {max_pixels} pixels")
+        self.size, self.max_pixels = size, max_pixels
+
+
+@contextlib.contextmanager
+def open_image(path: Path, max_pixels: int) -> Iterator[PILImage.Image]:
+    """Open an image file reading only its header; raise ImageTooLarge before any pixel is decoded.
+
+    Pillow's own DecompressionBombWarning is silenced: ``max_pixels`` is the limit that counts (the
+    backend's, always lower than Pillow's default). Pillow's DecompressionBombError (an image over twice
+    Pillow's limit) is left to the caller.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+        with PILImage.open(path) as im:
+            if im.width * im.height > max_pixels:
+                raise ImageTooLarge(im.size, max_pixels)
+            yield im
+
+
+def image_size(path: Path, max_pixels: int) -> tuple[int, int]:
+    """Width and height from the file's header (see open_image)."""
+    with open_image(path, max_pixels) as im:
+        return im.size
+
+
+def load_rgba(path: Path, max_pixels: int) -> np.ndarray:
+    with open_image(path, max_pixels) as im:
         return np.asarray(im.convert("RGBA"), dtype=np.uint8).copy()
 
 
-def load_gray(path: Path) -> np.ndarray:
-    from PIL import Image as PILImage
-
-    with PILImage.open(path) as im:
+def load_gray(path: Path, max_pixels: int) -> np.ndarray:
+    with open_image(path, max_pixels) as im:
         if im.mode in ("RGBA", "LA"):  # a mask painted as alpha
             return np.asarray(im.getchannel("A"), dtype=np.uint8).copy()
         return np.asarray(im.convert("L"), dtype=np.uint8).copy()
 
 
 def save_rgba(path: Path, pixels: np.ndarray) -> None:
-    from PIL import Image as PILImage
-
     PILImage.fromarray(pixels, mode="RGBA").save(path)
 
 

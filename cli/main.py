@@ -9,12 +9,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from sfumato.plugin.core.requests import ControlSpec
+
+    from .document import ImageDocument
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_CONNECTION = 0, 1, 2, 3
+
+_T = TypeVar("_T")
 
 
 class CliError(Exception):
@@ -120,13 +129,20 @@ async def _remote_models(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- img2img
 
 
+def _embedded_config() -> Any:
+    from sfumato.backend.config import ConfigError, load_config
+
+    try:
+        return load_config(host="127.0.0.1", port=0)
+    except ConfigError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+
+
 @contextlib.asynccontextmanager
-async def _embedded_backend() -> AsyncIterator[str]:
-    from sfumato.backend.config import load_config
+async def _embedded_backend(cfg: Any) -> AsyncIterator[str]:
     from sfumato.backend.main import build_engine
     from sfumato.backend.server.app import Server
 
-    cfg = load_config(host="127.0.0.1", port=0)
     server = Server(cfg, await asyncio.to_thread(build_engine, cfg))
     await server.start()
     try:
@@ -166,43 +182,122 @@ async def _connected(url: str, token: str | None, listener: Any) -> AsyncIterato
             await asyncio.wait_for(task, 5)
 
 
-async def run_img2img(args: argparse.Namespace) -> int:
-    import numpy as np
+def check_output(path: Path) -> None:
+    """Refuse an output that cannot be written before any job runs (batch outputs share its folder)."""
+    folder = path.parent
+    if path.is_dir():
+        raise CliError(f"the output {path} is a folder; name a file in it, e.g. {path / 'out.png'}", EXIT_USAGE)
+    if not folder.exists():
+        raise CliError(f"the output folder {folder} does not exist", EXIT_USAGE)
+    if not folder.is_dir():
+        raise CliError(f"the output folder {folder} is not a folder", EXIT_USAGE)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CliError(f"the output folder {folder} is not writable", EXIT_USAGE)
 
-    from sfumato.plugin.core.controller import Controller
-    from sfumato.plugin.core.requests import ControlSpec, GenerationParams
-    from sfumato.protocol import Cancelled, InvalidMessage, JobError, Progress, Result
 
-    from .document import ImageDocument, composite, layer_canvas, load_gray, load_rgba, save_rgba
+def _read_image(what: str, path: Path, limit: int, why: str, read: Callable[[Path, int], _T]) -> _T:
+    """``read(path, limit)``, with every way an image file can be refused turned into a one-line CliError."""
+    from PIL.Image import DecompressionBombError, DecompressionBombWarning
+
+    from .document import ImageTooLarge
 
     try:
-        pixels = load_rgba(args.input)
-        mask = load_gray(args.mask) if args.mask else None
+        return read(path, limit)
+    except ImageTooLarge as exc:
+        raise CliError(f"{what} {path} is {exc} ({why})", EXIT_USAGE) from None
+    except (DecompressionBombError, DecompressionBombWarning) as exc:
+        raise CliError(f"{what} {path} is too large to open: {exc}", EXIT_USAGE) from None
     except OSError as exc:
-        raise CliError(f"cannot read an image: {exc}", EXIT_USAGE) from None
-    if mask is not None and mask.shape != pixels.shape[:2]:
-        raise CliError(
-            f"the mask is {mask.shape[1]}×{mask.shape[0]} but the input is {pixels.shape[1]}×{pixels.shape[0]}",
-            EXIT_USAGE,
-        )
-    layers: dict[str, np.ndarray] = {}
-    controls = []
-    for i, spec in enumerate(args.control):
-        kind, _, path = spec.partition("=")
-        if path:
-            try:
-                layers[f"control{i}"] = load_rgba(Path(path))
-            except OSError as exc:
-                raise CliError(f"cannot read control image {path}: {exc}", EXIT_USAGE) from None
-            if layers[f"control{i}"].shape != pixels.shape:
+        raise CliError(f"cannot read {what} {path}: {exc}", EXIT_USAGE) from None
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """The input, mask and ready control maps of an ``img2img`` run.
+
+    Every image is sized from its file's header, and refused when it has more pixels than the backend
+    accepts, before anything is decoded. Without a mask the whole image is sent, so the limit is the
+    backend's ``max_pixels``; with a mask only the context around it is sent (the backend checks that), and
+    the canvas, held whole in memory, may be as large as the protocol's HARD_MAX_PIXELS.
+    """
+
+    input: Path
+    mask: Path | None
+    controls: tuple[tuple[str, Path | None], ...]  # (type, ready map or None to extract it from the input)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ImageFiles:
+        controls = []
+        for spec in args.control:
+            kind, _, path = spec.partition("=")
+            controls.append((kind, Path(path) if path else None))
+        return cls(args.input, args.mask, tuple(controls))
+
+    def limit(self, max_pixels: int, backend: str) -> tuple[int, str]:
+        """Pixels allowed per image file, and why, for ``backend`` accepting ``max_pixels`` per image."""
+        from sfumato.protocol.limits import HARD_MAX_PIXELS
+
+        if self.mask is None:
+            return max_pixels, f"the largest image {backend} accepts"
+        return max(max_pixels, HARD_MAX_PIXELS), "the largest canvas the CLI inpaints"
+
+    def check(self, max_pixels: int, backend: str) -> None:
+        """Read only the headers: refuse an unreadable, huge or mis-sized file before any is decoded."""
+        from .document import image_size
+
+        limit, why = self.limit(max_pixels, backend)
+        w, h = _read_image("input image", self.input, limit, why, image_size)
+        if self.mask is not None:
+            mw, mh = _read_image("mask", self.mask, limit, why, image_size)
+            if (mw, mh) != (w, h):
+                raise CliError(f"the mask is {mw}×{mh} but the input is {w}×{h}", EXIT_USAGE)
+        for _kind, path in self.controls:
+            if path is not None and _read_image("control image", path, limit, why, image_size) != (w, h):
                 raise CliError(f"control image {path} must be the size of the input", EXIT_USAGE)
-        controls.append(
-            ControlSpec(
-                type=kind, layer=f"control{i}" if path else None, preprocess=not path, strength=args.control_strength
-            )
+
+    def control_specs(self, strength: float) -> tuple[ControlSpec, ...]:
+        from sfumato.plugin.core.requests import ControlSpec
+
+        return tuple(
+            ControlSpec(type=kind, layer=f"control{i}" if path else None, preprocess=not path, strength=strength)
+            for i, (kind, path) in enumerate(self.controls)
         )
-    doc = ImageDocument(pixels, mask, layers, args.input.name)
-    strength = args.strength if args.strength is not None else (1.0 if mask is not None else 0.6)
+
+    def load(self, max_pixels: int, backend: str) -> ImageDocument:
+        """Check every header, then decode the files into a document (control maps as its layers)."""
+        from .document import ImageDocument, load_gray, load_rgba
+
+        self.check(max_pixels, backend)
+        limit, why = self.limit(max_pixels, backend)
+        pixels = _read_image("input image", self.input, limit, why, load_rgba)
+        mask = _read_image("mask", self.mask, limit, why, load_gray) if self.mask is not None else None
+        layers = {
+            f"control{i}": _read_image("control image", path, limit, why, load_rgba)
+            for i, (_kind, path) in enumerate(self.controls)
+            if path is not None
+        }
+        return ImageDocument(pixels, mask, layers, self.input.name)
+
+
+async def run_img2img(args: argparse.Namespace) -> int:
+    from sfumato.plugin.core.controller import Controller
+    from sfumato.plugin.core.requests import GenerationParams
+    from sfumato.protocol import Cancelled, InvalidMessage, JobError, Progress, Result
+    from sfumato.protocol.limits import HARD_MAX_PIXELS
+
+    from .document import composite, layer_canvas, save_rgba
+
+    # Everything that can be refused locally is, before a backend starts or is reached.
+    check_output(args.output)
+    files = ImageFiles.from_args(args)
+    cfg: Any = None
+    doc: ImageDocument | None = None
+    if args.server:
+        files.check(HARD_MAX_PIXELS, "any backend")  # the server's own limit is known once connected
+    else:
+        cfg = _embedded_config()
+        doc = files.load(cfg.max_pixels, "the backend")
+    strength = args.strength if args.strength is not None else (1.0 if args.mask is not None else 0.6)
     try:
         params = GenerationParams(
             model=args.model,
@@ -214,7 +309,7 @@ async def run_img2img(args: argparse.Namespace) -> int:
             seed=args.seed,
             scheduler=args.scheduler,
             batch_size=args.batch,
-            controls=tuple(controls),
+            controls=files.control_specs(args.control_strength),
         )
         outcome: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
@@ -231,11 +326,14 @@ async def run_img2img(args: argparse.Namespace) -> int:
                 outcome.set_result(event)
 
         async with contextlib.AsyncExitStack() as stack:
-            url = args.server or await stack.enter_async_context(_embedded_backend())
+            url = args.server or await stack.enter_async_context(_embedded_backend(cfg))
             handlers: list[Any] = []
             client, failed = await stack.enter_async_context(
                 _connected(url, args.token, lambda event, job: [h(event, job) for h in handlers])
             )
+            if doc is None:
+                assert client.welcome is not None
+                doc = files.load(client.welcome.limits.max_pixels, f"the backend at {url}")
             controller = Controller(client, lambda coro: asyncio.ensure_future(coro), job_prefix="cli")
             handlers += [controller.handle, listener]
             controller.generate(doc, params)
@@ -252,6 +350,7 @@ async def run_img2img(args: argparse.Namespace) -> int:
         raise CliError(f"{event.message}" + (f" ({event.field})" if event.field else ""))
     if isinstance(event, Cancelled):
         raise CliError("the job was cancelled")
+    pixels = doc.pixels
     outputs = []
     for i, (image, rect, _name) in enumerate(doc.results):
         out = (

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from sfumato.protocol import Image, Submit
+from sfumato.protocol import PROTOCOL_VERSION, Hello, Image, Submit, Welcome, decode, encode
 
 
 def pattern_rgba(w: int, h: int, seed: int = 0, alpha: int | None = 255) -> Image:
@@ -102,3 +103,45 @@ async def connected_client(url: str, name: str = "test", **kw: Any) -> AsyncIter
         await client.close()
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(task, 5)
+
+
+def aio(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test on a fresh event loop, with an overall deadline."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(asyncio.wait_for(fn(*args, **kwargs), 180))
+
+    return run
+
+
+async def raw_client(url: str, name: str = "raw", **hello: Any) -> Any:
+    """A bare websocket that has said hello (for sending what a real client never would)."""
+    from websockets.asyncio.client import connect
+
+    ws = await connect(url, max_size=None, compression=None)
+    await ws.send(encode(Hello(version=PROTOCOL_VERSION, client=name, kind="test", **hello)))
+    welcome = decode(await ws.recv())
+    assert isinstance(welcome, Welcome), welcome
+    return ws
+
+
+async def next_of(ws: Any, cls: type, timeout: float = 30) -> Any:
+    """The next message of type ``cls`` on a raw websocket (others are skipped)."""
+
+    async def find() -> Any:
+        while True:
+            msg = decode(await ws.recv())
+            if isinstance(msg, cls):
+                return msg
+
+    return await asyncio.wait_for(find(), timeout)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Wait for a state the test cannot be notified of (server internals), checking every 20 ms."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)

@@ -95,6 +95,7 @@ class Session:
         except Exception:  # the websocket closed during the handshake
             return
         editor, resumed = self.hub.attach(hello, self)
+        log.info("editor %r connected from %s%s", hello.client[:64], self.peer, " (resumed)" if resumed else "")
         self.compress = "zlib" in hello.capabilities and not self.hub.config.is_loopback()
         self.send(
             Welcome(
@@ -184,6 +185,7 @@ class Session:
             raw = await self.ws.recv()
         except Exception:  # closed, cleanly or not
             return False
+        msg: Message | Unknown | None
         try:
             if isinstance(raw, str) or len(raw) <= INLINE_DECODE_BYTES:  # (a text frame is refused at once)
                 msg = decode(raw, self.limits)
@@ -191,12 +193,16 @@ class Session:
                 msg = await asyncio.get_running_loop().run_in_executor(self.decoder, decode, raw, self.limits)
         except ProtocolError as exc:
             self._refuse(exc)
-            return True
+            msg = None
         except Exception:
             log.exception("decoding a frame from %s failed unexpectedly", self.peer)
             self.send(Error(code=ErrorCode.INTERNAL, message="the backend failed to read this message"))
-            return True
+            msg = None
+        if not isinstance(raw, str) and len(raw) > INLINE_DECODE_BYTES:
+            await self._release_last_frame()
         del raw
+        if msg is None:
+            return True
         try:
             self._dispatch(msg)
         except Exception as exc:  # a bug: answer, log, and keep the session usable
@@ -208,6 +214,12 @@ class Session:
             else:
                 self.send(Error(code=ErrorCode.INTERNAL, message=text, job_id=job_id))
         return True
+
+    async def _release_last_frame(self) -> None:
+        """websockets' parser keeps the last frame it read until the next one arrives: ask for a pong,
+        which is a next one, so a large frame is not held while the editor stays quiet."""
+        with contextlib.suppress(Exception):
+            await self.ws.ping()
 
     def _refuse(self, exc: ProtocolError) -> None:
         """A frame that did not decode: a submit that names a new job fails that job; anything else is an error."""

@@ -191,8 +191,9 @@ def test_hugging_face_ids_need_downloads_allowed(tmp_path: Path, model_cache: Pa
     online = Catalogue.scan([], model_cache, builtin=False, allow_hub=True)
     entry = online.get("hf:someone/some-sdxl-model")
     assert (entry.arch, entry.format, entry.native_size) == ("sdxl", "hub", 1024)
-    with pytest.raises(ProtocolError, match="not a Hugging Face repository id"):
-        online.get("hf:../../etc")
+    for path_like in ("hf:../../etc", "hf:../x", "hf:./x", "hf:x/..", "hf:-x/y", "hf:a/b..c"):
+        with pytest.raises(ProtocolError, match="not a Hugging Face repository id"):
+            online.get(path_like)  # never a folder outside the model folders
 
 
 def test_pipeline_cache_evicts_least_recently_used(tmp_path: Path, model_cache: Path) -> None:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
 import subprocess
 import sys
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import itertools
 
-from helpers import Recorder, connected_client, pattern_rgba, running_server, submit
+from helpers import Recorder, aio, connected_client, next_of, pattern_rgba, raw_client, running_server, submit
 
 from sfumato.backend.config import Config, ConfigError
 from sfumato.protocol import (
@@ -39,33 +37,6 @@ from sfumato.protocol import (
     decode,
     encode,
 )
-
-
-def aio(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(asyncio.wait_for(fn(*args, **kwargs), 180))
-
-    return run
-
-
-async def raw_client(url: str, name: str = "raw", **hello: Any) -> Any:
-    ws = await connect(url, max_size=None, compression=None)
-    await ws.send(encode(Hello(version=PROTOCOL_VERSION, client=name, kind="test", **hello)))
-    welcome = decode(await ws.recv())
-    assert isinstance(welcome, Welcome), welcome
-    return ws
-
-
-async def next_of(ws: Any, cls: type, timeout: float = 30) -> Any:
-    async def find() -> Any:
-        while True:
-            msg = decode(await ws.recv())
-            if isinstance(msg, cls):
-                return msg
-
-    return await asyncio.wait_for(find(), timeout)
-
 
 # ---------------------------------------------------------------------------- sharing
 

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pytest
 from PIL import Image as PILImage
 
+from sfumato.backend.config import Config
+from sfumato.cli import main as cli_main
 from sfumato.cli.main import main
+from sfumato.protocol.limits import HARD_MAX_PIXELS
 
 
 @pytest.fixture()
@@ -171,3 +178,171 @@ def test_models_lists_usable_and_unusable(files: Path, capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert "builtin:tiny" in out and "test model" in out
     assert "unusable:" in out and "old" in out and "never unpickles" in out
+
+
+def _no_backend(*args: object) -> NoReturn:
+    raise AssertionError("the embedded backend was started")
+
+
+@pytest.mark.parametrize(
+    ("output", "extra", "words"),
+    [
+        ("missing/dir/out.png", [], "the output folder {files}/missing/dir does not exist"),
+        ("in.png/out.png", [], "the output folder {files}/in.png is not a folder"),
+        ("outdir", [], "the output {files}/outdir is a folder; name a file in it, e.g. {files}/outdir/out.png"),
+        # checked before the backend is even reached (this one is not there: it would be exit code 3)
+        ("missing/out.png", ["--server", "ws://127.0.0.1:9"], "the output folder {files}/missing does not exist"),
+    ],
+)
+def test_an_impossible_output_is_refused_before_any_job(
+    files: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    output: str,
+    extra: list[str],
+    words: str,
+) -> None:
+    monkeypatch.setattr(cli_main, "_embedded_backend", _no_backend)
+    (files / "outdir").mkdir()
+    argv = ["img2img", str(files / "in.png"), "-o", str(files / output), "--steps", "2", "--quiet", *extra]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"sfumato: {words.format(files=files)}\n"
+    assert sorted(p.name for p in (files / "outdir").iterdir()) == []
+    assert not (files / "missing").exists()
+
+
+def test_a_read_only_output_folder_is_refused_before_any_job(
+    files: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli_main, "_embedded_backend", _no_backend)
+    ro = files / "ro"
+    ro.mkdir(mode=0o555)
+    as_root = os.geteuid() == 0  # root ignores permission bits, but not the immutable flag
+    if as_root:
+        subprocess.run(["chattr", "+i", str(ro)], check=True)
+    try:
+        assert main(["img2img", str(files / "in.png"), "-o", str(ro / "out.png"), "--quiet"]) == 2
+    finally:
+        if as_root:
+            subprocess.run(["chattr", "-i", str(ro)], check=True)
+    assert capsys.readouterr().err == f"sfumato: the output folder {ro} is not writable\n"
+
+
+def _image_args(files: Path, which: str, image: Path) -> tuple[list[str], str]:
+    """img2img arguments with ``image`` as the input, the mask or a control map; and what the CLI calls it."""
+    if which == "input":
+        return [str(image)], "input image"
+    if which == "mask":
+        return [str(files / "in.png"), "--mask", str(image)], "mask"
+    return [str(files / "in.png"), "--control", f"depth={image}"], "control image"
+
+
+@pytest.mark.parametrize("which", ["input", "mask", "control"])
+def test_a_decompression_bomb_is_a_one_line_error(
+    files: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, which: str
+) -> None:
+    # Pillow refuses images over twice MAX_IMAGE_PIXELS with DecompressionBombError (by default from
+    # 179 M pixels); its limit is lowered here so that a 200×200 file is such a bomb.
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 10_000)
+    monkeypatch.setattr(cli_main, "_embedded_backend", _no_backend)
+    PILImage.new("L", (200, 200)).save(files / "bomb.png")
+    args, what = _image_args(files, which, files / "bomb.png")
+    assert main(["img2img", *args, "-o", str(files / "x.png"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sfumato: {what} {files / 'bomb.png'} is too large to open: ")
+    assert "(40000 pixels) exceeds limit of 20000 pixels" in err and err.count("\n") == 1
+    assert not (files / "x.png").exists()
+
+
+@pytest.fixture(scope="module")
+def huge_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 17 KB PNG of 12000×12000 pixels: 549 MiB once decoded as RGBA."""
+    path = tmp_path_factory.mktemp("huge") / "huge.png"
+    PILImage.new("1", (12000, 12000)).save(path)
+    assert path.stat().st_size < 64 << 10
+    return path
+
+
+# Runs a command and prints its peak resident memory (KiB on Linux). A fresh, small wrapper: a child's
+# ru_maxrss starts from the RSS of the process that spawned it, which for pytest can be hundreds of MiB.
+_PEAK_RSS = (
+    "import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)"
+)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux")
+@pytest.mark.parametrize("which", ["input", "mask", "control"])
+def test_a_huge_image_is_refused_from_its_header_without_decoding(files: Path, huge_png: Path, which: str) -> None:
+    args, what = _image_args(files, which, huge_png)
+    exe = str(Path(sys.executable).with_name("sfumato"))
+    res = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS, exe, "img2img", *args, "-o", str(files / "x.png"), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    peak_mib = int(res.stdout.split()[-1]) / 1024
+    assert peak_mib < 256, f"peak memory {peak_mib:.0f} MiB: the image was decoded"  # decoded: ≥ 549 MiB
+    # Without a mask the whole image is sent: the backend's max_pixels; with one, the canvas ceiling.
+    limit, why = (
+        (HARD_MAX_PIXELS, "the largest canvas the CLI inpaints")
+        if which == "mask"
+        else (Config().max_pixels, "the largest image the backend accepts")
+    )
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.splitlines() == [  # one line: no traceback, no DecompressionBombWarning either
+        f"sfumato: {what} {huge_png} is 12000×12000 = 144000000 pixels, over the limit of {limit} pixels ({why})"
+    ]
+    assert not (files / "x.png").exists()
+
+
+def test_the_embedded_backends_configured_limit_is_checked_before_it_starts(
+    files: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SFUMATO_MAX_PIXELS", "4000")  # the backend's own setting (config.toml or environment)
+    monkeypatch.setattr(cli_main, "_embedded_backend", _no_backend)
+    assert main(["img2img", str(files / "in.png"), "-o", str(files / "x.png"), "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        f"sfumato: input image {files / 'in.png'} is 96×80 = 7680 pixels, over the limit of 4000 pixels"
+        " (the largest image the backend accepts)\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def small_backend_url(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A backend in its own process that accepts images of at most 4000 pixels."""
+    env = {
+        **os.environ,
+        "SFUMATO_CACHE_DIR": str(model_cache),
+        "HF_HUB_OFFLINE": "1",
+        "XDG_CONFIG_HOME": str(tmp_path_factory.mktemp("config")),
+    }
+    cmd = [sys.executable, "-m", "sfumato.backend", "--port", "0", "--device", "cpu", "--max-pixels", "4000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("listening on "):
+                break
+        else:
+            raise RuntimeError("the backend did not start:\n" + "".join(lines))
+        threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
+        yield line.split()[-1]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_a_remote_backends_announced_limit_is_checked(
+    files: Path, capsys: pytest.CaptureFixture[str], small_backend_url: str
+) -> None:
+    argv = ["img2img", str(files / "in.png"), "-o", str(files / "x.png"), "--server", small_backend_url, "--quiet"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"sfumato: input image {files / 'in.png'} is 96×80 = 7680 pixels, over the limit of 4000 pixels"
+        f" (the largest image the backend at {small_backend_url} accepts)\n"
+    )
+    assert not (files / "x.png").exists()
