@@ -114,9 +114,11 @@ class KritaDocument:
 
 def _scaled_bgra(image: Image, w: int, h: int) -> bytes:
     """Scale an RGBA8 preview to w×h with Qt and return Krita's BGRA bytes."""
-    qimg = QtGui.QImage(image.data, image.width, image.height, image.width * 4, QtGui.QImage.Format_RGBA8888)
-    scaled = qimg.scaled(w, h, QtCore.Qt.IgnoreAspectRatio, QtCore.Qt.SmoothTransformation)
-    argb = scaled.convertToFormat(QtGui.QImage.Format_ARGB32)  # BGRA in memory on little-endian machines
+    qimg = QtGui.QImage(image.data, image.width, image.height, image.width * 4, QtGui.QImage.Format.Format_RGBA8888)
+    scaled = qimg.scaled(
+        w, h, QtCore.Qt.AspectRatioMode.IgnoreAspectRatio, QtCore.Qt.TransformationMode.SmoothTransformation
+    )
+    argb = scaled.convertToFormat(QtGui.QImage.Format.Format_ARGB32)  # BGRA in memory on little-endian machines
     ptr = argb.constBits()
     ptr.setsize(argb.sizeInBytes() if hasattr(argb, "sizeInBytes") else argb.byteCount())
     raw = bytes(ptr)
