@@ -21,6 +21,16 @@ if TYPE_CHECKING:
 
     from .document import ImageDocument
 
+from sfumato.protocol.defaults import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_MODEL,
+    DEFAULT_SCHEDULER,
+    DEFAULT_STEPS,
+    DEFAULT_STRENGTH,
+    INPAINT_STRENGTH,
+    SCHEDULERS,
+)
+
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_CONNECTION = 0, 1, 2, 3
 
 _T = TypeVar("_T")
@@ -73,13 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--control-strength", type=float, default=1.0)
     g.add_argument("--prompt", default="")
     g.add_argument("--negative", default="")
-    g.add_argument("--strength", type=float, default=None, help="denoising strength 0..1 (0.6; 1.0 with --mask)")
-    g.add_argument("--steps", type=int, default=20)
-    g.add_argument("--cfg", type=float, default=7.0, help="guidance scale")
+    g.add_argument(
+        "--strength",
+        type=float,
+        default=None,
+        help=f"denoising strength 0..1 ({DEFAULT_STRENGTH}; {INPAINT_STRENGTH} with --mask)",
+    )
+    g.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    g.add_argument("--cfg", type=float, default=DEFAULT_GUIDANCE, help="guidance scale")
     g.add_argument("--seed", type=int, default=None)
-    g.add_argument("--scheduler", default="euler_a")
+    g.add_argument("--scheduler", default=DEFAULT_SCHEDULER, choices=SCHEDULERS)
     g.add_argument("--batch", type=int, default=1, help="images to generate (OUTPUT-1.png, OUTPUT-2.png, ...)")
-    g.add_argument("--model", default="builtin:tiny")
+    g.add_argument("--model", default=DEFAULT_MODEL)
     g.add_argument("--server", help="ws://HOST:PORT of a running backend (default: an embedded one)")
     g.add_argument("--token", help="the backend's token")
     g.add_argument("--layer-only", action="store_true", help="write the result layer alone (transparent elsewhere)")
@@ -297,7 +312,7 @@ async def run_img2img(args: argparse.Namespace) -> int:
     else:
         cfg = _embedded_config()
         doc = files.load(cfg.max_pixels, "the backend")
-    strength = args.strength if args.strength is not None else (1.0 if args.mask is not None else 0.6)
+    strength = args.strength if args.strength is not None else (INPAINT_STRENGTH if args.mask else DEFAULT_STRENGTH)
     try:
         params = GenerationParams(
             model=args.model,

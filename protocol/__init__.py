@@ -4,6 +4,8 @@ Runs unchanged in the backend and inside an editor's embedded Python (3.10+). Se
 """
 
 from .codec import Unknown, check_version, decode, encode
+from .defaults import *  # noqa: F403
+from .defaults import __all__ as _defaults_all
 from .errors import (
     BadFrame,
     ErrorCode,
@@ -21,6 +23,7 @@ from .regions import Point, Rect, context_rect
 from .states import JobEvent, JobState, advance
 
 __all__ = [
+    *_defaults_all,
     *_messages_all,
     "BYTES_PER_PIXEL",
     "DEFAULT_LIMITS",

@@ -9,10 +9,20 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+from .defaults import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_PREVIEWS_PER_SECOND,
+    DEFAULT_SCHEDULER,
+    DEFAULT_STEPS,
+    DEFAULT_STRENGTH,
+    MAX_STEPS,
+    SCHEDULERS,
+)
 from .errors import ErrorCode, InvalidMessage
 from .images import Image, ImageKind, PixelFormat
 from .regions import Point, Rect
 from .schema import Bool, Float, Int, ListOf, Nested, Optional, Record, Str, Timings, wire
+from .states import JobState
 
 PROTOCOL_VERSION = (1, 1)  # 1.1: error.job_id; nil means absent everywhere
 
@@ -24,7 +34,7 @@ TASKS = ("img2img", "inpaint")
 CONTROL_TYPES = ("canny", "depth", "lineart", "pose", "scribble", "softedge", "tile")
 FILL_MODES = ("auto", "none", "neutral", "blur", "original")
 CLIENT_KINDS = ("krita", "gimp", "cli", "test", "other")
-JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+JOB_STATES = tuple(state.value for state in JobState)
 
 
 class Message(Record):
@@ -84,7 +94,9 @@ class Control(Record):
 class PreviewSettings(Record):
     PATH = "preview"
     enabled: bool = wire(Bool(), default=True)
-    max_per_second: float = wire(Float(0.0, 30.0), "previews per second at most; 0 = none", default=4.0)
+    max_per_second: float = wire(
+        Float(0.0, 30.0), "previews per second at most; 0 = none", default=DEFAULT_PREVIEWS_PER_SECOND
+    )
     max_size: int = wire(Int(16, 1024), "longest side of a preview image, px", default=256)
 
 
@@ -132,11 +144,15 @@ class Submit(Message):
     )
     prompt: str = wire(Str(0, 8000), default="")
     negative_prompt: str = wire(Str(0, 8000), default="")
-    strength: float = wire(Float(0.0, 1.0), "denoising strength: 0 = unchanged, 1 = new image", default=0.6)
-    steps: int = wire(Int(1, 200), "scheduler steps at strength 1; int(steps × strength) run", default=20)
-    guidance: float = wire(Float(0.0, 30.0), "classifier-free guidance scale", default=7.0)
+    strength: float = wire(
+        Float(0.0, 1.0), "denoising strength: 0 = unchanged, 1 = new image", default=DEFAULT_STRENGTH
+    )
+    steps: int = wire(
+        Int(1, MAX_STEPS), "scheduler steps at strength 1; int(steps × strength) run", default=DEFAULT_STEPS
+    )
+    guidance: float = wire(Float(0.0, 30.0), "classifier-free guidance scale", default=DEFAULT_GUIDANCE)
     seed: int | None = wire(Optional(SEED), "nil = server picks; image i of a batch uses seed + i", default=None)
-    scheduler: str = wire(Str(1, 32), "euler, euler_a, dpmpp_2m, dpmpp_2m_karras, ddim, unipc", default="euler_a")
+    scheduler: str = wire(Str(1, 32), ", ".join(SCHEDULERS), default=DEFAULT_SCHEDULER)
     batch_size: int = wire(Int(1, 64, limit="max_batch"), default=1)
     context: Rect | None = wire(
         Optional(Nested(Rect)), "what the model sees (document px); nil = automatic", default=None

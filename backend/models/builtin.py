@@ -13,7 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-TINY_ID = "builtin:tiny"
+from sfumato.protocol import DEFAULT_MODEL
+
+TINY_ID = DEFAULT_MODEL
 TINY_CONTROLNET_ID = "builtin:tiny-controlnet"
 TINY_NATIVE_SIZE = 64  # sample_size 32 × VAE scale factor 2
 

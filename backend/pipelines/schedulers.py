@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from sfumato.protocol import SCHEDULERS as NAMES
 from sfumato.protocol import ErrorCode, ProtocolError
 
-# name → (diffusers class, extra config)
+# protocol name → (diffusers class, extra config); tests/backend/test_engine.py checks it covers NAMES
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "euler": ("EulerDiscreteScheduler", {}),
     "euler_a": ("EulerAncestralDiscreteScheduler", {}),
@@ -23,10 +24,15 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 def check_scheduler(name: str) -> None:
     if name not in SCHEDULERS:
         raise ProtocolError(
-            f"unknown scheduler {name!r}; expected one of {', '.join(SCHEDULERS)}",
+            f"unknown scheduler {name!r}; expected one of {', '.join(NAMES)}",
             "submit.scheduler",
             ErrorCode.INVALID_REQUEST,
         )
+
+
+# Settings some entries change: dropped from the config a new scheduler starts from, so a job never
+# inherits them from the scheduler of the job before (dpmpp_2m after dpmpp_2m_karras stays plain).
+_OURS = frozenset(key for _, extra in SCHEDULERS.values() for key in extra)
 
 
 def make_scheduler(name: str, base_config: Any) -> Any:
@@ -34,4 +40,5 @@ def make_scheduler(name: str, base_config: Any) -> Any:
 
     check_scheduler(name)
     cls_name, extra = SCHEDULERS[name]
-    return getattr(diffusers, cls_name).from_config(base_config, **extra)
+    config = {k: v for k, v in dict(base_config).items() if k not in _OURS}
+    return getattr(diffusers, cls_name).from_config(config, **extra)

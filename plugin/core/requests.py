@@ -10,7 +10,19 @@ import itertools
 import os
 from dataclasses import dataclass, field
 
-from sfumato.protocol import Control, InpaintOptions, Point, PreviewSettings, Submit, context_rect
+from sfumato.protocol import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_MODEL,
+    DEFAULT_SCHEDULER,
+    DEFAULT_STEPS,
+    DEFAULT_STRENGTH,
+    Control,
+    InpaintOptions,
+    Point,
+    PreviewSettings,
+    Submit,
+    context_rect,
+)
 
 from .editor import DocumentLike
 from .pixels import to_rgba8
@@ -31,14 +43,14 @@ class ControlSpec:
 
 @dataclass(frozen=True)
 class GenerationParams:
-    model: str = "builtin:tiny"
+    model: str = DEFAULT_MODEL
     prompt: str = ""
     negative_prompt: str = ""
-    strength: float = 0.6
-    steps: int = 20
-    guidance: float = 7.0
+    strength: float = DEFAULT_STRENGTH
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
     seed: int | None = None  # None = random
-    scheduler: str = "euler_a"
+    scheduler: str = DEFAULT_SCHEDULER
     batch_size: int = 1
     controls: tuple[ControlSpec, ...] = ()
     preview: PreviewSettings = field(default_factory=PreviewSettings)

@@ -7,12 +7,10 @@ from typing import Any
 from krita import DockWidget, Krita
 
 from sfumato.plugin.core.requests import ControlSpec, GenerationParams
-from sfumato.protocol import CONTROL_TYPES, PreviewSettings
+from sfumato.protocol import CONTROL_TYPES, MAX_STEPS, SCHEDULERS, PreviewSettings
 
 from .app import SfumatoApp
 from .qt import QtCore, QtWidgets
-
-SCHEDULERS = ("euler_a", "euler", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "unipc")
 
 
 class ControlRow(QtWidgets.QWidget):
@@ -100,7 +98,7 @@ class SfumatoDocker(DockWidget):
         self.strength_label = QtWidgets.QLabel()
         self.strength.valueChanged.connect(self._strength_changed)
         self.steps = QtWidgets.QSpinBox()
-        self.steps.setRange(1, 150)
+        self.steps.setRange(1, MAX_STEPS)
         self.steps.setValue(s.steps)
         self.guidance = _dspin(0, 30, 0.5, s.guidance)
         self.scheduler = QtWidgets.QComboBox()
@@ -111,7 +109,7 @@ class SfumatoDocker(DockWidget):
         self.random_seed = QtWidgets.QCheckBox("random")
         self.random_seed.setChecked(True)
         self.batch = QtWidgets.QSpinBox()
-        self.batch.setRange(1, 8)
+        self.batch.setRange(1, 8)  # until the backend says its max_batch (welcome.limits)
         self.batch.setValue(s.batch_size)
         self.controls_box = QtWidgets.QVBoxLayout()
         add_control = QtWidgets.QPushButton("+ ControlNet")
@@ -244,6 +242,8 @@ class SfumatoDocker(DockWidget):
         if conn.detail and conn.state != "connected":
             text += f": {conn.detail}"
         self.status.setText(text)
+        if welcome is not None:
+            self.batch.setMaximum(welcome.limits.max_batch)
         if welcome is not None and self.model.count() == 0:
             for m in welcome.models:
                 if m.kind == "checkpoint":

@@ -6,6 +6,15 @@ from dataclasses import dataclass, fields
 
 from krita import Krita
 
+from sfumato.protocol import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_MODEL,
+    DEFAULT_PREVIEWS_PER_SECOND,
+    DEFAULT_SCHEDULER,
+    DEFAULT_STEPS,
+    DEFAULT_STRENGTH,
+)
+
 GROUP = "sfumato"
 
 
@@ -13,14 +22,14 @@ GROUP = "sfumato"
 class Settings:
     server_url: str = "ws://127.0.0.1:7860"
     token: str = ""
-    model: str = "builtin:tiny"
-    strength: float = 0.6
-    steps: int = 20
-    guidance: float = 7.0
-    scheduler: str = "euler_a"
+    model: str = DEFAULT_MODEL
+    strength: float = DEFAULT_STRENGTH
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
+    scheduler: str = DEFAULT_SCHEDULER
     batch_size: int = 1
     negative_prompt: str = ""
-    previews_per_second: float = 4.0
+    previews_per_second: float = DEFAULT_PREVIEWS_PER_SECOND
 
     @classmethod
     def load(cls) -> Settings:

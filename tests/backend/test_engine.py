@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers import pattern_rgba, rect_mask
 
 from sfumato.backend.engine import JobCancelled, NoHooks
-from sfumato.protocol import Control, Image, InpaintOptions, ProtocolError, Rect, Submit
+from sfumato.protocol import SCHEDULERS, Control, Image, InpaintOptions, ProtocolError, Rect, Submit
 
 
 def req(task: str = "img2img", size: int = 64, **kw: Any) -> Submit:
@@ -155,10 +155,26 @@ def test_output_equals_a_plain_diffusers_call(engine: Any, model_cache: Path) ->
     assert np.array_equal(got[..., :3], expected)
 
 
-@pytest.mark.parametrize("scheduler", ["euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "unipc"])
-def test_every_scheduler_runs(engine: Any, scheduler: str) -> None:
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_every_scheduler_runs_as_the_diffusers_scheduler_it_names(
+    engine: Any, scheduler: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sfumato.backend import engine as engine_module
+    from sfumato.backend.pipelines.schedulers import SCHEDULERS as TABLE
+
+    made: list[Any] = []
+    real = engine_module.make_scheduler
+    monkeypatch.setattr(engine_module, "make_scheduler", lambda *a: made.append(real(*a)) or made[-1])
     out = engine.run(req(scheduler=scheduler, steps=4, strength=0.5), seed=1)
-    assert len(out.images[0].data) == 64 * 64 * 4
+    cls_name, extra = TABLE[scheduler]
+    assert [type(m).__name__ for m in made] == [cls_name]
+    assert all(made[0].config[k] == v for k, v in extra.items()), made[0].config
+    assert not np.array_equal(arr(out.images[0]), arr(pattern_rgba(64, 64)))
+
+
+def test_schedulers_give_different_pictures(engine: Any) -> None:
+    pictures = {s: engine.run(req(scheduler=s, steps=6, strength=1.0), seed=1).images[0].data for s in SCHEDULERS}
+    assert len(set(pictures.values())) == len(SCHEDULERS), "each scheduler denoises its own way"
 
 
 # ---------------------------------------------------------------------------- inpainting
@@ -221,19 +237,40 @@ def test_huge_region_gets_a_refine_pass(engine: Any) -> None:
 def test_mask_options_and_fill_modes(engine: Any) -> None:
     image = pattern_rgba(64, 64)
     mask = rect_mask(64, 64, 16, 16, 48, 48)
+    pictures = {}
     for fill in ("neutral", "blur", "original", "none"):
         out = engine.run(
             req(
                 "inpaint",
                 image=image,
                 mask=mask,
-                strength=1.0,
+                strength=0.7,  # below 1 the filled pixels are what denoising starts from
                 inpaint=InpaintOptions(grow=2, feather=2, blend=0, fill=fill),
             ),
             seed=1,
         )
         alpha = arr(out.images[0])[..., 3]
         assert alpha.min() == 255  # blend 0: a hard selection is pasted whole
+        pictures[fill] = out.images[0].data
+    assert pictures["none"] == pictures["original"], "none leaves the pixels as they are, like original"
+    assert len({pictures["neutral"], pictures["blur"], pictures["original"]}) == 3, "each fill starts elsewhere"
+
+
+def test_fill_modes_put_what_they_name_into_the_masked_area() -> None:
+    from sfumato.backend.pipelines.masks import fill
+
+    rgb = np.zeros((32, 32, 3), np.float32)
+    rgb[..., 0] = 0.8  # red surroundings
+    rgb[12:20, 12:20] = (0.0, 0.0, 1.0)  # a blue square under the mask
+    mask = np.zeros((32, 32), np.float32)
+    mask[12:20, 12:20] = 1.0
+    inside = (slice(12, 20), slice(12, 20))
+    assert np.array_equal(fill(rgb, mask, "original"), rgb)
+    assert np.allclose(fill(rgb, mask, "neutral")[inside], 0.5)
+    assert np.allclose(fill(rgb, mask, "blur")[inside], (0.8, 0.0, 0.0), atol=1e-3), "the surroundings' colour"
+    for mode in ("neutral", "blur"):
+        outside = fill(rgb, mask, mode)[mask == 0]
+        assert np.array_equal(outside, rgb[mask == 0]), f"{mode} changes nothing outside the mask"
 
 
 # ---------------------------------------------------------------------------- ControlNet

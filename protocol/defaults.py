@@ -1,0 +1,27 @@
+"""What a request holds when the painter changes nothing: written once, read by every editor and the backend."""
+
+from __future__ import annotations
+
+# The schedulers a request may name; the backend maps each to a diffusers scheduler.
+SCHEDULERS = ("euler_a", "euler", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "unipc")
+
+MAX_STEPS = 200  # submit.steps
+DEFAULT_MODEL = "builtin:tiny"  # the built-in test model every backend has (it paints noise)
+DEFAULT_STRENGTH = 0.6
+DEFAULT_STEPS = 20
+DEFAULT_GUIDANCE = 7.0
+DEFAULT_SCHEDULER = SCHEDULERS[0]
+DEFAULT_PREVIEWS_PER_SECOND = 4.0
+INPAINT_STRENGTH = 1.0  # a selection to repaint: a new picture inside it, by default
+
+__all__ = [
+    "DEFAULT_GUIDANCE",
+    "DEFAULT_MODEL",
+    "DEFAULT_PREVIEWS_PER_SECOND",
+    "DEFAULT_SCHEDULER",
+    "DEFAULT_STEPS",
+    "DEFAULT_STRENGTH",
+    "INPAINT_STRENGTH",
+    "MAX_STEPS",
+    "SCHEDULERS",
+]
