@@ -132,10 +132,10 @@ def build_tree(target: Path, link: bool = False) -> None:
     vendor_into(target / "vendor")
 
 
-def enable_in_kritarc(path: Path) -> None:
-    """Set ``[python] enable_sfumato=true``, keeping every other line of kritarc as it is."""
+def enable_in_kritarc(path: Path, name: str = NAME) -> None:
+    """Set ``[python] enable_NAME=true``, keeping every other line of kritarc as it is."""
     lines = path.read_text().splitlines() if path.exists() else []
-    key = f"enable_{NAME}=true"
+    key = f"enable_{name}=true"
     out, in_python, done = [], False, False
     for line in lines:
         stripped = line.strip()
@@ -144,7 +144,7 @@ def enable_in_kritarc(path: Path) -> None:
                 out.append(key)
                 done = True
             in_python = stripped == "[python]"
-        elif in_python and stripped.startswith(f"enable_{NAME}="):
+        elif in_python and stripped.startswith(f"enable_{name}="):
             line, done = key, True
         out.append(line)
     if in_python and not done:

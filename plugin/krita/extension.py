@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from krita import DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
@@ -14,7 +13,6 @@ ACTIONS = {
     "sfumato_generate": ("Sfumato: Generate", "Ctrl+Alt+G"),
     "sfumato_cancel": ("Sfumato: Cancel", "Ctrl+Alt+X"),
 }
-TEST_ENV = "SFUMATO_KRITA_TEST_OUT"
 
 
 def find_docker() -> Any:
@@ -31,10 +29,7 @@ class SfumatoExtension(Extension):
         super().__init__(parent)
 
     def setup(self) -> None:
-        if os.environ.get(TEST_ENV):
-            from . import selftest
-
-            selftest.arm()
+        pass
 
     def createActions(self, window: Any) -> None:
         for action_id, (text, shortcut) in ACTIONS.items():
@@ -57,5 +52,7 @@ def register() -> None:
     from .docker import SfumatoDocker
 
     app = Krita.instance()
-    app.addDockWidgetFactory(DockWidgetFactory("sfumato_docker", DockWidgetFactoryBase.DockRight, SfumatoDocker))
+    app.addDockWidgetFactory(
+        DockWidgetFactory("sfumato_docker", DockWidgetFactoryBase.DockPosition.DockRight, SfumatoDocker)
+    )
     app.addExtension(SfumatoExtension(app))

@@ -1,8 +1,16 @@
-"""The plugin inside a real Krita under Xvfb, driven through its own docker, against a real backend.
+"""The plugin inside real Kritas under Xvfb, driven through its own docker, against a real backend.
 
-Needs Debian's ``krita``, ``xvfb``, ``xauth`` and ``python3-pyqt5`` (``.ci/run`` installs them).
-Without them this test is skipped and the run says so plainly; with SFUMATO_REQUIRE_KRITA=1 it fails.
-The run is judged by the result file the plugin writes, never by Krita's exit code.
+One scenario (tests/krita/sfumato_selftest/scenario.py, installed as a test-only plugin next to
+Sfumato) runs in every Krita painters use now:
+
+* Krita 5.1.5 — Debian 12's, on the host (needs ``krita xvfb xauth python3-pyqt5``; ``.ci/run``
+  installs them);
+* Krita 5.2.9 (PyQt5) — a Debian 13 chroot, and Krita 6.0.4.1 (Qt 6, PyQt6) — a Debian sid +
+  experimental chroot, both built and cached by ``install/chroots.sh`` (needs root).
+
+An editor that cannot run here is skipped with a plain message (the test command prints them all);
+with SFUMATO_REQUIRE_KRITA=1 (CI) it fails instead. A run is judged by the result file the
+scenario writes, never by Krita's exit code.
 """
 
 from __future__ import annotations
@@ -12,97 +20,145 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOT = ROOT / "out" / "krita-screenshot.png"
-STATUS = ROOT / ".pytest_cache" / "sfumato-krita-status"
+OUT = ROOT / "out"
+STATUS_DIR = ROOT / ".pytest_cache"
+SELFTEST = Path(__file__).resolve().parent / "sfumato_selftest"
+CHROOTS = ROOT / "install" / "chroots.sh"
+TIMEOUT_S = 300
+NOT_POSSIBLE_HERE = 3  # install/chroots.sh: no root, or no way to get debootstrap
+
+sys.path.insert(0, str(ROOT / "install"))
+import krita as krita_installer  # noqa: E402  (install/krita.py)
 
 
-def _status(text: str) -> None:
-    STATUS.parent.mkdir(parents=True, exist_ok=True)
-    STATUS.write_text(text + "\n")
+@dataclass(frozen=True)
+class Editor:
+    label: str  # also the screenshot's name
+    chroot: str | None  # None: the host's own Krita
+    minimum_version: str
 
 
-def _missing() -> list[str]:
-    missing = [exe for exe in ("krita", "xvfb-run", "xauth") if shutil.which(exe) is None]
-    if not Path("/usr/lib/python3/dist-packages/PyQt5").exists() and shutil.which("krita"):
-        missing.append("python3-pyqt5")
-    return missing
+EDITORS = [Editor("krita-5.1", None, "5.1"), Editor("krita-5.2", "trixie", "5.2"), Editor("krita-6", "sid", "6.")]
+
+
+def _status(editor: Editor, text: str) -> None:
+    STATUS_DIR.mkdir(parents=True, exist_ok=True)
+    (STATUS_DIR / f"sfumato-krita-status-{editor.label}").write_text(text + "\n")
+
+
+def _unavailable(editor: Editor, reason: str) -> None:
+    msg = f"IN-KRITA TESTS DID NOT RUN for {editor.label}: {reason}"
+    _status(editor, msg)
+    if os.environ.get("SFUMATO_REQUIRE_KRITA") == "1":
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def _chroot_dir(editor: Editor) -> Path:
+    """The editor's root: / for the host, the (built, cached) chroot otherwise."""
+    if editor.chroot is None:
+        missing = [exe for exe in ("krita", "xvfb-run", "xauth") if shutil.which(exe) is None]
+        if not Path("/usr/lib/python3/dist-packages/PyQt5").exists() and shutil.which("krita"):
+            missing.append("python3-pyqt5")
+        if missing:
+            _unavailable(
+                editor,
+                f"missing {', '.join(missing)}. Install them with: apt-get install krita xvfb xauth python3-pyqt5 "
+                "(or run .ci/run), then run install/test again.",
+            )
+        return Path("/")
+    built = subprocess.run(["bash", str(CHROOTS), editor.chroot], capture_output=True, text=True)
+    if built.returncode == NOT_POSSIBLE_HERE:
+        _unavailable(editor, built.stderr.strip() or built.stdout.strip())
+    assert built.returncode == 0, f"install/chroots.sh {editor.chroot} failed:\n{built.stdout}\n{built.stderr}"
+    path = subprocess.run(["bash", str(CHROOTS), "--path", editor.chroot], capture_output=True, text=True, check=True)
+    return Path(path.stdout.strip())
+
+
+def _install(profile: Path) -> None:
+    """Sfumato as a painter installs it, plus the test-only scenario plugin beside it."""
+    resources, kritarc = profile / "data" / "krita", profile / "config" / "kritarc"
+    env = {**os.environ, "SFUMATO_KRITA_RESOURCES": str(resources), "SFUMATO_KRITARC": str(kritarc)}
+    subprocess.run([sys.executable, str(ROOT / "install" / "krita.py"), "install"], check=True, env=env)
+    pykrita = resources / "pykrita"
+    shutil.copytree(SELFTEST, pykrita / "sfumato_selftest", ignore=shutil.ignore_patterns("__pycache__"))
+    (pykrita / "sfumato_selftest.desktop").write_text(
+        "[Desktop Entry]\nType=Service\nServiceTypes=Krita/PythonPlugin\nX-KDE-Library=sfumato_selftest\n"
+        "X-Python-2-Compatible=false\nName=Sfumato self-test\n"
+    )
+    krita_installer.enable_in_kritarc(kritarc, "sfumato_selftest")
 
 
 @pytest.mark.krita
-def test_plugin_in_real_krita(tmp_path: Path, backend_url: str) -> None:
-    missing = _missing()
-    if missing:
-        msg = (
-            f"IN-KRITA TESTS DID NOT RUN: missing {', '.join(missing)}. Install them with: apt-get install "
-            "krita xvfb xauth python3-pyqt5 (or run .ci/run), then run install/test again."
-        )
-        _status(msg)
-        if os.environ.get("SFUMATO_REQUIRE_KRITA") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    profile = tmp_path / "profile"
+@pytest.mark.parametrize("editor", EDITORS, ids=lambda e: e.label)
+def test_plugin_in_real_krita(tmp_path: Path, backend_url: str, editor: Editor) -> None:
+    root = _chroot_dir(editor)
+    # the profile lives where the editor can see it: inside the chroot, or a temp folder on the host
+    profile = (root / "tmp" / f"sfumato-e2e-{editor.label}") if editor.chroot else tmp_path / "profile"
+    shutil.rmtree(profile, ignore_errors=True)
     dirs = {k: profile / k for k in ("config", "data", "cache", "runtime", "home", "tmp")}
     for d in dirs.values():
         d.mkdir(parents=True)
     dirs["runtime"].chmod(0o700)
     # A fresh profile: autosave off at the top of kritarc (a recovery dialog would hang Krita).
     (dirs["config"] / "kritarc").write_text("AutoSaveInterval=0\n")
+    _install(profile)
+    inner = Path("/") / profile.relative_to(root)  # the same folder as the editor sees it
+    result, shot = profile / "result.json", profile / "screenshot.png"
     env = {
-        **os.environ,
-        "SFUMATO_KRITA_RESOURCES": str(dirs["data"] / "krita"),
-        "SFUMATO_KRITARC": str(dirs["config"] / "kritarc"),
-    }
-    subprocess.run([sys.executable, str(ROOT / "install" / "krita.py"), "install"], check=True, env=env)
-    result = tmp_path / "result.json"
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    SCREENSHOT.unlink(missing_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))} | {
-        "HOME": str(dirs["home"]),
-        "TMPDIR": str(dirs["tmp"]),
-        "XDG_CONFIG_HOME": str(dirs["config"]),
-        "XDG_DATA_HOME": str(dirs["data"]),
-        "XDG_CACHE_HOME": str(dirs["cache"]),
-        "XDG_RUNTIME_DIR": str(dirs["runtime"]),
-        "SFUMATO_KRITA_TEST_OUT": str(result),
-        "SFUMATO_KRITA_SCREENSHOT": str(SCREENSHOT),
-        "SFUMATO_KRITA_SERVER": backend_url,
+        "HOME": str(inner / "home"),
+        "TMPDIR": str(inner / "tmp"),
+        "XDG_CONFIG_HOME": str(inner / "config"),
+        "XDG_DATA_HOME": str(inner / "data"),
+        "XDG_CACHE_HOME": str(inner / "cache"),
+        "XDG_RUNTIME_DIR": str(inner / "runtime"),
+        "SFUMATO_KRITA_TEST_OUT": str(inner / "result.json"),
+        "SFUMATO_KRITA_SCREENSHOT": str(inner / "screenshot.png"),
+        "SFUMATO_KRITA_SERVER": backend_url,  # the chroot shares the host's network
         "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",  # Krita's sys.executable must not be our venv
     }
+    krita = ["timeout", "-k", "10", str(TIMEOUT_S), "xvfb-run", "-a", "-s", "-screen 0 1280x1024x24 -nolisten tcp"]
+    krita += ["krita", "--nosplash"]
+    if editor.chroot is None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))} | env
+        command = krita
+    else:
+        command = ["chroot", str(root), "env", "-i", *(f"{k}={v}" for k, v in env.items()), *krita]
+        subprocess.run(["bash", str(CHROOTS), "--mount", editor.chroot], check=True)
     log = tmp_path / "krita.log"
-    with log.open("w") as out:
-        proc = subprocess.run(
-            [
-                "timeout",
-                "-k",
-                "10",
-                "300",
-                "xvfb-run",
-                "-a",
-                "-s",
-                "-screen 0 1280x1024x24 -nolisten tcp",
-                "krita",
-                "--nosplash",
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    tail = log.read_text()[-4000:]
-    assert result.exists(), f"Krita wrote no result (exit {proc.returncode}); its output:\n{tail}"
+    started = time.monotonic()
+    try:
+        with log.open("w") as out:
+            proc = subprocess.run(command, env=env if editor.chroot is None else None, stdout=out, stderr=out)
+    finally:
+        if editor.chroot is not None:
+            subprocess.run(["bash", str(CHROOTS), "--umount", editor.chroot], check=True)
+    seconds = time.monotonic() - started
+    tail = log.read_text(errors="replace")[-4000:]
+    assert result.exists(), f"{editor.label} wrote no result (exit {proc.returncode}); its output:\n{tail}"
     body = json.loads(result.read_text())
+    screenshot = OUT / f"{editor.label}-screenshot.png"
+    if shot.exists():
+        OUT.mkdir(exist_ok=True)
+        shutil.copyfile(shot, screenshot)
     report = "\n".join(f"{'ok  ' if c['ok'] else 'FAIL'} {c['name']} {c['detail']}" for c in body["checks"])
+    passed = sum(c["ok"] for c in body["checks"])
     _status(
-        f"in-Krita tests ran on Krita {body.get('krita')} (Python {body.get('python')}): "
-        f"{sum(c['ok'] for c in body['checks'])}/{len(body['checks'])} checks passed"
+        editor,
+        f"in-Krita tests ran on Krita {body.get('krita')} (Python {body.get('python')}, {editor.label}): "
+        f"{passed}/{len(body['checks'])} checks passed in {seconds:.0f} s"
         + ("; the scenario STOPPED EARLY with an error" if body["error"] else "")
-        + f"; screenshot: {SCREENSHOT}"
+        + f"; screenshot: {screenshot}",
     )
     assert not body["error"], f"{body['error']}\n{report}\n{tail}"
+    assert str(body.get("krita", "")).startswith(editor.minimum_version), body.get("krita")
     assert body["checks"] and all(c["ok"] for c in body["checks"]), report
     assert len(body["checks"]) >= 21, report  # every step of the scenario ran
-    assert SCREENSHOT.exists()
+    assert screenshot.exists()

@@ -1,8 +1,8 @@
-"""The in-Krita end-to-end test, armed only when SFUMATO_KRITA_TEST_OUT is set (see tests/krita/).
+"""The in-Krita end-to-end scenario, run by the test-only plugin ``sfumato_selftest`` (see __init__.py).
 
-It drives the plugin through its own code paths — the docker's widgets and buttons — against a real
-backend, and writes a JSON result file (judged by the test, never Krita's exit code). Steps run as
-a generator polled by a QTimer, so Krita's event loop keeps running while the test waits.
+It drives the Sfumato plugin through its own code paths — the docker's widgets and buttons — against
+a real backend, and writes a JSON result file (judged by the test, never Krita's exit code). Steps
+run as a generator polled by a QTimer, so Krita's event loop keeps running while the test waits.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 from krita import Krita, Selection
 
-from .document import PREVIEW_LAYER, KritaDocument
-from .qt import QtCore, QTimer, QtWidgets
+from sfumato.plugin.krita.document import PREVIEW_LAYER, KritaDocument
+from sfumato.plugin.krita.qt import QtCore, QTimer, QtWidgets
 
 OUT = os.environ.get("SFUMATO_KRITA_TEST_OUT", "")
 SCREENSHOT = os.environ.get("SFUMATO_KRITA_SCREENSHOT", "")
@@ -66,6 +66,16 @@ def _fatal(kind: Any, value: Any, tb: Any) -> None:
 def arm() -> None:
     sys.excepthook = _fatal
     Krita.instance().notifier().windowCreated.connect(lambda: QTimer.singleShot(200, start))
+
+
+def report_broken_plugin(error: str) -> None:
+    """The Sfumato plugin did not import: say so at once, in Krita's own words, and quit."""
+
+    def stop() -> None:
+        RUN.write(f"the Sfumato plugin failed to load in Krita {Krita.instance().version()}:\n{error}")
+        finish()
+
+    Krita.instance().notifier().windowCreated.connect(lambda: QTimer.singleShot(200, stop))
 
 
 def watchdog() -> None:
@@ -148,8 +158,8 @@ def projection(doc: Any) -> bytes:
 
 
 def scenario() -> Iterator[Wait | None]:
-    from .app import SfumatoApp
-    from .extension import find_docker
+    from sfumato.plugin.krita.app import SfumatoApp
+    from sfumato.plugin.krita.extension import find_docker
 
     app = Krita.instance()
     docker = find_docker()
@@ -210,10 +220,11 @@ def scenario() -> Iterator[Wait | None]:
         for dock in win.findChildren(QtWidgets.QDockWidget):
             if dock is not docker and dock.objectName() != "KisLayerBox":
                 dock.hide()  # give the Sfumato docker the room to be seen whole
+        docker.show()  # a fresh Krita 6 profile starts with plugin dockers hidden
         docker.raise_()
         yield None
         win.grab().save(SCREENSHOT)
-        RUN.check("screenshot saved", os.path.exists(SCREENSHOT), SCREENSHOT)
+        RUN.check("screenshot saved, the docker on it", os.path.exists(SCREENSHOT) and docker.isVisible(), SCREENSHOT)
     app.action("edit_undo").trigger()
     yield Wait(lambda: doc.nodeByName("a test [seed 7]") is None, 5, "undo")
     RUN.check("restyle: undo removes the result layer", doc.nodeByName("a test [seed 7]") is None)
