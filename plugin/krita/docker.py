@@ -10,6 +10,7 @@ from sfumato.plugin.core.requests import ControlSpec, GenerationParams
 from sfumato.protocol import CONTROL_TYPES, MAX_STEPS, SCHEDULERS, PreviewSettings
 
 from .app import SfumatoApp
+from .document import active_document
 from .qt import QtCore, QtWidgets
 
 
@@ -58,6 +59,28 @@ class ControlRow(QtWidgets.QWidget):
             end=self.end.value(),
             preprocess=not self.is_map.isChecked(),
         )
+
+
+class Section:
+    """A titled part of the docker that folds away: a toggle button above a form."""
+
+    def __init__(self, title: str, parent: Any, expanded: bool = False) -> None:
+        self.button = QtWidgets.QToolButton()
+        self.button.setText(title)
+        self.button.setCheckable(True)
+        self.button.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.body = QtWidgets.QWidget()
+        self.form = QtWidgets.QFormLayout(self.body)
+        self.form.setContentsMargins(8, 0, 0, 0)
+        self.button.toggled.connect(self.set_expanded)
+        parent.addRow(self.button)
+        parent.addRow(self.body)
+        self.set_expanded(expanded)
+
+    def set_expanded(self, expanded: bool) -> None:
+        self.button.setChecked(expanded)
+        self.button.setArrowType(QtCore.Qt.ArrowType.DownArrow if expanded else QtCore.Qt.ArrowType.RightArrow)
+        self.body.setVisible(expanded)
 
 
 def _dspin(lo: float, hi: float, step: float, value: float) -> Any:
@@ -133,32 +156,43 @@ class SfumatoDocker(DockWidget):
         buttons = QtWidgets.QHBoxLayout()
         buttons.addWidget(self.generate_button)
         buttons.addWidget(self.cancel_button)
+        self.mode = QtWidgets.QLabel("")  # what the next Generate will do
+        # What a painter touches on every picture comes first, visible without scrolling at the default
+        # size; the rest folds away (connection settings fold by themselves once connected).
         form.addRow(self.status)
-        form.addRow("Server", self.server)
-        form.addRow("Token", self.token)
-        form.addRow(self.reconnect)
         form.addRow("Model", self.model)
         form.addRow("Prompt", self.prompt)
         form.addRow("Negative", self.negative)
         form.addRow("Strength", strength_row)
-        form.addRow("Steps", self.steps)
-        form.addRow("Guidance", self.guidance)
-        form.addRow("Sampler", self.scheduler)
-        form.addRow("Seed", seed_row)
-        form.addRow("Batch", self.batch)
-        form.addRow(self.controls_box)
-        form.addRow(add_control)
+        form.addRow(self.mode)
         form.addRow(buttons)
         form.addRow(self.progress)
         form.addRow(self.queue)
         form.addRow(self.message)
+        self.options = Section("Options", form)
+        self.options.form.addRow("Steps", self.steps)
+        self.options.form.addRow("Guidance", self.guidance)
+        self.options.form.addRow("Sampler", self.scheduler)
+        self.options.form.addRow("Seed", seed_row)
+        self.options.form.addRow("Batch", self.batch)
+        self.controlnet = Section("ControlNet", form)
+        self.controlnet.form.addRow(self.controls_box)
+        self.controlnet.form.addRow(add_control)
+        self.connection = Section("Connection", form, expanded=True)
+        self.connection.form.addRow("Server", self.server)
+        self.connection.form.addRow("Token", self.token)
+        self.connection.form.addRow(self.reconnect)
         scroll = QtWidgets.QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(root)
         self.setWidget(scroll)
         self._strength_changed(self.strength.value())
+        self._was_connected = False
         self.app.views.append(self.refresh)
         self.refresh()
+        self._mode_timer = QtCore.QTimer(self)  # the selection changes without telling us
+        self._mode_timer.timeout.connect(self._refresh_mode)
+        self._mode_timer.start(500)
 
     # ------------------------------------------------------------------ Krita hooks
 
@@ -194,6 +228,7 @@ class SfumatoDocker(DockWidget):
     def add_control(self) -> ControlRow:
         row = ControlRow(self._remove_control)
         self.controls_box.addWidget(row)
+        self.controlnet.set_expanded(True)
         return row
 
     def control_rows(self) -> list[ControlRow]:
@@ -228,6 +263,23 @@ class SfumatoDocker(DockWidget):
 
     # ------------------------------------------------------------------ view
 
+    def showEvent(self, event: Any) -> None:  # Qt calls it when the docker appears
+        super().showEvent(event)
+        self._refresh_mode()
+
+    def _refresh_mode(self) -> None:
+        if not self.isVisible():
+            return
+        doc = active_document()
+        if doc is None:
+            text = "Open a document to paint with Sfumato."
+        elif doc.selection_bounds() is not None:
+            text = "Generate repaints the selection (inpaint)."
+        else:
+            text = "Generate restyles the active layer."
+        if self.mode.text() != text:
+            self.mode.setText(text)
+
     def refresh(self) -> None:
         conn = self.app.connection
         welcome = conn.welcome
@@ -242,6 +294,10 @@ class SfumatoDocker(DockWidget):
         if conn.detail and conn.state != "connected":
             text += f": {conn.detail}"
         self.status.setText(text)
+        connected = conn.state == "connected"
+        if connected != self._was_connected:  # fold the connection settings once connected, unfold on trouble
+            self.connection.set_expanded(not connected)
+            self._was_connected = connected
         if welcome is not None:
             self.batch.setMaximum(welcome.limits.max_batch)
         if welcome is not None and self.model.count() == 0:

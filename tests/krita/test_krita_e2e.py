@@ -23,6 +23,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,7 @@ OUT = ROOT / "out"
 STATUS_DIR = ROOT / ".pytest_cache"
 SELFTEST = Path(__file__).resolve().parent / "sfumato_selftest"
 CHROOTS = ROOT / "install" / "chroots.sh"
-TIMEOUT_S = 300
+TIMEOUT_S = int(os.environ.get("SFUMATO_KRITA_TIMEOUT", "300"))
 NOT_POSSIBLE_HERE = 3  # install/chroots.sh: no root, or no way to get debootstrap
 
 sys.path.insert(0, str(ROOT / "install"))
@@ -96,9 +97,17 @@ def _install(profile: Path) -> None:
     krita_installer.enable_in_kritarc(kritarc, "sfumato_selftest")
 
 
-@pytest.mark.krita
-@pytest.mark.parametrize("editor", EDITORS, ids=lambda e: e.label)
-def test_plugin_in_real_krita(tmp_path: Path, backend_url: str, editor: Editor) -> None:
+@dataclass
+class Run:
+    body: dict[str, Any]
+    returncode: int
+    seconds: float
+    log_tail: str
+    screenshot: Path | None
+
+
+def _run_scenario(editor: Editor, backend_url: str, tmp_path: Path, sabotage: str = "") -> Run:
+    """Install Sfumato and the scenario into a fresh profile, run Krita until the scenario ends."""
     root = _chroot_dir(editor)
     # the profile lives where the editor can see it: inside the chroot, or a temp folder on the host
     profile = (root / "tmp" / f"sfumato-e2e-{editor.label}") if editor.chroot else tmp_path / "profile"
@@ -110,6 +119,9 @@ def test_plugin_in_real_krita(tmp_path: Path, backend_url: str, editor: Editor) 
     # A fresh profile: autosave off at the top of kritarc (a recovery dialog would hang Krita).
     (dirs["config"] / "kritarc").write_text("AutoSaveInterval=0\n")
     _install(profile)
+    if sabotage:  # a plugin that cannot import, as an incompatible Krita would make it
+        extension = dirs["data"] / "krita" / "pykrita" / "sfumato" / "plugin" / "krita" / "extension.py"
+        extension.write_text(extension.read_text() + f"\nraise ImportError({sabotage!r})\n")
     inner = Path("/") / profile.relative_to(root)  # the same folder as the editor sees it
     result, shot = profile / "result.json", profile / "screenshot.png"
     env = {
@@ -143,22 +155,41 @@ def test_plugin_in_real_krita(tmp_path: Path, backend_url: str, editor: Editor) 
     seconds = time.monotonic() - started
     tail = log.read_text(errors="replace")[-4000:]
     assert result.exists(), f"{editor.label} wrote no result (exit {proc.returncode}); its output:\n{tail}"
-    body = json.loads(result.read_text())
-    screenshot = OUT / f"{editor.label}-screenshot.png"
+    screenshot = None
     if shot.exists():
         OUT.mkdir(exist_ok=True)
+        screenshot = OUT / f"{editor.label}-screenshot.png"
         shutil.copyfile(shot, screenshot)
+    return Run(json.loads(result.read_text()), proc.returncode, seconds, tail, screenshot)
+
+
+@pytest.mark.krita
+@pytest.mark.parametrize("editor", EDITORS, ids=lambda e: e.label)
+def test_plugin_in_real_krita(tmp_path: Path, backend_url: str, editor: Editor) -> None:
+    run = _run_scenario(editor, backend_url, tmp_path)
+    body = run.body
     report = "\n".join(f"{'ok  ' if c['ok'] else 'FAIL'} {c['name']} {c['detail']}" for c in body["checks"])
     passed = sum(c["ok"] for c in body["checks"])
     _status(
         editor,
         f"in-Krita tests ran on Krita {body.get('krita')} (Python {body.get('python')}, {editor.label}): "
-        f"{passed}/{len(body['checks'])} checks passed in {seconds:.0f} s"
+        f"{passed}/{len(body['checks'])} checks passed in {run.seconds:.0f} s"
         + ("; the scenario STOPPED EARLY with an error" if body["error"] else "")
-        + f"; screenshot: {screenshot}",
+        + f"; screenshot: {run.screenshot}",
     )
-    assert not body["error"], f"{body['error']}\n{report}\n{tail}"
+    assert not body["error"], f"{body['error']}\n{report}\n{run.log_tail}"
     assert str(body.get("krita", "")).startswith(editor.minimum_version), body.get("krita")
     assert body["checks"] and all(c["ok"] for c in body["checks"]), report
     assert len(body["checks"]) >= 21, report  # every step of the scenario ran
-    assert screenshot.exists()
+    assert run.screenshot is not None and run.screenshot.exists()
+
+
+@pytest.mark.krita
+@pytest.mark.parametrize("editor", [EDITORS[0], EDITORS[-1]], ids=lambda e: e.label)
+def test_a_plugin_that_fails_to_import_ends_the_run_at_once(tmp_path: Path, backend_url: str, editor: Editor) -> None:
+    run = _run_scenario(editor, backend_url, tmp_path, sabotage="sabotaged by the test")
+    error = run.body["error"]
+    assert "the Sfumato plugin failed to load in Krita" in error, error
+    assert "ImportError: sabotaged by the test" in error and "extension.py" in error, error  # Krita's own words
+    assert not run.body["checks"], "nothing of the scenario ran"
+    assert run.returncode != 124, "Krita was closed by the scenario, not by the test's timeout"

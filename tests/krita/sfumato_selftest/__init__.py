@@ -11,7 +11,7 @@ if os.environ.get("SFUMATO_KRITA_TEST_OUT"):
     try:
         import sfumato.plugin.krita.extension  # noqa: F401  (already loaded by Krita when it works)
     except Exception:
-        from .scenario import report_broken_plugin
+        from .result import report_broken_plugin
 
         report_broken_plugin(traceback.format_exc())
     else:

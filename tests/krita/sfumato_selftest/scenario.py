@@ -7,7 +7,6 @@ run as a generator polled by a QTimer, so Krita's event loop keeps running while
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -20,7 +19,8 @@ from krita import Krita, Selection
 from sfumato.plugin.krita.document import PREVIEW_LAYER, KritaDocument
 from sfumato.plugin.krita.qt import QtCore, QTimer, QtWidgets
 
-OUT = os.environ.get("SFUMATO_KRITA_TEST_OUT", "")
+from .result import OUT, RUN
+
 SCREENSHOT = os.environ.get("SFUMATO_KRITA_SCREENSHOT", "")
 SERVER = os.environ.get("SFUMATO_KRITA_SERVER", "")
 SIZE = 128
@@ -29,32 +29,6 @@ SIZE = 128
 class Wait:
     def __init__(self, cond: Callable[[], bool], timeout: float, what: str) -> None:
         self.cond, self.deadline, self.what = cond, time.monotonic() + timeout, what
-
-
-class Run:
-    def __init__(self) -> None:
-        self.checks: list[dict[str, Any]] = []
-        self.started = time.monotonic()
-
-    def check(self, name: str, ok: bool, detail: str = "") -> None:
-        self.checks.append({"name": name, "ok": bool(ok), "detail": detail})
-        print(f"sfumato-selftest: {'ok  ' if ok else 'FAIL'} {name} {detail}", file=sys.stderr, flush=True)
-
-    def write(self, error: str = "") -> None:
-        body = {
-            "checks": self.checks,
-            "error": error,
-            "seconds": round(time.monotonic() - self.started, 1),
-            "krita": Krita.instance().version(),
-            "python": sys.version.split()[0],
-        }
-        tmp = OUT + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(body, f, indent=2)
-        os.replace(tmp, OUT)
-
-
-RUN = Run()
 
 
 def _fatal(kind: Any, value: Any, tb: Any) -> None:
@@ -66,16 +40,6 @@ def _fatal(kind: Any, value: Any, tb: Any) -> None:
 def arm() -> None:
     sys.excepthook = _fatal
     Krita.instance().notifier().windowCreated.connect(lambda: QTimer.singleShot(200, start))
-
-
-def report_broken_plugin(error: str) -> None:
-    """The Sfumato plugin did not import: say so at once, in Krita's own words, and quit."""
-
-    def stop() -> None:
-        RUN.write(f"the Sfumato plugin failed to load in Krita {Krita.instance().version()}:\n{error}")
-        finish()
-
-    Krita.instance().notifier().windowCreated.connect(lambda: QTimer.singleShot(200, stop))
 
 
 def watchdog() -> None:
@@ -222,9 +186,20 @@ def scenario() -> Iterator[Wait | None]:
                 dock.hide()  # give the Sfumato docker the room to be seen whole
         docker.show()  # a fresh Krita 6 profile starts with plugin dockers hidden
         docker.raise_()
-        yield None
+        yield Wait(lambda: bool(docker.mode.text()), 5, "the docker to say what Generate will do")
         win.grab().save(SCREENSHOT)
         RUN.check("screenshot saved, the docker on it", os.path.exists(SCREENSHOT) and docker.isVisible(), SCREENSHOT)
+        seen = docker.generate_button.visibleRegion().boundingRect()
+        RUN.check(
+            "Generate, prompt and strength visible without scrolling",
+            all(w.visibleRegion().boundingRect().size() == w.size() for w in (docker.prompt, docker.strength))
+            and seen.size() == docker.generate_button.size(),
+            f"Generate shows {seen.width()}x{seen.height()} of {docker.generate_button.width()}x"
+            f"{docker.generate_button.height()}",
+        )
+        RUN.check("connection settings folded once connected", not docker.connection.body.isVisible())
+        yield Wait(lambda: "restyles" in docker.mode.text(), 5, "the docker to say what Generate will do")
+        RUN.check("the docker says the next Generate restyles", "restyles" in docker.mode.text(), docker.mode.text())
     app.action("edit_undo").trigger()
     yield Wait(lambda: doc.nodeByName("a test [seed 7]") is None, 5, "undo")
     RUN.check("restyle: undo removes the result layer", doc.nodeByName("a test [seed 7]") is None)
@@ -240,7 +215,7 @@ def scenario() -> Iterator[Wait | None]:
     sel = Selection()
     sel.setPixelData(QtCore.QByteArray(coverage), 0, 0, SIZE, SIZE)
     doc.setSelection(sel)
-    yield None
+    yield Wait(lambda: "inpaint" in docker.mode.text(), 5, "the docker to say it will inpaint")
     before = projection(doc)
     docker.prompt.setPlainText("a fox")
     docker.strength.setValue(100)
