@@ -273,7 +273,7 @@ class Engine:
             unchanged = job.original.copy()
             if req.task == "inpaint":
                 unchanged[..., 3] = 0  # the layer covers nothing
-            images = [pixels.make_image(unchanged, req.image.format)] * req.batch_size
+            images = [pixels.make_image(unchanged, req.image.format, req.image.linear)] * req.batch_size
             timings["total"] = time.perf_counter() - t0
             return EngineResult(images, job.result, job.seeds, timings)
         else:
@@ -391,6 +391,8 @@ class Engine:
         c, r = job.context, job.result
         rx, ry = r.x - c.x, r.y - c.y
         rgb = generated[ry : ry + r.h, rx : rx + r.w]
+        if job.req.image.linear:
+            rgb = pixels.srgb_decode(rgb)  # back to the document's linear light
         alpha = job.alpha[ry : ry + r.h, rx : rx + r.w]
         fmt = job.req.image.format
         out = pixels.from_float(np.concatenate([rgb, alpha[..., None]], axis=-1), fmt)
@@ -398,7 +400,7 @@ class Engine:
         out[untouched] = job.original[untouched]
         if job.req.task == "inpaint":
             out[..., 3][untouched] = 0  # the layer covers nothing there
-        return pixels.make_image(out, fmt)
+        return pixels.make_image(out, fmt, job.req.image.linear)
 
 
 def _bounds(coverage: np.ndarray, img_rect: Rect) -> Rect:

@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import InvalidMessage, LimitExceeded
 from .limits import DEFAULT_LIMITS, HARD_MAX_PIXELS, DecodeLimits
-from .schema import Int, Kind, Record, Str, describe, wire
+from .schema import Bool, Int, Kind, Record, Str, describe, wire
 
 
 class PixelFormat:
@@ -56,6 +56,9 @@ class Image(Record):
     height: int = wire(Int(1, 65535), "pixels")
     format: str = wire(Str(choices=PixelFormat.ALL), "pixel format")
     data: bytes = wire(_Bytes(), "width × height × bytes-per-pixel raw bytes")
+    # Samples that encode linear light (Krita's default float profiles, GIMP's linear precisions): the
+    # backend shows the model sRGB-encoded pixels and returns results linear again.
+    linear: bool = wire(Bool(), "RGB samples are linear light, not sRGB-encoded", default=False)
 
     def validate(self) -> None:
         if self.width * self.height > HARD_MAX_PIXELS:
@@ -74,7 +77,7 @@ class Image(Record):
         return self.width, self.height
 
     def __repr__(self) -> str:  # never print megabytes of pixels
-        return f"Image({self.width}×{self.height} {self.format})"
+        return f"Image({self.width}×{self.height} {self.format}{' linear' if self.linear else ''})"
 
     # Wire form: {"w", "h", "fmt", "enc", "data"}; see ImageKind.
 
@@ -118,10 +121,19 @@ class ImageKind(Kind):
             data = _inflate(data, expected, f"{path}.data")
         elif len(data) != expected:
             raise InvalidMessage(f"expected {expected} bytes for {w}×{h} {fmt}, got {len(data)}", f"{path}.data")
-        return Image(width=w, height=h, format=fmt, data=data)
+        linear = value.get("linear")
+        linear = False if linear is None else Bool().check(linear, f"{path}.linear")
+        return Image(width=w, height=h, format=fmt, data=data, linear=linear)
 
     def dump(self, value: Image) -> dict[str, Any]:
-        return {"w": value.width, "h": value.height, "fmt": value.format, "enc": "raw", "data": value.data}
+        return {
+            "w": value.width,
+            "h": value.height,
+            "fmt": value.format,
+            "enc": "raw",
+            "data": value.data,
+            "linear": value.linear,
+        }
 
 
 def _inflate(data: bytes, expected: int, path: str) -> bytes:

@@ -29,9 +29,21 @@ def to_float(img: Image) -> np.ndarray:
     arr = native_array(img).astype(np.float32)
     if scale != 1.0:
         arr /= scale
-    if img.format != PixelFormat.RGBAF32:
-        return arr
-    return np.clip(np.nan_to_num(arr, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)  # NaN would poison the latents
+    if img.format == PixelFormat.RGBAF32:
+        arr = np.clip(np.nan_to_num(arr, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)  # NaN would poison the latents
+    if img.linear:
+        arr[..., :3] = srgb_encode(arr[..., :3])  # the models were trained on sRGB-encoded pictures
+    return arr
+
+
+def srgb_encode(linear: np.ndarray) -> np.ndarray:
+    """Linear light → sRGB-encoded values (IEC 61966-2-1), both 0..1."""
+    return np.where(linear <= 0.0031308, linear * 12.92, 1.055 * np.power(linear, 1 / 2.4) - 0.055)
+
+
+def srgb_decode(encoded: np.ndarray) -> np.ndarray:
+    """sRGB-encoded values → linear light, both 0..1."""
+    return np.where(encoded <= 0.04045, encoded / 12.92, np.power((encoded + 0.055) / 1.055, 2.4))
 
 
 def from_float(arr: np.ndarray, fmt: str) -> np.ndarray:
@@ -42,9 +54,9 @@ def from_float(arr: np.ndarray, fmt: str) -> np.ndarray:
     return np.clip(np.rint(arr * scale), 0, scale).astype(dtype)
 
 
-def make_image(native: np.ndarray, fmt: str) -> Image:
+def make_image(native: np.ndarray, fmt: str, linear: bool = False) -> Image:
     h, w = native.shape[:2]
-    return Image(width=w, height=h, format=fmt, data=np.ascontiguousarray(native).tobytes())
+    return Image(width=w, height=h, format=fmt, data=np.ascontiguousarray(native).tobytes(), linear=linear)
 
 
 def resize(arr: np.ndarray, width: int, height: int) -> np.ndarray:

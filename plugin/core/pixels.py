@@ -6,6 +6,7 @@ protocol is always RGBA. Slice assignment on bytearrays and ``array``/``struct``
 
 from __future__ import annotations
 
+import struct
 import sys
 from array import array
 
@@ -35,5 +36,61 @@ def to_rgba8(img: Image) -> Image:
     values.frombytes(img.data)
     if sys.byteorder != "little":
         values.byteswap()
-    data = bytes(min(255, max(0, round(v * 255))) for v in values)
+    if img.linear:  # a linear float layer used as a control map: encode it as the painter sees it
+        values = array("f", (v if i % 4 == 3 else linear_to_srgb(v) for i, v in enumerate(values)))
+    data = bytes(min(255, max(0, round(v * 255))) if v == v else 0 for v in values)  # (v != v: NaN)
     return Image(width=img.width, height=img.height, format=PixelFormat.RGBA8, data=data)
+
+
+def linear_to_srgb(linear: float) -> float:
+    """One linear-light value (0..1) → sRGB-encoded (IEC 61966-2-1)."""
+    if not linear > 0.0031308:  # also NaN and negatives
+        return max(0.0, linear * 12.92) if linear == linear else 0.0
+    return 1.055 * min(linear, 1.0) ** (1 / 2.4) - 0.055
+
+
+def swap_red_blue_16(data: bytes) -> bytes:
+    """BGRA16 ⇄ RGBA16 (little-endian samples: each channel is two bytes)."""
+    out = bytearray(data)
+    out[0::8], out[1::8], out[4::8], out[5::8] = data[4::8], data[5::8], data[0::8], data[1::8]
+    return bytes(out)
+
+
+def half_to_float(data: bytes) -> bytes:
+    """Little-endian float16 samples → little-endian float32 (how half-float layers travel: rgbaf32)."""
+    values = array("f", struct.unpack(f"<{len(data) // 2}e", data))
+    if sys.byteorder != "little":
+        values.byteswap()
+    return values.tobytes()
+
+
+def float_to_half(data: bytes) -> bytes:
+    """Little-endian float32 samples → little-endian float16 (results for half-float layers)."""
+    values = array("f")
+    values.frombytes(data)
+    if sys.byteorder != "little":
+        values.byteswap()
+    return struct.pack(f"<{len(values)}e", *values)
+
+
+def srgb_to_linear(encoded: float) -> float:
+    """One sRGB-encoded value (0..1) → linear light (IEC 61966-2-1)."""
+    return encoded / 12.92 if encoded <= 0.04045 else ((encoded + 0.055) / 1.055) ** 2.4
+
+
+def rgba8_to_float(rgba8: bytes, linear: bool) -> bytes:
+    """8-bit RGBA (a preview) → float32 RGBA, RGB decoded to linear light when the layer is linear."""
+    rgb = [srgb_to_linear(i / 255) if linear else i / 255 for i in range(256)]
+    alpha = [i / 255 for i in range(256)]
+    values = array("f", (alpha[v] if i % 4 == 3 else rgb[v] for i, v in enumerate(rgba8)))
+    if sys.byteorder != "little":
+        values.byteswap()
+    return values.tobytes()
+
+
+def rgba8_to_16(rgba8: bytes) -> bytes:
+    """8-bit samples → 16-bit little-endian (v × 257: 0 → 0, 255 → 65535)."""
+    out = bytearray(len(rgba8) * 2)
+    out[0::2] = rgba8
+    out[1::2] = rgba8
+    return bytes(out)

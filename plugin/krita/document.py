@@ -6,7 +6,14 @@ from typing import Any
 
 from krita import Krita, Selection
 
-from sfumato.plugin.core.pixels import swap_red_blue_8
+from sfumato.plugin.core.pixels import (
+    float_to_half,
+    half_to_float,
+    rgba8_to_16,
+    rgba8_to_float,
+    swap_red_blue_8,
+    swap_red_blue_16,
+)
 from sfumato.protocol import Image, PixelFormat, Rect
 
 from .qt import QtCore, QtGui
@@ -18,13 +25,47 @@ class UnsupportedDocument(Exception):
     """The document's colour space is not one Sfumato handles yet; the message says what to do."""
 
 
-def check_supported(doc: Any) -> None:
-    model, depth = doc.colorModel(), doc.colorDepth()
-    if model != "RGBA" or depth != "U8":
+# Krita's channel depth → how its pixels travel (integer layers are BGRA in Krita, float layers RGBA).
+WIRE_FORMAT = {
+    "U8": PixelFormat.RGBA8,
+    "U16": PixelFormat.RGBA16,
+    "F16": PixelFormat.RGBAF32,
+    "F32": PixelFormat.RGBAF32,
+}
+
+
+def check_supported(node: Any, what: str) -> None:
+    model, depth = node.colorModel(), node.colorDepth()
+    if model != "RGBA" or depth not in WIRE_FORMAT:
         raise UnsupportedDocument(
-            f"Sfumato works on 8-bit RGBA documents for now; this one is {model} {depth}. Use Image > "
-            "Convert Image Color Space… > RGB/Alpha, 8-bit integer/channel, generate, then convert back."
+            f"Sfumato paints on RGB/Alpha {what}s (8- or 16-bit integer, 16- or 32-bit float); this {what} is "
+            f"{model} {depth}. Use Image > Convert Image Color Space… > RGB/Alpha, generate, then convert back."
         )
+
+
+def is_linear(node: Any) -> bool:
+    """Krita's float documents default to linear-light profiles (sRGB-elle-V2-g10.icc, scRGB, …)."""
+    profile = (node.colorProfile() or "").lower()
+    return "g10" in profile or "linear" in profile or "scrgb" in profile
+
+
+def to_krita(image: Image, depth: str) -> bytes:
+    """Wire pixels (the request's own format) → ``setPixelData`` bytes for a layer of ``depth``."""
+    if depth == "U8":
+        return swap_red_blue_8(image.data)
+    if depth == "U16":
+        return swap_red_blue_16(image.data)
+    return float_to_half(image.data) if depth == "F16" else image.data
+
+
+def preview_to_krita(bgra8: bytes, depth: str, linear: bool) -> bytes:
+    """An 8-bit BGRA preview → ``setPixelData`` bytes for a layer of ``depth`` (float layers are RGBA)."""
+    if depth == "U8":
+        return bgra8
+    if depth == "U16":
+        return rgba8_to_16(bgra8)
+    rgba = rgba8_to_float(swap_red_blue_8(bgra8), linear)
+    return float_to_half(rgba) if depth == "F16" else rgba
 
 
 class KritaDocument:
@@ -57,14 +98,18 @@ class KritaDocument:
         return node
 
     def read_layer(self, rect: Rect, layer: str | None = None) -> Image:
-        check_supported(self.doc)
+        check_supported(self.doc, "document")
         node = self._node(layer)
-        if node.colorModel() != "RGBA" or node.colorDepth() != "U8":
-            raise UnsupportedDocument(
-                f"layer '{node.name()}' is {node.colorModel()} {node.colorDepth()}; use an 8-bit RGBA paint layer"
-            )
+        check_supported(node, "layer")
+        depth = node.colorDepth()
         data = bytes(node.pixelData(rect.x, rect.y, rect.w, rect.h))
-        return Image(width=rect.w, height=rect.h, format=PixelFormat.RGBA8, data=swap_red_blue_8(data))
+        if depth == "U8":
+            data = swap_red_blue_8(data)
+        elif depth == "U16":
+            data = swap_red_blue_16(data)
+        elif depth == "F16":
+            data = half_to_float(data)  # half floats are widened: the wire carries rgbaf32
+        return Image(width=rect.w, height=rect.h, format=WIRE_FORMAT[depth], data=data, linear=is_linear(node))
 
     def read_selection(self, rect: Rect) -> Image:
         sel = self.doc.selection()
@@ -79,7 +124,7 @@ class KritaDocument:
         parent.addChildNode(node, active if active is not None and active.parentNode() is not None else None)
 
     def show_preview(self, image: Image, rect: Rect) -> None:
-        bgra = _scaled_bgra(image, rect.w, rect.h)
+        bgra = preview_to_krita(_scaled_bgra(image, rect.w, rect.h), self.doc.colorDepth(), is_linear(self.doc))
         if self._preview is None or self.doc.nodeByName(PREVIEW_LAYER) is None:
             active = self.doc.activeNode()
             self._preview = self.doc.createNode(PREVIEW_LAYER, "paintlayer")
@@ -105,7 +150,8 @@ class KritaDocument:
     def insert_result(self, image: Image, rect: Rect, name: str) -> None:
         active = self.doc.activeNode()
         node = self.doc.createNode(name, "paintlayer")
-        node.setPixelData(swap_red_blue_8(image.data), rect.x, rect.y, rect.w, rect.h)  # before adding: one undo step
+        # the pixels go in before the layer is added: one undo step
+        node.setPixelData(to_krita(image, self.doc.colorDepth()), rect.x, rect.y, rect.w, rect.h)
         self._insert_above_active(node)
         if active is not None:
             self.doc.setActiveNode(active)

@@ -357,3 +357,26 @@ def test_protocol_level_errors_are_clear() -> None:
 def test_empty_selection_is_refused(engine: Any) -> None:
     with pytest.raises(ProtocolError, match="selection is empty"):
         engine.check(req("inpaint", mask=rect_mask(64, 64, 0, 0, 0, 0)))
+
+
+def test_linear_light_images_are_seen_and_returned_as_the_painter_sees_them(engine: Any) -> None:
+    """A linear float layer is sRGB-encoded for the model and its result decoded back to linear light."""
+    from sfumato.backend.pipelines.pixels import srgb_decode
+
+    levels = np.random.default_rng(3).integers(0, 256, (64, 64, 4)).astype(np.float32) / 255  # exact 8-bit levels
+    levels[..., 3] = 1.0
+    linear = levels.copy()
+    linear[..., :3] = srgb_decode(levels[..., :3])
+    encoded = engine.run(req(image=Image(width=64, height=64, format="rgbaf32", data=levels.tobytes())), seed=5)
+    as_linear = engine.run(
+        req(image=Image(width=64, height=64, format="rgbaf32", data=linear.astype(np.float32).tobytes(), linear=True)),
+        seed=5,
+    )
+
+    def floats(img: Image) -> np.ndarray:
+        return np.frombuffer(img.data, np.float32).reshape(64, 64, 4)
+
+    assert as_linear.images[0].linear and not encoded.images[0].linear
+    want = srgb_decode(floats(encoded.images[0])[..., :3])  # the same picture, in linear light
+    assert np.allclose(floats(as_linear.images[0])[..., :3], want, atol=1e-4)
+    assert not np.allclose(floats(as_linear.images[0])[..., :3], floats(encoded.images[0])[..., :3], atol=1e-2)

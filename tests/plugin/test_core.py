@@ -240,3 +240,30 @@ def test_to_rgba8_from_every_format() -> None:
     assert pixels.to_rgba8(u16).data == bytes([0, 128, 255, 255])
     f32 = Image(width=1, height=1, format="rgbaf32", data=struct.pack("<4f", 0.0, 0.5, 2.0, 1.0))
     assert pixels.to_rgba8(f32).data == bytes([0, 128, 255, 255])
+
+
+def test_high_depth_conversions_for_editors_without_numpy() -> None:
+    import struct
+
+    bgra16 = struct.pack("<8H", 1, 2, 3, 4, 500, 600, 700, 800)
+    assert struct.unpack("<8H", pixels.swap_red_blue_16(bgra16)) == (3, 2, 1, 4, 700, 600, 500, 800)
+    assert pixels.swap_red_blue_16(pixels.swap_red_blue_16(bgra16)) == bgra16
+    halves = struct.pack("<4e", 0.0, 0.5, 1.0, 0.25)
+    as_float = pixels.half_to_float(halves)
+    assert struct.unpack("<4f", as_float) == (0.0, 0.5, 1.0, 0.25)
+    assert pixels.float_to_half(as_float) == halves
+    assert struct.unpack("<4H", pixels.rgba8_to_16(bytes([0, 1, 128, 255]))) == (0, 257, 32896, 65535)
+    encoded = struct.unpack("<4f", pixels.rgba8_to_float(bytes([0, 128, 255, 128]), linear=False))
+    assert encoded == pytest.approx((0.0, 128 / 255, 1.0, 128 / 255))
+    linear = struct.unpack("<4f", pixels.rgba8_to_float(bytes([0, 128, 255, 128]), linear=True))
+    assert linear == pytest.approx((0.0, 0.2158605, 1.0, 128 / 255), abs=1e-6)  # alpha is never decoded
+
+
+def test_a_linear_float_layer_becomes_the_rgba8_map_the_painter_sees() -> None:
+    import struct
+
+    mid_grey = struct.pack("<4f", 0.2158605, 0.2158605, 0.2158605, 0.5)  # linear light of sRGB 128
+    img = Image(width=1, height=1, format="rgbaf32", data=mid_grey, linear=True)
+    assert pixels.to_rgba8(img).data == bytes([128, 128, 128, 128])
+    nan = Image(width=1, height=1, format="rgbaf32", data=struct.pack("<4f", float("nan"), 2.0, -1.0, 1.0))
+    assert pixels.to_rgba8(nan).data == bytes([0, 255, 0, 255])

@@ -8,6 +8,7 @@ run as a generator polled by a QTimer, so Krita's event loop keeps running while
 from __future__ import annotations
 
 import os
+import struct
 import sys
 import time
 import traceback
@@ -106,6 +107,27 @@ def soft_coverage(cx: int, cy: int, r_full: float, r_zero: float) -> bytes:
             v = 255 if d <= r_full else (0 if d >= r_zero else round(255 * (r_zero - d) / (r_zero - r_full)))
             out[y * SIZE + x] = v
     return bytes(out)
+
+
+DEEP = 48
+
+
+def deep_pattern(depth: str) -> bytes:
+    """The 8-bit test pattern in a deeper layer's own layout: BGRA uint16, or RGBA half/single floats."""
+    eight = b"".join(pattern()[y * SIZE * 4 : y * SIZE * 4 + DEEP * 4] for y in range(DEEP))
+    if depth == "U16":
+        return struct.pack(f"<{len(eight)}H", *(v * 257 for v in eight))
+    rgba = bytearray(eight)
+    rgba[0::4], rgba[2::4] = eight[2::4], eight[0::4]
+    return struct.pack(f"<{len(rgba)}{'e' if depth == 'F16' else 'f'}", *(v / 255 for v in rgba))
+
+
+def finite(data: bytes, depth: str) -> bool:
+    if depth == "U16":
+        return True
+    code = "e" if depth == "F16" else "f"
+    values = struct.unpack(f"<{len(data) // struct.calcsize(code)}{code}", data)
+    return all(0.0 <= v <= 1.0 for v in values)
 
 
 def layer_names(doc: Any) -> list[str]:
@@ -275,16 +297,48 @@ def scenario() -> Iterator[Wait | None]:
     expected = [*layers_before, "a test [seed 7]", "a fox [seed 9]"]
     RUN.check("no stray layers", sorted(layer_names(doc)) == sorted(expected), str(layer_names(doc)))
 
-    # (d) a 16-bit document is refused with instructions, not sent
-    deep = app.createDocument(64, 64, "sfumato-16bit", "RGBA", "U16", "", 300.0)
-    app.activeWindow().addView(deep)
-    yield Wait(lambda: app.activeDocument() == deep, 10, "the 16-bit document to become active")
+    # (d) every depth a painter uses: the result lands in the document's own depth (linear floats too)
+    for depth, bytes_per_pixel in (("U16", 8), ("F16", 8), ("F32", 16)):
+        deep = app.createDocument(DEEP, DEEP, f"sfumato-{depth}", "RGBA", depth, "", 300.0)
+        app.activeWindow().addView(deep)
+        yield Wait(lambda deep=deep: app.activeDocument() == deep, 10, f"the {depth} document to become active")
+        layer = deep.createNode("Deep", "paintlayer")
+        layer.setPixelData(QtCore.QByteArray(deep_pattern(depth)), 0, 0, DEEP, DEEP)
+        deep.rootNode().addChildNode(layer, None)
+        deep.setActiveNode(layer)
+        yield None
+        source = bytes(layer.pixelData(0, 0, DEEP, DEEP))
+        docker.prompt.setPlainText(f"deep {depth}")
+        docker.strength.setValue(60)
+        docker.steps.setValue(6)
+        docker.generate_button.click()
+        name = f"deep {depth} [seed 9]"
+        yield Wait(lambda deep=deep, name=name: deep.nodeByName(name) is not None, 120, f"the {depth} result")
+        out = deep.nodeByName(name)
+        pixels = bytes(out.pixelData(0, 0, DEEP, DEEP))
+        RUN.check(
+            f"{depth} document: result in the document's depth, differs from the source, source untouched",
+            out.colorDepth() == depth
+            and len(pixels) == DEEP * DEEP * bytes_per_pixel
+            and pixels != source
+            and bytes(layer.pixelData(0, 0, DEEP, DEEP)) == source
+            and finite(pixels, depth),
+            f"{out.colorDepth()} profile {deep.colorProfile()}",
+        )
+        deep.setModified(False)
+        deep.close()
+        yield None
+
+    # (e) a colour model Sfumato does not paint in is refused with what to do, and nothing is sent
+    grey = app.createDocument(64, 64, "sfumato-grey", "GRAYA", "U8", "", 300.0)
+    app.activeWindow().addView(grey)
+    yield Wait(lambda: app.activeDocument() == grey, 10, "the grey document to become active")
     sent_before = len(ctl.client.tracker.jobs)
     docker.generate_button.click()
     yield None
     RUN.check(
-        "16-bit document refused with what to do",
-        "8-bit RGBA" in docker.message.text() and len(ctl.client.tracker.jobs) == sent_before,
+        "grey document refused with what to do",
+        "Convert Image Color Space" in docker.message.text() and len(ctl.client.tracker.jobs) == sent_before,
         docker.message.text(),
     )
     RUN.write()

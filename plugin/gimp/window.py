@@ -1,0 +1,255 @@
+"""The Sfumato window: a non-modal GTK 3 window beside the canvas, bound to the image it was opened from.
+
+No selection → the selected layer is restyled; a selection → it is repainted (inpainting), soft
+selections included — the same rule as Krita's docker, decided by plugin.core. The window lives as
+long as its plug-in process: the network runs on its own thread, events arrive through GLib's main
+loop, and GIMP's UI never waits on either. Closing the window cancels what is still running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("GimpUi", "3.0")
+gi.require_version("Gtk", "3.0")
+from gi.repository import Gimp, GimpUi, GLib, Gtk  # noqa: E402
+
+from sfumato.plugin.core.client import ConnectionChanged  # noqa: E402
+from sfumato.plugin.core.controller import Controller  # noqa: E402
+from sfumato.plugin.core.jobs import TrackedJob  # noqa: E402
+from sfumato.plugin.core.requests import GenerationParams  # noqa: E402
+from sfumato.protocol import MAX_STEPS, SCHEDULERS, JobState, PreviewSettings, Submit  # noqa: E402
+
+from . import glib  # noqa: E402
+from .bridge import Bridge  # noqa: E402
+from .document import GimpDocument  # noqa: E402
+from .formats import UnsupportedImage  # noqa: E402
+from .params import MAX_BATCH, MAX_SEED  # noqa: E402
+from .settings import Settings  # noqa: E402
+
+log = logging.getLogger(__name__)
+TEST_ENV = "SFUMATO_GIMP_TEST_WINDOW"  # a result file: arms the in-GIMP self-test (tests/gimp)
+
+STATES = {"connected": "Connected", "connecting": "Connecting…", "disconnected": "Disconnected", "failed": "Refused"}
+
+
+def _spin(lo: float, hi: float, step: float, value: float, digits: int = 0) -> Any:
+    spin = Gtk.SpinButton.new_with_range(lo, hi, step)
+    spin.set_digits(digits)
+    spin.set_value(value)
+    return spin
+
+
+class SfumatoWindow:
+    def __init__(self, image: Any) -> None:
+        self.image = image
+        self.folder = Path(Gimp.directory())
+        self.settings = Settings.load(self.folder)
+        self.bridge = Bridge(glib.post)
+        self.controller: Controller | None = None
+        self.last_error = ""
+        s = self.settings
+
+        self.window = Gtk.Window(title=f"Sfumato — {image.get_name()}")
+        self.window.set_default_size(360, -1)
+        self.window.connect("destroy", self._closed)
+        grid = Gtk.Grid(row_spacing=6, column_spacing=8, margin=10)
+        self.window.add(grid)
+
+        self.status = Gtk.Label(label="Connecting…", xalign=0, wrap=True)
+        self.server = Gtk.Entry(text=s.server_url, hexpand=True)
+        self.token = Gtk.Entry(text=s.token, visibility=False)
+        self.connect_button = Gtk.Button(label="Connect")
+        self.connect_button.connect("clicked", lambda _b: self.reconnect())
+        self.model = Gtk.ComboBoxText()
+        self.prompt = Gtk.TextView(wrap_mode=Gtk.WrapMode.WORD_CHAR)
+        prompt_box = Gtk.ScrolledWindow(min_content_height=60)
+        prompt_box.add(self.prompt)
+        self.negative = Gtk.Entry(text=s.negative_prompt, placeholder_text="What to avoid")
+        self.strength = Gtk.Scale.new_with_range(Gtk.Orientation.HORIZONTAL, 0.0, 1.0, 0.01)
+        self.strength.set_value(s.strength)
+        self.strength.set_digits(2)
+        self.steps = _spin(1, MAX_STEPS, 1, s.steps)
+        self.guidance = _spin(0, 30, 0.5, s.guidance, 1)
+        self.sampler = Gtk.ComboBoxText()
+        for name in SCHEDULERS:
+            self.sampler.append(name, name)
+        self.sampler.set_active_id(s.scheduler if s.scheduler in SCHEDULERS else SCHEDULERS[0])
+        self.seed = _spin(0, MAX_SEED, 1, 0)
+        self.random_seed = Gtk.CheckButton(label="random", active=True)
+        self.batch = _spin(1, MAX_BATCH, 1, s.batch_size)
+        self.generate_button = Gtk.Button(label="Generate")
+        self.generate_button.connect("clicked", lambda _b: self.generate())
+        self.cancel_button = Gtk.Button(label="Cancel")
+        self.cancel_button.connect("clicked", lambda _b: self.cancel())
+        self.progress = Gtk.ProgressBar(show_text=True)
+        self.queue = Gtk.Label(label="", xalign=0)
+        self.message = Gtk.Label(label="", xalign=0, wrap=True, selectable=True)
+        self.message.get_style_context().add_class("error")
+
+        seed_row = Gtk.Box(spacing=6)
+        seed_row.pack_start(self.seed, True, True, 0)
+        seed_row.pack_start(self.random_seed, False, False, 0)
+        buttons = Gtk.Box(spacing=6, homogeneous=True)
+        buttons.pack_start(self.generate_button, True, True, 0)
+        buttons.pack_start(self.cancel_button, True, True, 0)
+        rows: list[tuple[str, Any]] = [
+            ("", self.status),
+            ("Server", self.server),
+            ("Token", self.token),
+            ("", self.connect_button),
+            ("Model", self.model),
+            ("Prompt", prompt_box),
+            ("Negative", self.negative),
+            ("Strength", self.strength),
+            ("Steps", self.steps),
+            ("Guidance", self.guidance),
+            ("Sampler", self.sampler),
+            ("Seed", seed_row),
+            ("Batch", self.batch),
+            ("", buttons),
+            ("", self.progress),
+            ("", self.queue),
+            ("", self.message),
+        ]
+        for i, (label, widget) in enumerate(rows):
+            if label:
+                grid.attach(Gtk.Label(label=label, xalign=1), 0, i, 1, 1)
+                grid.attach(widget, 1, i, 1, 1)
+            else:
+                grid.attach(widget, 0, i, 2, 1)
+        self.reconnect()
+        self.window.show_all()
+        self.refresh()
+
+    # ------------------------------------------------------------------ actions (main loop)
+
+    def reconnect(self) -> None:
+        self.settings.server_url = self.server.get_text().strip()
+        self.settings.token = self.token.get_text()
+        if self.controller is not None:
+            self.controller.cancel()
+        client = self.bridge.start(self.settings.server_url, self.settings.token, self._on_event)
+        self.controller = Controller(client, self.bridge.schedule, self.refresh, job_prefix="gimp")
+        self.refresh()
+
+    def params(self) -> GenerationParams:
+        buffer = self.prompt.get_buffer()
+        return GenerationParams(
+            model=self.model.get_active_id() or self.settings.model,
+            prompt=buffer.get_text(buffer.get_start_iter(), buffer.get_end_iter(), False),
+            negative_prompt=self.negative.get_text(),
+            strength=round(self.strength.get_value(), 2),
+            steps=self.steps.get_value_as_int(),
+            guidance=self.guidance.get_value(),
+            seed=None if self.random_seed.get_active() else self.seed.get_value_as_int(),
+            scheduler=self.sampler.get_active_id() or SCHEDULERS[0],
+            batch_size=self.batch.get_value_as_int(),
+            preview=PreviewSettings(enabled=True),
+        )
+
+    def generate(self) -> Submit | None:
+        self.last_error = ""
+        submit = None
+        if not self.image.is_valid():
+            self.last_error = "The image this window belongs to was closed; open Sfumato from another image."
+        elif self.controller is None or self.controller.connection.state != "connected":
+            self.last_error = "Not connected to the Sfumato backend: start it with ./install/start."
+        else:
+            layers = list(self.image.get_selected_layers())
+            try:
+                if len(layers) != 1:
+                    raise UnsupportedImage("select exactly one layer")
+                doc = GimpDocument(self.image, layers[0])
+                doc.check()
+                self._save_settings()
+                submit = self.controller.generate(doc, self.params())
+            except UnsupportedImage as exc:
+                self.last_error = str(exc)
+            except Exception as exc:  # plain words in the window rather than a traceback
+                log.exception("generate failed")
+                self.last_error = f"Could not start: {exc}"
+        self.refresh()
+        return submit
+
+    def cancel(self) -> list[str]:
+        return self.controller.cancel() if self.controller is not None else []
+
+    def _on_event(self, event: Any, job: TrackedJob | None) -> None:
+        if self.controller is not None:
+            self.controller.handle(event, job)  # calls refresh through on_change
+
+    def _save_settings(self) -> None:
+        s = self.settings
+        s.strength, s.steps = round(self.strength.get_value(), 2), self.steps.get_value_as_int()
+        s.guidance = self.guidance.get_value()
+        s.scheduler = self.sampler.get_active_id() or s.scheduler
+        s.batch_size, s.negative_prompt = self.batch.get_value_as_int(), self.negative.get_text()
+        s.model = self.model.get_active_id() or s.model
+        try:
+            s.save(self.folder)
+        except OSError as exc:
+            log.warning("could not save the settings: %s", exc)
+
+    def _closed(self, _window: Any) -> None:
+        self.cancel()
+        self.bridge.stop()
+        Gtk.main_quit()
+
+    # ------------------------------------------------------------------ view
+
+    def refresh(self) -> None:
+        controller = self.controller
+        conn = controller.connection if controller is not None else ConnectionChanged("disconnected")
+        welcome = conn.welcome
+        text = STATES.get(conn.state, conn.state)
+        if welcome is not None and conn.state == "connected":
+            text += f" — {welcome.device}"
+        if conn.detail and conn.state != "connected":
+            text += f": {conn.detail}"
+        self.status.set_text(text)
+        if welcome is not None:
+            self.batch.get_adjustment().set_upper(welcome.limits.max_batch)
+            if not self.model.get_active_id():
+                for m in welcome.models:
+                    if m.kind == "checkpoint":
+                        self.model.append(m.id, m.label or m.id)
+                if not self.model.set_active_id(self.settings.model):
+                    self.model.set_active(0)
+        jobs = controller.active_jobs() if controller is not None else []
+        running = [j for j in jobs if j.state == JobState.RUNNING]
+        if running:
+            job = running[0]
+            self.progress.set_fraction(job.fraction)
+            self.progress.set_text(f"step {job.step} of {job.total}")
+        else:
+            self.progress.set_fraction(0.0)
+            self.progress.set_text("")
+        queued = [j.position for j in jobs if j.state == JobState.QUEUED and j.position is not None]
+        if queued:
+            self.queue.set_text(f"{len(jobs)} job(s); next in queue at position {min(queued) + 1}")
+        else:
+            self.queue.set_text(f"{len(jobs)} job(s) running" if jobs else "")
+        self.cancel_button.set_sensitive(bool(jobs))
+        self.generate_button.set_sensitive(self.image.is_valid())
+        notes = [self.last_error] if self.last_error else []
+        if controller is not None and controller.messages:
+            notes.append(controller.messages[-1])
+        self.message.set_text("\n".join(notes))
+
+
+def run_window(image: Any) -> None:
+    """Open the window and run GTK's main loop until it is closed (the plug-in process lives that long)."""
+    GimpUi.init("sfumato")
+    window = SfumatoWindow(image)
+    if os.environ.get(TEST_ENV):
+        from . import selftest
+
+        GLib.idle_add(selftest.start, window)
+    Gtk.main()
