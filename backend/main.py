@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 
 def build_engine(config: Config) -> Engine:
+    from .quiet import quiet_libraries
+
+    quiet_libraries()
     from .engine import Engine
     from .models.catalogue import Catalogue
 
@@ -26,6 +29,25 @@ def build_engine(config: Config) -> Engine:
     return Engine(
         catalogue, config.device, config.precision, int(config.model_memory_gib * (1 << 30)), config.allow_download
     )
+
+
+def banner(config: Config, engine: Engine, url: str) -> str:
+    """What a painter needs to know next, in a few lines."""
+    models = engine.models()
+    checkpoints = [m for m in models if m.kind == "checkpoint" and not m.test]
+    controlnets = [m for m in models if m.kind == "controlnet" and not m.test]
+    device = engine.device_label()
+    lines = [f"  device:  {device}" + ("  (no GPU found: real models will be slow)" if device == "cpu" else "")]
+    if checkpoints:
+        lines.append(f"  models:  {len(checkpoints)} checkpoints, {len(controlnets)} ControlNets (`sfumato models`)")
+    else:
+        lines.append("  models:  only builtin:tiny, a test model with random weights: it paints noise")
+        lines.append("           add yours with --models ~/stable-diffusion-webui/models (A1111 or ComfyUI folders)")
+    lines.append(f"  Krita:   Settings > Dockers > Sfumato, server {url} (restart Krita after the first install)")
+    if config.token:
+        lines.append("  token:   editors must give the token set with --token / SFUMATO_TOKEN")
+    lines.append("  stop:    Ctrl+C (running jobs are cancelled and every editor is told)")
+    return "\n".join(lines)
 
 
 def add_server_arguments(p: argparse.ArgumentParser) -> None:
@@ -81,9 +103,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
 async def serve(config: Config) -> None:
     from .server.app import Server
 
-    server = Server(config, build_engine(config))
+    engine = build_engine(config)
+    server = Server(config, engine)
     await server.start()
-    print(f"listening on {server.url}", flush=True)
+    print(f"listening on {server.url}", flush=True)  # the first line: scripts and tests wait for it
+    print(banner(config, engine, server.url), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

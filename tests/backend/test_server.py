@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import subprocess
 import sys
@@ -453,3 +454,32 @@ async def test_a_dropped_editor_expires_after_the_ttl(engine: Any) -> None:
         await ws2.send(encode(Hello(version=PROTOCOL_VERSION, client="raw", resume=editor.session_id)))
         assert not (await next_of(ws2, Welcome)).resumed
         await ws2.close()
+
+
+def test_the_terminal_says_what_to_do_next_and_nothing_else(tmp_path: Path) -> None:
+    env = {**os.environ, "SFUMATO_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    for key in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        env.pop(key, None)  # the backend must quiet the libraries itself
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sfumato.backend", "--port", "0", "--device", "cpu"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    try:
+        lines = []
+        for line in proc.stdout:  # the first start also writes the built-in model: the noisiest moment
+            lines.append(line.rstrip("\n"))
+            if line.startswith("  stop:"):
+                break
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    start = next(i for i, line in enumerate(lines) if line.startswith("listening on ws://"))
+    assert start == 0, f"noise before the first line: {lines[:start]}"
+    banner = "\n".join(lines)
+    assert "builtin:tiny" in banner and "paints noise" in banner and "--models" in banner
+    assert "Settings > Dockers > Sfumato" in banner
+    assert "websockets.server" not in banner
