@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -83,6 +85,20 @@ def _chroot_dir(editor: Editor) -> Path:
     return Path(path.stdout.strip())
 
 
+def free_display() -> int:
+    """An X display number no X server uses, in any chroot: ``xvfb-run -a`` looks only at its own /tmp,
+    but X servers listen on abstract sockets, which the host and its chroots share."""
+    for number in random.Random().sample(range(200, 5000), 200):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(f"\0/tmp/.X11-unix/X{number}")
+            except OSError:
+                continue
+        if not Path(f"/tmp/.X{number}-lock").exists():
+            return number
+    raise RuntimeError("no free X display number")
+
+
 def _install(profile: Path) -> None:
     """Sfumato as a painter installs it, plus the test-only scenario plugin beside it."""
     resources, kritarc = profile / "data" / "krita", profile / "config" / "kritarc"
@@ -136,7 +152,8 @@ def _run_scenario(editor: Editor, backend_url: str, tmp_path: Path, sabotage: st
         "SFUMATO_KRITA_SERVER": backend_url,  # the chroot shares the host's network
         "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",  # Krita's sys.executable must not be our venv
     }
-    krita = ["timeout", "-k", "10", str(TIMEOUT_S), "xvfb-run", "-a", "-s", "-screen 0 1280x1024x24 -nolisten tcp"]
+    xvfb = ["xvfb-run", "-n", str(free_display()), "-s", "-screen 0 1280x1024x24 -nolisten tcp"]
+    krita = ["timeout", "-k", "10", str(TIMEOUT_S), *xvfb]
     krita += ["krita", "--nosplash"]
     if editor.chroot is None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))} | env
