@@ -12,8 +12,8 @@ from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
-else:  # pragma: no cover - Python 3.10
-    tomllib = None
+else:  # pragma: no cover - Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
 
 
 MIN_TOKEN_CHARS = 16  # off loopback: a token anyone on the network could guess protects nothing
@@ -127,8 +127,6 @@ def load_config(file: Path | None = None, env: dict[str, str] | None = None, **f
     values: dict[str, Any] = {}
     path = file if file is not None else user_config_dir() / "config.toml"
     if path.is_file():
-        if tomllib is None:
-            raise ConfigError("reading config.toml needs Python 3.11+")
         try:
             data = tomllib.loads(path.read_text())
         except (OSError, ValueError) as exc:

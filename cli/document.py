@@ -115,16 +115,11 @@ def composite(base: np.ndarray, layer: Image, rect: Rect) -> np.ndarray:
     Pixels where the layer's alpha is 0 are copied from ``base`` untouched, bit for bit.
     """
     out = base.copy()
-    top = np.frombuffer(layer.data, np.uint8).reshape(rect.h, rect.w, 4).astype(np.float32) / 255
     region = out[rect.y : rect.bottom, rect.x : rect.right]
-    dst = region.astype(np.float32) / 255
-    ta, da = top[..., 3:], dst[..., 3:]
-    oa = ta + da * (1 - ta)
-    rgb = (top[..., :3] * ta + dst[..., :3] * da * (1 - ta)) / np.maximum(oa, 1e-6)
-    blended = np.clip(np.rint(np.concatenate([rgb, oa], axis=-1) * 255), 0, 255).astype(np.uint8)
-    keep = top[..., 3] <= 0
-    blended[keep] = region[keep]
-    out[rect.y : rect.bottom, rect.x : rect.right] = blended
+    top = PILImage.frombytes("RGBA", (rect.w, rect.h), layer.data)
+    blended = np.asarray(PILImage.alpha_composite(PILImage.fromarray(region, mode="RGBA"), top))
+    keep = np.frombuffer(layer.data, np.uint8).reshape(rect.h, rect.w, 4)[..., 3] == 0
+    out[rect.y : rect.bottom, rect.x : rect.right] = np.where(keep[..., None], region, blended)  # bit for bit
     return out
 
 
