@@ -1,4 +1,4 @@
-"""Imports flow one way: protocol ← backend; protocol ← plugin.core ← plugin.krita. Checked on the source."""
+"""Imports flow one way: protocol ← backend; protocol ← plugin.core ← plugin.krita, plugin.gimp."""
 
 from __future__ import annotations
 
@@ -46,9 +46,25 @@ def test_plugin_core_needs_no_qt_krita_or_backend() -> None:
     bad = _violations(
         "plugin/core",
         {"msgpack", "websockets"},
+        ("sfumato.backend", "sfumato.plugin.krita", "sfumato.plugin.gimp", "sfumato.cli", "PyQt", "krita", "gi"),
+    )
+    assert not bad, bad
+
+
+def test_plugin_gimp_needs_only_gi_core_and_protocol() -> None:
+    bad = _violations(
+        "plugin/gimp",
+        {"gi", "msgpack", "websockets"},
         ("sfumato.backend", "sfumato.plugin.krita", "sfumato.cli", "PyQt", "krita"),
     )
     assert not bad, bad
+
+
+def test_only_the_gimp_facing_modules_import_gi() -> None:
+    with_gi = {
+        Path(f).name for f, names in imports_of("plugin/gimp").items() if any(n.split(".")[0] == "gi" for n in names)
+    }
+    assert with_gi <= {"document.py", "glib.py", "plugin.py", "window.py"}, with_gi
 
 
 def test_backend_never_imports_editors() -> None:
@@ -56,7 +72,7 @@ def test_backend_never_imports_editors() -> None:
         f"{f}: {n}"
         for f, names in imports_of("backend").items()
         for n in names
-        if n.startswith(("sfumato.plugin", "sfumato.cli", "PyQt", "krita"))
+        if n.startswith(("sfumato.plugin", "sfumato.cli", "PyQt", "krita", "gi"))
     ]
     assert not bad, bad
 
@@ -71,7 +87,7 @@ def test_only_the_qt_shim_imports_qt() -> None:
     assert not bad, bad
 
 
-@pytest.mark.parametrize("module", ["sfumato.protocol", "sfumato.plugin.core.client"])
+@pytest.mark.parametrize("module", ["sfumato.protocol", "sfumato.plugin.core.client", "sfumato.plugin.gimp.job"])
 def test_importing_light_modules_loads_nothing_heavy(module: str) -> None:
     import subprocess
 

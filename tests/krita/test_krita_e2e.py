@@ -159,16 +159,15 @@ def _run_scenario(editor: Editor, backend_url: str, tmp_path: Path, sabotage: st
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))} | env
         command = krita
     else:
-        command = ["chroot", str(root), "env", "-i", *(f"{k}={v}" for k, v in env.items()), *krita]
-        subprocess.run(["bash", str(CHROOTS), "--mount", editor.chroot], check=True)
+        # /proc and /dev are mounted in a private mount namespace that ends with Krita: no other run (a
+        # GIMP test in the same chroot) can unmount them from under it, and nothing is left mounted.
+        enter = f'bash {CHROOTS} --mount {editor.chroot} >/dev/null && exec chroot "$@"'
+        command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", enter, "sh", str(root)]
+        command += ["env", "-i", *(f"{k}={v}" for k, v in env.items()), *krita]
     log = tmp_path / "krita.log"
     started = time.monotonic()
-    try:
-        with log.open("w") as out:
-            proc = subprocess.run(command, env=env if editor.chroot is None else None, stdout=out, stderr=out)
-    finally:
-        if editor.chroot is not None:
-            subprocess.run(["bash", str(CHROOTS), "--umount", editor.chroot], check=True)
+    with log.open("w") as out:
+        proc = subprocess.run(command, env=env if editor.chroot is None else None, stdout=out, stderr=out)
     seconds = time.monotonic() - started
     tail = log.read_text(errors="replace")[-4000:]
     assert result.exists(), f"{editor.label} wrote no result (exit {proc.returncode}); its output:\n{tail}"

@@ -1,6 +1,7 @@
-"""The in-GIMP window test, armed only when SFUMATO_GIMP_TEST_WINDOW names a result file (see tests/gimp/).
+"""The in-GIMP window test: loaded into the Sfumato window's plug-in process through SFUMATO_GIMP_TEST_HOOK.
 
-It drives the window through its own widgets — the Connect, Generate and Cancel buttons — against a
+Test-only, never shipped (test_gimp_e2e.py copies it next to the throwaway profile). It drives the
+window through its own widgets — the Connect, Generate and Cancel buttons — against a
 real backend, checks the image, writes a JSON result file (judged by the test, never GIMP's exit
 code), saves a screenshot and closes the window. Steps run as a generator polled by a GLib timer,
 so GIMP and the network keep running while the test waits.
@@ -18,11 +19,12 @@ from typing import Any
 
 import gi
 
+gi.require_version("Gimp", "3.0")
 gi.require_version("Gdk", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gdk, Gegl, Gimp, GLib  # noqa: E402
 
-from .document import PREVIEW_LAYER  # noqa: E402
+from sfumato.plugin.gimp.document import PREVIEW_LAYER  # noqa: E402
 
 OUT = os.environ.get("SFUMATO_GIMP_TEST_WINDOW", "")
 SERVER = os.environ.get("SFUMATO_GIMP_TEST_SERVER", "")
@@ -134,6 +136,12 @@ def scenario(win: Any, run: Run) -> Iterator[Wait | None]:
     run.check("connected, models listed", win.model.get_active_id() == "builtin:tiny", win.status.get_text())
 
     src = image.get_layer_by_name("Paint")
+    run.check(
+        "Filters > Sfumato > Restyle Layer… (its dialog, OK) added its layer above the source",
+        names(image)[:2] == ["from the menu [seed 3]", "Paint"],
+        names(image),
+    )
+    image.get_layer_by_name("from the menu [seed 3]").set_visible(False)  # it covers what comes next
     image.set_selected_layers([src])
     source_before = pixels(src)
     layers_before = names(image)
@@ -216,7 +224,10 @@ def scenario(win: Any, run: Run) -> Iterator[Wait | None]:
     run.check("cancel: the job is cancelled, early", job.state.value == "cancelled" and job.step < job.total, job.step)
     yield Wait(lambda: image.get_layer_by_name(PREVIEW_LAYER) is None, 5, "the preview layer to go")
     run.check("cancel: no new layer, preview layer gone", names(image) == layers_mid, names(image))
-    run.check("no stray layers", names(image) == ["a fox [seed 9]", "a test [seed 7]", *layers_before], names(image))
+    expected = ["from the menu [seed 3]", "a fox [seed 9]", "a test [seed 7]", "Paint", "Background"]
+    run.check(
+        "no stray layers", names(image) == expected and layers_before == [expected[0], *expected[3:]], names(image)
+    )
 
     # (d) what cannot be done is said in plain words, nothing is sent
     image.set_selected_layers([src, result])

@@ -1,0 +1,292 @@
+"""plugin.gimp's pure parts on the host, without GIMP or ``gi``: arguments, formats, and a whole job.
+
+``job.generate_and_wait`` runs here exactly as inside GIMP, on a small stand-in for GLib's main
+loop, against a real backend; the document is a plain-bytes fake that records which thread touched it.
+"""
+
+from __future__ import annotations
+
+import queue
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "portable"))
+from core_checks import ListDocument
+
+from sfumato.plugin.core.jobs import TrackedJob
+from sfumato.plugin.gimp import formats, params
+from sfumato.plugin.gimp.job import Outcome, generate_and_wait
+from sfumato.plugin.gimp.params import INPAINT, RESTYLE, BadArguments, request_from
+from sfumato.plugin.gimp.settings import Settings
+from sfumato.protocol import DEFAULT_MODEL, DEFAULT_STRENGTH, INPAINT_STRENGTH, SCHEDULERS, Image, PixelFormat, Rect
+
+ROOT = Path(__file__).resolve().parents[2]
+GIMP_PACKAGE = ROOT / "plugin" / "gimp"
+
+# ---------------------------------------------------------------------------- arguments
+
+
+def test_defaults_give_the_protocol_defaults_and_a_random_seed() -> None:
+    r = request_from(RESTYLE, {})
+    assert (r.task, r.server_url, r.token) == (RESTYLE, params.DEFAULT_SERVER, "")
+    p = r.params
+    assert (p.model, p.strength, p.seed, p.batch_size, p.preview.enabled) == (
+        DEFAULT_MODEL,
+        DEFAULT_STRENGTH,
+        None,
+        1,
+        True,
+    )
+    assert request_from(INPAINT, {}).params.strength == INPAINT_STRENGTH  # a selection to repaint: a new picture
+
+
+def test_every_argument_reaches_the_request() -> None:
+    values = {
+        "server-url": " ws://10.0.0.2:9000 ",
+        "token": "t" * 20,
+        "model": "Stable-diffusion/x",
+        "prompt": "a fox",
+        "negative-prompt": "blur",
+        "strength": 0.35,
+        "steps": 12,
+        "guidance": 4.5,
+        "sampler": "ddim",
+        "seed": 42,
+        "batch": 3,
+    }
+    r = request_from(RESTYLE, values, previews=False)
+    p = r.params
+    assert (r.server_url, r.token) == ("ws://10.0.0.2:9000", "t" * 20)
+    assert (p.model, p.prompt, p.negative_prompt, p.strength, p.steps, p.guidance) == (
+        "Stable-diffusion/x",
+        "a fox",
+        "blur",
+        0.35,
+        12,
+        4.5,
+    )
+    assert (p.scheduler, p.seed, p.batch_size, p.preview.enabled) == ("ddim", 42, 3, False)
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        ({"sampler": "nope"}, "sampler: expected one of " + ", ".join(SCHEDULERS)),
+        ({"server-url": "http://x"}, "server-url: expected ws://HOST:PORT"),
+        ({"steps": 0}, "steps: expected 1..200"),
+        ({"batch": 9}, "batch: expected 1..8"),
+        ({"strength": 1.5}, "strength: expected 0..1"),
+    ],
+)
+def test_bad_arguments_are_refused_in_plain_words(values: dict[str, object], words: str) -> None:
+    with pytest.raises(BadArguments, match=words.replace(".", r"\.")):
+        request_from(RESTYLE, values)
+
+
+def test_the_procedures_share_one_argument_table() -> None:
+    restyle, inpaint = params.arguments(RESTYLE), params.arguments(INPAINT)
+    assert [a.name for a in restyle] == [a.name for a in inpaint]
+    assert [a.name for a in restyle] == [
+        "server-url",
+        "token",
+        "model",
+        "prompt",
+        "negative-prompt",
+        "strength",
+        "steps",
+        "guidance",
+        "sampler",
+        "seed",
+        "batch",
+    ]
+    for a in restyle:
+        assert a.kind in ("string", "int", "double")
+        assert a.kind == "string" or a.lo <= a.default <= a.hi, a
+
+
+def test_window_settings_survive_a_round_trip_and_a_broken_file(tmp_path: Path) -> None:
+    assert Settings.load(tmp_path) == Settings()  # no file yet
+    s = Settings(server_url="ws://h:1", token="t", strength=0.3, steps=12, guidance=5, batch_size=2)
+    s.save(tmp_path)
+    assert Settings.load(tmp_path) == s
+    (tmp_path / "sfumato.json").write_text('{"steps": "many", "strength": 1, "unknown": 3, "token": null}')
+    loaded = Settings.load(tmp_path)
+    assert (loaded.steps, loaded.strength, loaded.token) == (Settings().steps, 1.0, "")  # what is wrong is default
+    (tmp_path / "sfumato.json").write_text("{not json")
+    assert Settings.load(tmp_path) == Settings()
+
+
+# ---------------------------------------------------------------------------- formats
+
+
+@pytest.mark.parametrize(
+    ("precision", "wire"),
+    [
+        (100, PixelFormat.RGBA8),  # u8 linear
+        (150, PixelFormat.RGBA8),  # u8 non-linear (GIMP's default)
+        (175, PixelFormat.RGBA8),
+        (200, PixelFormat.RGBA16),
+        (250, PixelFormat.RGBA16),
+        (300, PixelFormat.RGBAF32),  # u32: more than rgba16 holds
+        (500, PixelFormat.RGBAF32),  # half
+        (650, PixelFormat.RGBAF32),  # float
+        (750, PixelFormat.RGBAF32),  # double
+    ],
+)
+def test_each_precision_travels_in_its_own_format(precision: int, wire: str) -> None:
+    assert formats.wire_format(precision) == wire
+    assert formats.BABL[wire].startswith("R'G'B'A ")  # perceptual: what the models were trained on
+
+
+def test_indexed_images_are_refused_with_what_to_do() -> None:
+    formats.check_base_type(formats.RGB)
+    formats.check_base_type(formats.GRAY)
+    with pytest.raises(formats.UnsupportedImage, match=r"Image > Mode > RGB"):
+        formats.check_base_type(formats.INDEXED)
+    with pytest.raises(formats.UnsupportedImage):
+        formats.wire_format(400)
+
+
+# ---------------------------------------------------------------------------- a whole job
+
+
+class Loop:
+    """What GLib's main loop does for job.py: callbacks from any thread, timers, run/quit, on one thread."""
+
+    def __init__(self, limit_s: float = 90.0) -> None:
+        self.calls: queue.Queue[Callable[[], None]] = queue.Queue()
+        self.timers: list[list[object]] = []
+        self.thread: threading.Thread | None = None
+        self.deadline = time.monotonic() + limit_s
+        self.running = False
+
+    def post(self, fn: Callable[[], None]) -> None:
+        self.calls.put(fn)
+
+    def every(self, seconds: float, fn: Callable[[], bool]) -> None:
+        self.timers.append([time.monotonic() + seconds, seconds, fn])
+
+    def run(self) -> None:
+        self.thread, self.running = threading.current_thread(), True
+        while self.running:
+            assert time.monotonic() < self.deadline, "the job never ended"
+            try:
+                self.calls.get(timeout=0.02)()
+            except queue.Empty:
+                pass
+            now = time.monotonic()
+            for timer in list(self.timers):
+                due, every, fn = timer
+                if now >= due:  # type: ignore[operator]
+                    if fn():  # type: ignore[operator]
+                        timer[0] = now + every  # type: ignore[operator]
+                    else:
+                        self.timers.remove(timer)
+
+    def quit(self) -> None:
+        self.running = False
+
+
+class Document(ListDocument):
+    """A 64×64 fake image that checks every call comes from the loop's thread, as GIMP requires."""
+
+    def __init__(self, loop: Loop, selection: Rect | None = None, open_until_submit: bool = False) -> None:
+        super().__init__(selection)
+        self.loop = loop
+        self.previews: list[Rect] = []
+        self.cleared = 0
+        self.progress: list[tuple[str, int]] = []
+        self.wrong_thread: list[str] = []
+        self.open_until_submit = open_until_submit
+
+    def _on_loop(self, what: str) -> None:
+        if threading.current_thread() is not self.loop.thread:
+            self.wrong_thread.append(what)
+
+    def is_open(self) -> bool:
+        return not (self.open_until_submit and self.reads)  # "closed" once its pixels were read
+
+    def read_layer(self, rect: Rect, layer: str | None = None) -> Image:
+        self._on_loop("read_layer")
+        return super().read_layer(rect, layer)
+
+    def show_preview(self, image: Image, rect: Rect) -> None:
+        self._on_loop("show_preview")
+        self.previews.append(rect)
+
+    def clear_preview(self) -> None:
+        self._on_loop("clear_preview")
+        self.cleared += 1
+
+    def insert_result(self, image: Image, rect: Rect, name: str) -> None:
+        self._on_loop("insert_result")
+        super().insert_result(image, rect, name)
+
+
+def _run(doc: Document, loop: Loop, url: str, task: str = RESTYLE, **values: object) -> Outcome:
+    values = {"server-url": url, "steps": 8, "seed": 7, "prompt": "a test", **values}
+
+    def progress(job: TrackedJob) -> None:
+        doc._on_loop("progress")
+        doc.progress.append((job.state.value, job.step))
+
+    return generate_and_wait(doc, request_from(task, values), loop, connect_timeout=2.0, on_progress=progress)
+
+
+def test_a_restyle_lands_its_layers_from_the_main_loop(backend_url: str) -> None:
+    loop = Loop()
+    doc = Document(loop)
+    outcome = _run(doc, loop, backend_url, batch=2)
+    assert outcome.ok, outcome.message
+    assert outcome.layers == ("a test [seed 7]", "a test [seed 8]") and outcome.seeds == (7, 8)
+    assert [(rect, name) for _, rect, name in doc.layers] == [
+        (Rect(x=0, y=0, w=64, h=64), "a test [seed 7]"),
+        (Rect(x=0, y=0, w=64, h=64), "a test [seed 8]"),
+    ]
+    assert all(img.data != doc.pixels for img, _, _ in doc.layers)
+    assert doc.progress, "no progress reported"  # at least `started`; steps are throttled by the backend
+    assert doc.cleared >= 1 and not doc.wrong_thread, doc.wrong_thread
+
+
+def test_an_inpaint_sends_the_selection_and_pastes_inside_it(backend_url: str) -> None:
+    loop = Loop()
+    selection = Rect(x=20, y=24, w=10, h=6)
+    doc = Document(loop, selection)
+    outcome = _run(doc, loop, backend_url, task=INPAINT)
+    assert outcome.ok, outcome.message
+    [(_, rect, name)] = doc.layers
+    assert rect == selection and name == "a test [seed 7]" and not doc.wrong_thread
+
+
+def test_a_result_for_a_closed_image_is_kept_and_reported_never_pasted(backend_url: str) -> None:
+    loop = Loop()
+    doc = Document(loop, open_until_submit=True)
+    outcome = _run(doc, loop, backend_url)
+    assert not outcome.ok and "was closed" in outcome.message
+    assert doc.layers == []
+
+
+def test_the_backends_refusal_comes_back_in_its_words(backend_url: str) -> None:
+    loop = Loop()
+    doc = Document(loop)
+    outcome = _run(doc, loop, backend_url, model="no/such-model")
+    assert not outcome.ok and "unknown_model" in outcome.message and "no/such-model" in outcome.message
+    assert doc.layers == []
+
+
+def test_no_backend_fails_soon_with_what_to_do() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    loop = Loop(limit_s=20)
+    doc = Document(loop)
+    outcome = _run(doc, loop, f"ws://127.0.0.1:{port}")
+    assert not outcome.ok and "cannot reach the Sfumato backend" in outcome.message
+    assert "./install/start" in outcome.message
+    assert doc.reads == []  # nothing was read, nothing sent
