@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import functools
 import random
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from sfumato.protocol import PROTOCOL_VERSION, Hello, Image, Submit, Welcome, decode, encode
@@ -145,3 +147,17 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0, what: str 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+def free_display() -> int:
+    """An X display number no X server uses, in any chroot: ``xvfb-run -a`` looks only at its own /tmp,
+    but X servers listen on abstract sockets, which the host and its chroots share."""
+    for number in random.Random().sample(range(200, 5000), 200):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(f"\0/tmp/.X11-unix/X{number}")
+            except OSError:
+                continue
+        if not Path(f"/tmp/.X{number}-lock").exists():
+            return number
+    raise RuntimeError("no free X display number")

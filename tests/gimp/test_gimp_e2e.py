@@ -31,6 +31,9 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers import free_display  # noqa: E402
+
 CHROOTS = ROOT / "install" / "chroots.sh"
 STATUS = ROOT / ".pytest_cache" / "sfumato-gimp-status"
 SCREENSHOTS = ROOT / "out"
@@ -134,7 +137,8 @@ def _run_gimp(
     work, inside = profile.work, profile.inside
     shutil.copy(Path(__file__).with_name(script), work / f"{name}.py")
     if gui:
-        gimp = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24 -nolisten tcp", "gimp", "--no-splash"]
+        display = str(free_display())  # -a looks only at the chroot's /tmp; X sockets are shared with the host
+        gimp = ["xvfb-run", "-n", display, "-s", "-screen 0 1280x1024x24 -nolisten tcp", "gimp", "--no-splash"]
     else:
         gimp = ["gimp-console", "-i"]
     # proc and dev are mounted (install/chroots.sh --mount) in a mount namespace of this run's own: other

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -38,7 +36,9 @@ TIMEOUT_S = int(os.environ.get("SFUMATO_KRITA_TIMEOUT", "300"))
 NOT_POSSIBLE_HERE = 3  # install/chroots.sh: no root, or no way to get debootstrap
 
 sys.path.insert(0, str(ROOT / "install"))
+sys.path.insert(0, str(ROOT / "tests"))
 import krita as krita_installer  # noqa: E402  (install/krita.py)
+from helpers import free_display  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -83,20 +83,6 @@ def _chroot_dir(editor: Editor) -> Path:
     assert built.returncode == 0, f"install/chroots.sh {editor.chroot} failed:\n{built.stdout}\n{built.stderr}"
     path = subprocess.run(["bash", str(CHROOTS), "--path", editor.chroot], capture_output=True, text=True, check=True)
     return Path(path.stdout.strip())
-
-
-def free_display() -> int:
-    """An X display number no X server uses, in any chroot: ``xvfb-run -a`` looks only at its own /tmp,
-    but X servers listen on abstract sockets, which the host and its chroots share."""
-    for number in random.Random().sample(range(200, 5000), 200):
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind(f"\0/tmp/.X11-unix/X{number}")
-            except OSError:
-                continue
-        if not Path(f"/tmp/.X{number}-lock").exists():
-            return number
-    raise RuntimeError("no free X display number")
 
 
 def _install(profile: Path) -> None:

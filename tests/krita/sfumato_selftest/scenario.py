@@ -285,7 +285,7 @@ def scenario() -> Iterator[Wait | None]:
     docker.generate_button.click()
     ctl = sf.controller
     assert ctl is not None
-    yield Wait(lambda: any(j.state.value == "running" and j.step >= 1 for j in ctl.active_jobs()), 60, "a running job")
+    yield Wait(lambda: any(j.state.value == "running" and j.step >= 1 for j in ctl.active_jobs()), 180, "a running job")
     job = ctl.active_jobs()[0]
     docker.cancel_button.click()
     yield Wait(lambda: not ctl.active_jobs(), 20, "the cancel")
