@@ -125,25 +125,26 @@ class KritaDocument:
 
     def show_preview(self, image: Image, rect: Rect) -> None:
         bgra = preview_to_krita(_scaled_bgra(image, rect.w, rect.h), self.doc.colorDepth(), is_linear(self.doc))
-        if self._preview is None or self.doc.nodeByName(PREVIEW_LAYER) is None:
-            active = self.doc.activeNode()
-            self._preview = self.doc.createNode(PREVIEW_LAYER, "paintlayer")
-            self._preview.setPixelData(bgra, rect.x, rect.y, rect.w, rect.h)
-            self._preview.setLocked(True)  # locked before it appears: adding it may run Qt events
-            self._insert_above_active(self._preview)
-            if active is not None:
-                self.doc.setActiveNode(active)  # painting continues on the painter's layer
+        node = self._preview
+        if node is not None and self.doc.nodeByName(PREVIEW_LAYER) is not None:
+            node.setPixelData(bgra, rect.x, rect.y, rect.w, rect.h)  # a script may paint a locked layer
         else:
-            self._preview.setLocked(False)
-            self._preview.setPixelData(bgra, rect.x, rect.y, rect.w, rect.h)
-        self._preview.setLocked(True)
+            active = self.doc.activeNode()
+            node = self._preview = self.doc.createNode(PREVIEW_LAYER, "paintlayer")
+            node.setPixelData(bgra, rect.x, rect.y, rect.w, rect.h)
+            node.setLocked(True)  # locked before it appears
+            # Adding a layer may run Qt events, the end of this very job among them (clear_preview):
+            self._insert_above_active(node)
+            if self._preview is not node:  # the job ended meanwhile: this preview must not stay behind
+                node.remove()
+            elif active is not None:
+                self.doc.setActiveNode(active)  # painting continues on the painter's layer
         self.doc.refreshProjection()
 
     def clear_preview(self) -> None:
         node = self.doc.nodeByName(PREVIEW_LAYER)
         if node is not None:
-            node.setLocked(False)
-            node.remove()
+            node.remove()  # still locked: never, even for a moment, a layer the painter could paint on
         self._preview = None
         self.doc.refreshProjection()
 
