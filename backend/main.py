@@ -101,7 +101,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 async def serve(config: Config) -> None:
+    from .memory import return_large_blocks
     from .server.app import Server
+
+    return_large_blocks()
 
     engine = build_engine(config)
     server = Server(config, engine)

@@ -1,0 +1,81 @@
+"""The hostile values the mutations set: each is named, so a crash report says which one did it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-"
+NAN, INF = float("nan"), float("inf")
+
+NASTY: list[tuple[str, Any]] = [
+    ("nil", None),
+    ("true", True),
+    ("false", False),
+    ("0", 0),
+    ("-1", -1),
+    ("2^31", 1 << 31),
+    ("2^32", 1 << 32),
+    ("2^63-1", (1 << 63) - 1),
+    ("-2^63", -(1 << 63)),
+    ("2^64-1", (1 << 64) - 1),
+    ("5e-324", 5e-324),
+    ("-5e-324", -5e-324),
+    ("-0.0", -0.0),
+    ("nan", NAN),
+    ("inf", INF),
+    ("-inf", -INF),
+    ("1e308", 1e308),
+    ("0.5", 0.5),
+    ('""', ""),
+    ('"x"', "x"),
+    ("newlines", "a\nb\r\nc"),
+    ("nul", "\x00"),
+    ("emoji", "\U0001f4a5" * 3),
+    ("8001 chars", "A" * 8001),
+    ("60000 chars", "B" * 60000),
+    ("bytes", b"\x00" * 16),
+    ("empty bytes", b""),
+    ("[]", []),
+    ("[nil]", [None]),
+    ("{}", {}),
+    ("{a:1}", {"a": 1}),
+    ("list of 4096", [0] * 4096),
+    ("list of 4097", [0] * 4097),
+    ("map of 4096", {f"k{i}": 0 for i in range(4096)}),
+]
+EXTREME: list[tuple[str, Any]] = [
+    ("5e-324", 5e-324),
+    ("-5e-324", -5e-324),
+    ("1e-310", 1e-310),
+    ("2.2e-308", 2.2250738585072014e-308),
+    ("1e-300", 1e-300),
+    ("-0.0", -0.0),
+    ("0.0", 0.0),
+    ("nan", NAN),
+    ("inf", INF),
+    ("-inf", -INF),
+    ("1e308", 1e308),
+    ("1+ulp", 1.0000000000000002),
+    ("1-ulp", 0.9999999999999999),
+    ("2^64-1", (1 << 64) - 1),
+    ("-2^63", -(1 << 63)),
+    ("2^63-1", (1 << 63) - 1),
+    ("2^32", 1 << 32),
+    ("-1", -1),
+    ("0", 0),
+    ("1", 1),
+]
+TYPES: list[tuple[str, Any]] = [
+    ("unknown", "x-future"),
+    ("empty", ""),
+    ("newline", "submit\n"),
+    ("upper case", "SUBMIT"),
+    ("nil", None),
+    ("int", 1),
+    ("bytes", b"submit"),
+    ("list", ["submit"]),
+    ("1000 chars", "t" * 1000),
+    ("60000 chars", "T" * 60000),
+    ("65536 chars", "T" * 65536),
+    ("65537 chars", "T" * 65537),
+]
