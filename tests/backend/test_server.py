@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import itertools
 
-from helpers import Recorder, aio, connected_client, next_of, pattern_rgba, raw_client, running_server, submit
+from helpers import Recorder, aio, connected_client, next_of, pattern_rgba, raw_client, running_server, submit, until
 
 from sfumato.backend.config import Config, ConfigError
 from sfumato.protocol import (
@@ -161,11 +161,7 @@ async def test_results_finished_while_away_are_replayed(engine: Any) -> None:
         await ws.close()
         editor = next(e for e in server.hub.editors.values() if "away" in e.jobs)
         session = editor.session_id
-        for _ in range(200):
-            if "away" in editor.undelivered:
-                break
-            await asyncio.sleep(0.05)
-        assert "away" in editor.undelivered
+        await until(lambda: "away" in editor.undelivered, 10, "the away editor's result to be kept")
         ws2 = await connect(server.url, max_size=None, compression=None)
         await ws2.send(encode(Hello(version=PROTOCOL_VERSION, client="raw", resume=session)))
         welcome = await next_of(ws2, Welcome)
@@ -173,8 +169,7 @@ async def test_results_finished_while_away_are_replayed(engine: Any) -> None:
         assert (await next_of(ws2, JobStatus)).state == "done"
         assert (await next_of(ws2, Result)).job_id == "away"
         await ws2.close()
-        await asyncio.sleep(0.1)
-        assert "away" not in editor.undelivered  # delivered, so forgotten
+        await until(lambda: "away" not in editor.undelivered, 10, "the delivered result to be forgotten")
 
 
 @aio
@@ -206,11 +201,7 @@ async def test_a_stalled_editor_does_not_delay_others_and_is_closed(engine: Any)
         await c.submit(submit("h0", steps=8, strength=1.0))
         await rec.wait_for(Result, "h0", timeout=60)
         editor = next(e for e in server.hub.editors.values() if e.name == "stalled")
-        for _ in range(200):
-            if editor.session is None:
-                break
-            await asyncio.sleep(0.05)
-        assert editor.session is None, "the stalled editor was disconnected after the send timeout"
+        await until(lambda: editor.session is None, 10, "the stalled editor to be disconnected after the send timeout")
         assert sum(len(f) for f in editor.undelivered.values()) <= 12 * (1 << 20) + 4096  # kept for resume only
         stalled.transport.resume_reading()
         await stalled.close()
@@ -443,11 +434,7 @@ async def test_a_dropped_editor_expires_after_the_ttl(engine: Any) -> None:
         await next_of(ws, Started)
         editor = next(e for e in server.hub.editors.values() if "busy" in e.jobs)
         await ws.close()
-        for _ in range(100):
-            if editor.session_id not in server.hub.editors:
-                break
-            await asyncio.sleep(0.1)
-        assert editor.session_id not in server.hub.editors
+        await until(lambda: editor.session_id not in server.hub.editors, 10, "the dropped editor to expire")
         assert editor.jobs["later"].state.value == "cancelled"  # queued: removed at once
         assert editor.jobs["busy"].cancel.is_set()  # running: stops at its next step
         ws2 = await connect(server.url)
