@@ -95,6 +95,10 @@ class Client:
     async def request_status(self) -> None:
         await self._send(GetStatus())
 
+    def closing(self) -> bool:
+        """Whether :meth:`close` was called (a method: the flag changes while run() awaits)."""
+        return self._stopping
+
     async def close(self) -> None:
         self._stopping = True
         if self._transport is not None:
@@ -121,7 +125,7 @@ class Client:
                 detail = str(exc) or type(exc).__name__
             self._connected.clear()
             self._transport = None
-            if self._stopping:
+            if self.closing():
                 break
             self._set_state("disconnected", detail)
             await asyncio.sleep(delay)
