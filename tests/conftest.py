@@ -28,29 +28,7 @@ def engine(model_cache: Path) -> Any:
 @pytest.fixture(scope="session")
 def backend_url(model_cache: Path) -> Any:
     """A real backend in its own process (`python -m sfumato.backend --port 0`), as a painter runs it."""
-    import subprocess
-    import sys
+    from helpers import backend_process
 
-    env = {**os.environ, "SFUMATO_CACHE_DIR": str(model_cache), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sfumato.backend", "--port", "0", "--device", "cpu"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout is not None
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("listening on "):
-            break
-    else:
-        raise RuntimeError("the backend did not start:\n" + "".join(lines))
-    url = line.split()[-1]
-    import threading
-
-    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # keep the pipe drained
-    yield url
-    proc.terminate()
-    proc.wait(30)
+    with backend_process(model_cache) as (url, _):
+        yield url

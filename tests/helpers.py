@@ -8,7 +8,7 @@ import functools
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +161,37 @@ def free_display() -> int:
         if not Path(f"/tmp/.X{number}-lock").exists():
             return number
     raise RuntimeError("no free X display number")
+
+
+@contextlib.contextmanager
+def backend_process(cache: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, Any]]:
+    """``python -m sfumato.backend --port 0 --device cpu ARGS`` in its own process, as a painter runs it.
+
+    Yields its URL and the process once it printed ``listening on``; its output is drained meanwhile."""
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    full_env = {**os.environ, "SFUMATO_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1", **(env or {})}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sfumato.backend", "--port", "0", "--device", "cpu", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=full_env,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("listening on "):
+                break
+        else:
+            raise RuntimeError("the backend did not start:\n" + "".join(lines))
+        threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
+        yield line.split()[-1], proc
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -10,10 +10,7 @@ its own. The bound is the one the README's "Reliability" section states:
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,7 @@ import msgpack
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import aio, raw_client, submit
+from helpers import aio, backend_process, raw_client, submit
 
 from sfumato.protocol import Image, JobError, Queued, Result, decode, encode
 
@@ -52,30 +49,9 @@ def _status(pid: int) -> dict[str, int]:
 
 @pytest.fixture
 def backend(model_cache: Path) -> Iterator[tuple[str, int]]:
-    env = {**os.environ, "SFUMATO_CACHE_DIR": str(model_cache), "HF_HUB_OFFLINE": "1"}
-    env.update({f"SFUMATO_{k.upper()}": str(v) for k, v in SETTINGS.items()})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sfumato.backend", "--port", "0", "--device", "cpu"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout is not None
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("listening on "):
-            break
-    else:
-        raise RuntimeError("the backend did not start:\n" + "".join(lines))
-    stdout = proc.stdout
-    threading.Thread(target=lambda: [None for _ in stdout], daemon=True).start()
-    try:
-        yield line.split()[-1], proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    settings = {f"SFUMATO_{k.upper()}": str(v) for k, v in SETTINGS.items()}
+    with backend_process(model_cache, env=settings) as (url, proc):
+        yield url, proc.pid
 
 
 def _largest_submit_frame() -> bytes:

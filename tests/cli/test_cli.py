@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -13,6 +12,9 @@ from typing import NoReturn
 import numpy as np
 import pytest
 from PIL import Image as PILImage
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers import backend_process
 
 from sfumato.backend.config import Config
 from sfumato.cli import main as cli_main
@@ -312,28 +314,9 @@ def test_the_embedded_backends_configured_limit_is_checked_before_it_starts(
 @pytest.fixture(scope="module")
 def small_backend_url(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A backend in its own process that accepts images of at most 4000 pixels."""
-    env = {
-        **os.environ,
-        "SFUMATO_CACHE_DIR": str(model_cache),
-        "HF_HUB_OFFLINE": "1",
-        "XDG_CONFIG_HOME": str(tmp_path_factory.mktemp("config")),
-    }
-    cmd = [sys.executable, "-m", "sfumato.backend", "--port", "0", "--device", "cpu", "--max-pixels", "4000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    try:
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("listening on "):
-                break
-        else:
-            raise RuntimeError("the backend did not start:\n" + "".join(lines))
-        threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
-        yield line.split()[-1]
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    config = {"XDG_CONFIG_HOME": str(tmp_path_factory.mktemp("config"))}
+    with backend_process(model_cache, "--max-pixels", "4000", env=config) as (url, _):
+        yield url
 
 
 def test_a_remote_backends_announced_limit_is_checked(
