@@ -37,7 +37,8 @@ def to_rgba8(img: Image) -> Image:
     if sys.byteorder != "little":
         values.byteswap()
     if img.linear:  # a linear float layer used as a control map: encode it as the painter sees it
-        values = array("f", (v if i % 4 == 3 else linear_to_srgb(v) for i, v in enumerate(values)))
+        for c in range(3):  # a whole channel at a time (alpha is never encoded)
+            values[c::4] = array("f", map(linear_to_srgb, values[c::4]))
     data = bytes(min(255, max(0, round(v * 255))) if v == v else 0 for v in values)  # (v != v: NaN)
     return Image(width=img.width, height=img.height, format=PixelFormat.RGBA8, data=data)
 
@@ -80,9 +81,11 @@ def srgb_to_linear(encoded: float) -> float:
 
 def rgba8_to_float(rgba8: bytes, linear: bool) -> bytes:
     """8-bit RGBA (a preview) → float32 RGBA, RGB decoded to linear light when the layer is linear."""
-    rgb = [srgb_to_linear(i / 255) if linear else i / 255 for i in range(256)]
     alpha = [i / 255 for i in range(256)]
-    values = array("f", (alpha[v] if i % 4 == 3 else rgb[v] for i, v in enumerate(rgba8)))
+    rgb = [srgb_to_linear(v) for v in alpha] if linear else alpha
+    values = array("f", bytes(4 * len(rgba8)))
+    for c in range(4):  # a whole channel at a time, looked up in C
+        values[c::4] = array("f", map((alpha if c == 3 else rgb).__getitem__, rgba8[c::4]))
     if sys.byteorder != "little":
         values.byteswap()
     return values.tobytes()
