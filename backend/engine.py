@@ -32,13 +32,13 @@ from sfumato.protocol import (
     context_rect,
 )
 
+from .imaging import masks, pixels
+from .imaging.control import control_map
+from .imaging.preview import LatentPreviewer
+from .imaging.resolution import Plan, plan
 from .models.cache import PipelineCache
 from .models.catalogue import Catalogue, ModelEntry
-from .pipelines import masks, pixels
-from .pipelines.control import control_map
-from .pipelines.preview import LatentPreviewer
-from .pipelines.resolution import Plan, plan
-from .pipelines.schedulers import check_scheduler, make_scheduler
+from .models.schedulers import check_scheduler, make_scheduler
 
 log = logging.getLogger(__name__)
 

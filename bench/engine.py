@@ -55,7 +55,7 @@ def main(repeats: int) -> None:
 
     from sfumato.backend.engine import Engine
     from sfumato.backend.models.catalogue import Catalogue
-    from sfumato.backend.pipelines.schedulers import make_scheduler
+    from sfumato.backend.models.schedulers import make_scheduler
 
     engine = Engine(Catalogue.scan([], Path(tempfile.gettempdir()) / "sfumato-bench-cache"), device="auto")
     big, small = canvas(2048), canvas(256)

@@ -201,7 +201,7 @@ def preview_cost(pipe: Any, latent_side: int, device: str, dtype: Any) -> dict[s
     import torch
     from diffusers import AutoencoderTiny
 
-    from sfumato.backend.pipelines.preview import LatentPreviewer
+    from sfumato.backend.imaging.preview import LatentPreviewer
 
     lat = torch.randn(1, 4, latent_side, latent_side, device=device, dtype=dtype)
     linear = LatentPreviewer(pipe)

@@ -160,7 +160,7 @@ def test_every_scheduler_runs_as_the_diffusers_scheduler_it_names(
     engine: Any, scheduler: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sfumato.backend import engine as engine_module
-    from sfumato.backend.pipelines.schedulers import SCHEDULERS as TABLE
+    from sfumato.backend.models.schedulers import SCHEDULERS as TABLE
 
     made: list[Any] = []
     real = engine_module.make_scheduler
@@ -257,7 +257,7 @@ def test_mask_options_and_fill_modes(engine: Any) -> None:
 
 
 def test_fill_modes_put_what_they_name_into_the_masked_area() -> None:
-    from sfumato.backend.pipelines.masks import fill
+    from sfumato.backend.imaging.masks import fill
 
     rgb = np.zeros((32, 32, 3), np.float32)
     rgb[..., 0] = 0.8  # red surroundings
@@ -291,7 +291,7 @@ def test_controlnet_with_img2img_and_inpaint_and_several_controls(engine: Any) -
 
 
 def test_canny_finds_the_edges_of_a_square() -> None:
-    from sfumato.backend.pipelines.control import canny
+    from sfumato.backend.imaging.control import canny
 
     img = np.zeros((40, 40), np.float32)
     img[10:30, 10:30] = 1.0
@@ -361,7 +361,7 @@ def test_empty_selection_is_refused(engine: Any) -> None:
 
 def test_linear_light_images_are_seen_and_returned_as_the_painter_sees_them(engine: Any) -> None:
     """A linear float layer is sRGB-encoded for the model and its result decoded back to linear light."""
-    from sfumato.backend.pipelines.pixels import srgb_decode
+    from sfumato.backend.imaging.pixels import srgb_decode
 
     levels = np.random.default_rng(3).integers(0, 256, (64, 64, 4)).astype(np.float32) / 255  # exact 8-bit levels
     levels[..., 3] = 1.0
