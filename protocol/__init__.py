@@ -3,7 +3,8 @@
 Runs unchanged in the backend and inside an editor's embedded Python (3.10+). See SPEC.md.
 """
 
-from .codec import Unknown, check_version, decode, encode
+from .codec import Unknown, decode, encode
+from .connection import ClientConnection, ConnectionState, ServerConnection, negotiate
 from .defaults import *  # noqa: F403
 from .defaults import __all__ as _defaults_all
 from .errors import (
@@ -13,9 +14,11 @@ from .errors import (
     InvalidMessage,
     LimitExceeded,
     ProtocolError,
+    ProtocolViolation,
     VersionMismatch,
 )
 from .images import BYTES_PER_PIXEL, Image, PixelFormat
+from .jobs import JobStates
 from .limits import DEFAULT_LIMITS, DecodeLimits
 from .messages import *  # noqa: F403
 from .messages import __all__ as _messages_all
@@ -28,6 +31,8 @@ __all__ = [
     "BYTES_PER_PIXEL",
     "DEFAULT_LIMITS",
     "BadFrame",
+    "ClientConnection",
+    "ConnectionState",
     "DecodeLimits",
     "ErrorCode",
     "IllegalTransition",
@@ -35,16 +40,19 @@ __all__ = [
     "InvalidMessage",
     "JobEvent",
     "JobState",
+    "JobStates",
     "LimitExceeded",
     "PixelFormat",
     "Point",
     "ProtocolError",
+    "ProtocolViolation",
     "Rect",
+    "ServerConnection",
     "Unknown",
     "VersionMismatch",
     "advance",
-    "check_version",
     "context_rect",
     "decode",
     "encode",
+    "negotiate",
 ]

@@ -9,10 +9,10 @@ from typing import Any
 
 import msgpack
 
-from .errors import BadFrame, InvalidMessage, LimitExceeded, ProtocolError, VersionMismatch
+from .errors import BadFrame, InvalidMessage, LimitExceeded, ProtocolError
 from .images import compress_images
 from .limits import DEFAULT_LIMITS, DecodeLimits
-from .messages import BY_TYPE, JOB_ID, MAX_TYPE_CHARS, PROTOCOL_VERSION, Message
+from .messages import BY_TYPE, JOB_ID, MAX_TYPE_CHARS, Message
 from .scan import scan
 from .schema import describe
 
@@ -92,12 +92,4 @@ def _unpack(data: bytes, limits: DecodeLimits) -> Any:
         ) from None
 
 
-def check_version(version: tuple[int, ...]) -> None:
-    """Raise unless ``version`` can talk to this implementation (same major; minors only add)."""
-    if version[0] != PROTOCOL_VERSION[0]:
-        raise VersionMismatch(
-            f"expected protocol major version {PROTOCOL_VERSION[0]}, got {version[0]}.{version[1]}", "hello.version"
-        )
-
-
-__all__ = ["InvalidMessage", "Unknown", "check_version", "decode", "encode"]
+__all__ = ["InvalidMessage", "Unknown", "decode", "encode"]

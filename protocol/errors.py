@@ -66,6 +66,12 @@ class VersionMismatch(ProtocolError):
     code = ErrorCode.UNSUPPORTED_VERSION
 
 
+class ProtocolViolation(ProtocolError):
+    """A valid message at the wrong time or from the wrong side (by the peer, or by this side when sending)."""
+
+    code = ErrorCode.PROTOCOL_VIOLATION
+
+
 class IllegalTransition(ProtocolError):
     """A job event that the job's current state does not allow (local misuse or a confused peer)."""
 

@@ -1,5 +1,8 @@
 """One editor's connection: the handshake, then a receive loop and a bounded send loop.
 
+The protocol's rules (hello first, versions, which message when) are the :class:`ServerConnection`'s;
+this module moves its frames and hands what it receives to the hub.
+
 Nothing an editor sends can stop this session from answering, or slow down another editor's:
 frames are decoded within the negotiated limits (large ones on a decoder thread, never on the
 event loop), every unexpected failure while handling one is answered with ``internal`` and logged,
@@ -16,7 +19,6 @@ from concurrent.futures import Executor
 from typing import Any
 
 from sfumato.protocol import (
-    PROTOCOL_VERSION,
     Cancel,
     Error,
     ErrorCode,
@@ -25,13 +27,11 @@ from sfumato.protocol import (
     JobError,
     Message,
     ProtocolError,
+    ServerConnection,
     Submit,
     Unknown,
-    Welcome,
-    check_version,
-    decode,
-    encode,
 )
+from sfumato.protocol.connection import Event
 
 from .auth import Gate
 from .hub import Hub
@@ -49,10 +49,9 @@ CLOSE_GRACE_S = 2.0  # a polite close that takes longer than this is an abort
 class Session:
     def __init__(self, hub: Hub, ws: Any, gate: Gate, decoder: Executor) -> None:
         self.hub, self.ws, self.gate, self.decoder = hub, ws, gate, decoder
-        self.limits = hub.decode_limits
+        self.connection = ServerConnection(hub.decode_limits, SERVER_NAME, CAPABILITIES)
         self.outbox = Outbox(hub.config.outbox_mib << 20)
         self.editor: EditorState | None = None
-        self.compress = False
         self._close_reason = ""
         self._abort_on_close = False
 
@@ -64,7 +63,8 @@ class Session:
     # ------------------------------------------------------------------ sending (non-blocking)
 
     def send(self, message: Message, job_id: str | None = None) -> None:
-        self.send_frame(encode(message, compress=self.compress), job_id)
+        for frame in self.connection.send(message):
+            self.send_frame(frame, job_id)
 
     def send_frame(self, frame: bytes, job_id: str | None = None) -> None:
         self.outbox.put(frame, job_id)
@@ -86,7 +86,9 @@ class Session:
         try:
             hello = await self._handshake()
         except ProtocolError as exc:
-            await self._send_now(Error(code=exc.code, message=exc.message, field=exc.field, fatal=True))
+            for frame in self.connection.refuse(exc):
+                with contextlib.suppress(Exception):
+                    await self._send_guarded(frame)
             await self._close(1008, exc.code)
             return
         except (asyncio.TimeoutError, ConnectionError, OSError):
@@ -96,19 +98,16 @@ class Session:
             return
         editor, resumed = self.hub.attach(hello, self)
         log.info("editor %r connected from %s%s", hello.client[:64], self.peer, " (resumed)" if resumed else "")
-        self.compress = "zlib" in hello.capabilities and not self.hub.config.is_loopback()
-        self.send(
-            Welcome(
-                version=PROTOCOL_VERSION,
-                server=SERVER_NAME,
-                session=editor.session_id,
-                resumed=resumed,
-                limits=self.hub.limits,
-                models=tuple(self.hub.engine.models()),
-                device=self.hub.engine.device_label(),
-                capabilities=CAPABILITIES,
-            )
+        welcome = self.connection.welcome(
+            session=editor.session_id,
+            resumed=resumed,
+            limits=self.hub.limits,
+            models=tuple(self.hub.engine.models()),
+            device=self.hub.engine.device_label(),
+            compress=not self.hub.config.is_loopback(),
         )
+        for frame in welcome:
+            self.send_frame(frame)
         if resumed:
             self.hub.replay(editor)
         self.hub.broadcast_status()
@@ -128,21 +127,12 @@ class Session:
 
     async def _handshake(self) -> Hello:
         raw = await asyncio.wait_for(self.ws.recv(), self.hub.config.hello_timeout_s)
-        msg = decode(raw, self.limits)
-        if not isinstance(msg, Hello):
-            got = msg.type if isinstance(msg, Unknown) else msg.TYPE
-            raise ProtocolError(
-                f"expected a hello message first, got {got[:64]!r}", "type", ErrorCode.PROTOCOL_VIOLATION
-            )
-        check_version(msg.version)
-        await self.gate.check(self.peer, msg.token)
+        hello = self.connection.receive(raw)
+        assert isinstance(hello, Hello)  # receive() raises unless the first message is a hello
+        await self.gate.check(self.peer, hello.token)
         if self.hub.closing:
             raise ProtocolError("the server is shutting down", "", ErrorCode.SHUTTING_DOWN)
-        return msg
-
-    async def _send_now(self, message: Message) -> None:
-        with contextlib.suppress(Exception):
-            await self._send_guarded(encode(message))
+        return hello
 
     async def _send_guarded(self, frame: bytes) -> None:
         """Send, aborting the connection if the peer has not taken the frame within the send timeout."""
@@ -185,12 +175,12 @@ class Session:
             raw = await self.ws.recv()
         except Exception:  # closed, cleanly or not
             return False
-        msg: Message | Unknown | None
+        msg: Event | None
         try:
             if isinstance(raw, str) or len(raw) <= INLINE_DECODE_BYTES:  # (a text frame is refused at once)
-                msg = decode(raw, self.limits)
+                msg = self.connection.receive(raw)
             else:
-                msg = await asyncio.get_running_loop().run_in_executor(self.decoder, decode, raw, self.limits)
+                msg = await asyncio.get_running_loop().run_in_executor(self.decoder, self.connection.receive, raw)
         except ProtocolError as exc:
             self._refuse(exc)
             msg = None
@@ -232,7 +222,7 @@ class Session:
         job = self.editor.jobs.get(job_id) if self.editor is not None else None
         return job is None or job.state.finished
 
-    def _dispatch(self, msg: Message | Unknown) -> None:
+    def _dispatch(self, msg: Event) -> None:
         editor = self.editor
         if editor is None:  # replaced by a newer connection: nothing more is accepted here
             return
@@ -244,12 +234,6 @@ class Session:
             self.send(self.hub.status())
         elif isinstance(msg, Unknown):
             log.debug("skipping unknown message type %r", msg.type)
-        else:
-            self.send(
-                Error(
-                    code=ErrorCode.PROTOCOL_VIOLATION, message=f"a client may not send {msg.TYPE!r} here", field="type"
-                )
-            )
 
     # ------------------------------------------------------------------ sending loop
 

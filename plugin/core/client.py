@@ -1,4 +1,7 @@
-"""The editor-side connection: handshake, automatic reconnect with backoff, resume, job tracking.
+"""The editor-side connection: automatic reconnect with backoff, resubmission, job tracking.
+
+The rules (hello/welcome, resume, which message when, job states) are the protocol's
+:class:`ClientConnection`; this module moves its frames over a transport.
 
 Runs on an asyncio loop (a network thread inside Krita, the main thread in the CLI). Everything the
 UI needs arrives through ``listener(event)``: protocol messages, plus :class:`ConnectionChanged`.
@@ -13,22 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sfumato.protocol import (
-    PROTOCOL_VERSION,
     Cancel,
-    DecodeLimits,
+    ClientConnection,
+    ConnectionState,
     Error,
-    ErrorCode,
     GetStatus,
-    Hello,
-    JobState,
     Message,
     ProtocolError,
     Submit,
     Unknown,
+    VersionMismatch,
     Welcome,
-    check_version,
-    decode,
-    encode,
 )
 
 from .jobs import JobTracker, TrackedJob
@@ -70,9 +68,10 @@ class Client:
         self.session: str | None = None
         self.state = "disconnected"
         self._transport: Transport | None = None
+        self._connection: ClientConnection | None = None
+        self._sending = asyncio.Lock()  # the frames of one message go out together
         self._connected = asyncio.Event()
         self._stopping = False
-        self._limits = DecodeLimits(max_message_bytes=1 << 30, max_pixels=1 << 26)
 
     # ------------------------------------------------------------------ public API
 
@@ -85,7 +84,7 @@ class Client:
         job = self.tracker.add(submit, document)
         if self._transport is not None:  # otherwise it goes out on (re)connect
             with contextlib.suppress(TransportClosed):
-                await self._transport.send(encode(submit))
+                await self._send(submit)
                 job.extra["sent"] = True
         return job
 
@@ -115,16 +114,17 @@ class Client:
                 transport = await self.connector()
                 await self._handshake(transport)
                 delay = self.backoff[0]
-                await self._receive(transport)
+                assert self._connection is not None
+                await self._receive(transport, self._connection)
                 detail = "connection closed"
-            except FatalConnectionError as exc:
+            except (FatalConnectionError, VersionMismatch) as exc:  # retrying cannot help
                 self._connected.clear()
                 self._set_state("failed", str(exc))
                 return
             except (TransportClosed, OSError, asyncio.TimeoutError, ProtocolError) as exc:
                 detail = str(exc) or type(exc).__name__
             self._connected.clear()
-            self._transport = None
+            self._transport = self._connection = None
             if self.closing():
                 break
             self._set_state("disconnected", detail)
@@ -133,67 +133,56 @@ class Client:
         self._set_state("disconnected", "closed")
 
     async def _handshake(self, transport: Transport) -> None:
-        hello = Hello(
-            version=PROTOCOL_VERSION,
-            client=self.name,
-            kind=self.kind,
-            token=self.token,
-            capabilities=("zlib",),
-            resume=self.session,
+        conn = ClientConnection(
+            self.name, self.kind, self.token, resume=self.session, jobs=self.tracker.states, capabilities=("zlib",)
         )
-        await transport.send(encode(hello))
-        while True:
-            msg = decode(await asyncio.wait_for(transport.recv(), 30.0), self._limits)
-            if isinstance(msg, Error):
-                if msg.code in (ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION):
-                    raise FatalConnectionError(msg.message)
-                raise TransportClosed(msg.message)
-            if isinstance(msg, Welcome):
-                break
-        check_version(msg.version)
-        self.welcome, self._transport = msg, transport
-        resumed = msg.resumed and msg.session == self.session
-        self.session = msg.session
+        await self._write(transport, conn.hello())
+        while conn.state is ConnectionState.AWAITING_WELCOME:
+            event = conn.receive(await asyncio.wait_for(transport.recv(), 30.0))
+            if isinstance(event, Error):
+                raise (TransportClosed if conn.may_reconnect else FatalConnectionError)(event.message)
+        assert conn.welcome is not None
+        self.welcome, self._transport, self._connection = conn.welcome, transport, conn
+        self.session = conn.welcome.session
         self._connected.set()
-        self._set_state("connected", "resumed" if resumed else "", msg)
+        self._set_state("connected", "resumed" if conn.resumed else "", conn.welcome)
         for job in self.tracker.active():
-            if resumed and job.extra.get("sent"):
+            if conn.resumed and job.extra.get("sent"):
                 continue  # the backend still has it and replays its state
             # never sent, or a new backend (restart or expiry) that knows nothing of it: submit again
             job.extra["resubmitted"] = bool(job.extra.get("sent"))
-            job.state, job.step, job.position = JobState.QUEUED, 0, None
-            await transport.send(encode(job.submit))
+            await self._write(transport, conn.send(job.submit))
+            self.tracker.restarted(job)
             job.extra["sent"] = True
 
-    async def _receive(self, transport: Transport) -> None:
+    async def _receive(self, transport: Transport, conn: ClientConnection) -> None:
         while True:
             raw = await transport.recv()
             try:
-                msg = decode(raw, self._limits)
-            except ProtocolError as exc:
-                log.warning("ignored a bad frame from the backend: %s", exc)
+                msg = conn.receive(raw)
+            except ProtocolError as exc:  # a bad frame, or an event its job's state does not allow
+                log.warning("ignored a frame from the backend: %s", exc)
                 continue
             if isinstance(msg, Unknown):
                 continue
-            job = None
-            if hasattr(msg, "job_id"):
-                try:
-                    job = self.tracker.apply(msg)
-                except ProtocolError as exc:
-                    log.warning("ignored an out-of-order event: %s", exc)
-                    continue
+            job = self.tracker.apply(msg)
             self.listener(msg, job)
-            if isinstance(msg, Error) and msg.fatal:
-                if msg.code == ErrorCode.SESSION_REPLACED:  # another connection took this session: do not fight it
-                    raise FatalConnectionError(msg.message)
-                raise TransportClosed(msg.message)
+            if conn.state is ConnectionState.CLOSED:
+                reason = conn.closed_by.message if conn.closed_by is not None else "closed"
+                # e.g. another connection took this session: do not fight it
+                raise (TransportClosed if conn.may_reconnect else FatalConnectionError)(reason)
 
     async def _send(self, message: Message) -> None:
-        transport = self._transport
-        if transport is None:
+        transport, conn = self._transport, self._connection
+        if transport is None or conn is None:
             raise TransportClosed("not connected to the backend")
         with contextlib.suppress(TransportClosed):
-            await transport.send(encode(message))
+            await self._write(transport, conn.send(message))
+
+    async def _write(self, transport: Transport, frames: list[bytes]) -> None:
+        async with self._sending:
+            for frame in frames:
+                await transport.send(frame)
 
     def _set_state(self, state: str, detail: str = "", welcome: Welcome | None = None) -> None:
         self.state = state

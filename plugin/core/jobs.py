@@ -1,4 +1,7 @@
-"""The editor's view of its jobs, kept in step with the backend's events through the shared state table."""
+"""The editor's view of its jobs: what each one holds for the editor (document, previews, result).
+
+Their states are the session's :class:`JobStates`, which the connection moves through the shared
+state table as events arrive; a tracked job shows the state its latest event left it in."""
 
 from __future__ import annotations
 
@@ -8,8 +11,8 @@ from sfumato.protocol import (
     Cancelled,
     Image,
     JobError,
-    JobEvent,
     JobState,
+    JobStates,
     JobStatus,
     Message,
     Progress,
@@ -17,7 +20,6 @@ from sfumato.protocol import (
     Result,
     Started,
     Submit,
-    advance,
 )
 
 
@@ -48,6 +50,7 @@ class TrackedJob:
 class JobTracker:
     def __init__(self) -> None:
         self.jobs: dict[str, TrackedJob] = {}
+        self.states = JobStates()  # moved by the connection (ClientConnection.receive and send)
 
     def add(self, submit: Submit, document: object = None) -> TrackedJob:
         job = TrackedJob(submit, document)
@@ -57,36 +60,36 @@ class JobTracker:
     def active(self) -> list[TrackedJob]:
         return [j for j in self.jobs.values() if not j.state.finished]
 
+    def restarted(self, job: TrackedJob) -> None:
+        """Submitted again to a backend that had lost it: it waits from the start."""
+        job.step, job.position = 0, None
+        self._follow(job)
+
     def apply(self, msg: Message) -> TrackedJob | None:
         """Update the job ``msg`` is about; returns it, or ``None`` for an unknown job id."""
         job = self.jobs.get(getattr(msg, "job_id", ""))
         if job is None:
             return None
-        if isinstance(msg, JobStatus):  # after a resume the backend's word is the truth
-            job.state = JobState(msg.state)
-            job.position = msg.position
-        elif isinstance(msg, Queued):
-            job.state = advance(job.state, JobEvent.QUEUED)
+        was_finished = job.state.finished
+        self._follow(job)
+        if isinstance(msg, (JobStatus, Queued)):
             job.position = msg.position
         elif isinstance(msg, Started):
-            job.state = advance(job.state, JobEvent.STARTED)
             job.started, job.total, job.seeds, job.position = msg, msg.steps, msg.seeds, None
         elif isinstance(msg, Progress):
-            job.state = advance(job.state, JobEvent.PROGRESS)
             job.step, job.total = msg.step, msg.total
             if msg.preview is not None:
                 job.preview = msg.preview
         elif isinstance(msg, Result):
-            if not (job.state == JobState.DONE and job.result is None):  # a result replayed after resume
-                job.state = advance(job.state, JobEvent.RESULT)
             job.result, job.seeds, job.preview = msg, msg.seeds, None
             job.step = job.total
-        elif isinstance(msg, JobError):
-            if job.state.finished:
-                return job  # e.g. a late "not found" for a cancel that raced the result
-            job.state = advance(job.state, JobEvent.ERROR)
+        elif isinstance(msg, JobError) and not was_finished and job.state is JobState.FAILED:
             job.error = msg
         elif isinstance(msg, Cancelled):
-            job.state = advance(job.state, JobEvent.CANCELLED)
             job.preview = None
         return job
+
+    def _follow(self, job: TrackedJob) -> None:
+        state = self.states.get(job.id)
+        if state is not None:  # None: a job this session's backend does not know (yet)
+            job.state = state

@@ -140,16 +140,16 @@ async def test_another_editors_load_cannot_take_a_resuming_editors_result(engine
 
 @aio
 async def test_large_frames_are_decoded_off_the_event_loop(engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sfumato.backend.server import session as session_module
+    from sfumato.protocol import ServerConnection
 
     threads: list[tuple[int, str]] = []
-    real_decode = session_module.decode
+    real_receive = ServerConnection.receive
 
-    def spy(raw: Any, limits: Any) -> Any:
+    def spy(self: ServerConnection, raw: Any) -> Any:
         threads.append((len(raw), threading.current_thread().name))
-        return real_decode(raw, limits)
+        return real_receive(self, raw)
 
-    monkeypatch.setattr(session_module, "decode", spy)
+    monkeypatch.setattr(ServerConnection, "receive", spy)
     async with running_server(engine) as server:
         ws = await raw_client(server.url)
         await ws.send(encode(submit("big", size=512, steps=2)))  # 1 MiB

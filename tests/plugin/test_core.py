@@ -21,6 +21,7 @@ from sfumato.plugin.core.requests import ControlSpec, GenerationParams, build_su
 from sfumato.plugin.core.transport import MemoryTransport, TransportClosed, memory_pair
 from sfumato.protocol import (
     PROTOCOL_VERSION,
+    ClientConnection,
     Hello,
     Image,
     JobError,
@@ -61,14 +62,20 @@ def test_selection_inpaints_and_reads_only_the_context() -> None:
 
 
 class FakeClient:
+    """The client's bookkeeping without a network: events arrive as bytes through a real connection."""
+
     def __init__(self) -> None:
         from sfumato.plugin.core.jobs import JobTracker
 
         self.tracker = JobTracker()
         self.sent: list[Any] = []
+        self.connection = ClientConnection("fake", jobs=self.tracker.states)
+        self.connection.hello()
+        self.connection.receive(welcome("S", False))
 
     async def submit(self, submit: Submit, document: object = None) -> Any:
         self.sent.append(submit)
+        self.connection.send(submit)
         return self.tracker.add(submit, document)
 
     async def cancel(self, job_id: str) -> None:
@@ -94,7 +101,8 @@ class ClosableDocument(ListDocument):
 
 def _drive(controller: Controller, client: FakeClient, events: list[Any]) -> None:
     for event in events:
-        controller.handle(event, client.tracker.apply(event))
+        received = client.connection.receive(encode(event))
+        controller.handle(received, client.tracker.apply(received))
 
 
 def test_results_land_in_their_own_document_and_previews_are_cleared() -> None:

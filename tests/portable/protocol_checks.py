@@ -247,6 +247,25 @@ def check_state_machine() -> None:
         raise AssertionError("progress after done must be illegal")
 
 
+def check_connection_handshake() -> None:
+    """Both sides of a connection, bytes only: hello, welcome, a job followed through the table."""
+    from sfumato.protocol import ClientConnection, ConnectionState, JobState, Limits, ServerConnection, Started
+
+    client = ClientConnection("portable")
+    server = ServerConnection(DecodeLimits(), "backend", ("zlib",))
+    (hello,) = client.hello()
+    server.receive(hello)
+    limits = Limits(max_message_bytes=1 << 20, max_pixels=1 << 20, max_batch=1, max_queued_per_editor=1, max_controls=0)
+    for frame in server.welcome("S", False, limits, (), "cpu"):
+        client.receive(frame)
+    assert client.state is server.state is ConnectionState.OPEN
+    for frame in client.send(examples()["submit"]):
+        server.receive(frame)
+    for frame in server.send(Started(job_id="krita-7", steps=1, steps_requested=1, width=2, height=2, seeds=(1,))):
+        client.receive(frame)
+    assert client.jobs.get("krita-7") is JobState.RUNNING
+
+
 def check_image_repr_is_short() -> None:
     img = Image(width=64, height=64, format="rgba8", data=bytes(64 * 64 * 4))
     assert len(repr(img)) < 40

@@ -1,0 +1,245 @@
+"""The rules of one connection, Sans-I/O: frames in → events out, messages in → frames out.
+
+Both sides of the wire use these objects — the backend's session a :class:`ServerConnection`, the
+editor's client a :class:`ClientConnection` — so the handshake (hello → welcome), version
+negotiation, capabilities, resume and which message is legal when are written once. Nothing here
+reads a socket, sleeps or knows about asyncio: the caller moves the bytes.
+
+A peer that breaks a rule raises a :class:`ProtocolError` from :meth:`receive` (the typed error
+the caller answers with); this side breaking one raises :class:`ProtocolViolation` from
+:meth:`send`.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import ClassVar
+
+from .codec import Unknown, decode, encode
+from .errors import ErrorCode, ProtocolError, ProtocolViolation, VersionMismatch
+from .jobs import JobStates
+from .limits import DecodeLimits
+from .messages import (
+    CLIENT_MESSAGES,
+    PROTOCOL_VERSION,
+    SERVER_MESSAGES,
+    Error,
+    Hello,
+    JobStatus,
+    Limits,
+    Message,
+    ModelInfo,
+    Submit,
+    Welcome,
+)
+
+Event = Message | Unknown
+
+# What an editor accepts from a backend: results may be larger than anything an editor sends.
+EDITOR_LIMITS = DecodeLimits(max_message_bytes=1 << 30, max_pixels=1 << 26)
+
+# Errors after which reconnecting with the same settings cannot help (or would fight another connection).
+NO_RECONNECT = frozenset((ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.SESSION_REPLACED))
+
+
+class ConnectionState(str, Enum):
+    AWAITING_HELLO = "awaiting_hello"  # nothing exchanged yet
+    AWAITING_WELCOME = "awaiting_welcome"  # the hello is out (editor) or in (backend); no welcome yet
+    OPEN = "open"  # welcomed: jobs may be submitted
+    CLOSED = "closed"  # a fatal error was sent or received: nothing more is exchanged
+
+
+def negotiate(ours: tuple[int, ...], theirs: tuple[int, ...], field: str) -> tuple[int, int]:
+    """The version both sides speak: the same major, the lower minor (minors only add)."""
+    if theirs[0] != ours[0]:
+        raise VersionMismatch(f"expected protocol major version {ours[0]}, got {theirs[0]}.{theirs[1]}", field)
+    return ours[0], min(ours[1], theirs[1])
+
+
+class Connection:
+    """What both sides share: decoding within limits, who may send what, the closed state."""
+
+    SENDS: ClassVar[tuple[type[Message], ...]] = ()
+    PEER: ClassVar[str] = ""  # the other side, for error messages
+
+    def __init__(self, limits: DecodeLimits) -> None:
+        self.limits = limits
+        self.state = ConnectionState.AWAITING_HELLO
+        self.version: tuple[int, int] | None = None  # negotiated once hello and welcome are known
+        self.compress = False  # zlib images on the way out: the receiver asked for them and the link wants them
+        self.closed_by: Error | None = None  # the fatal error that closed the connection, either way
+
+    def receive(self, frame: object) -> Event:
+        """One websocket message from the peer → the event it carries.
+
+        Raises :class:`ProtocolError` for a frame that does not decode within the limits or breaks a rule."""
+        if self.state is ConnectionState.CLOSED:
+            raise ProtocolViolation("expected nothing after the connection closed, got a frame", "frame")
+        message = decode(frame, self.limits)
+        if isinstance(message, Unknown):
+            return self._unknown(message)
+        if isinstance(message, self.SENDS):  # a message of our own side's kind
+            raise ProtocolViolation(f"expected a message {self.PEER} may send, got {message.TYPE!r}", "type")
+        return self._received(message)
+
+    def send(self, message: Message) -> list[bytes]:
+        """The frames that carry ``message``; nothing once the connection is closed."""
+        if not isinstance(message, self.SENDS):
+            raise ProtocolViolation(f"expected a message this side may send, got {message.TYPE!r}", "type")
+        if self.state is ConnectionState.CLOSED:
+            return []  # the connection is ending: nothing more goes out
+        self._sending(message)
+        if isinstance(message, Error) and message.fatal:
+            self._close(message)
+        return [encode(message, compress=self.compress)]
+
+    def _close(self, error: Error) -> None:
+        self.state = ConnectionState.CLOSED
+        self.closed_by = error
+
+    def _unknown(self, message: Unknown) -> Event:
+        return message  # from a newer minor version: skipped, never fatal
+
+    def _received(self, message: Message) -> Event:
+        raise NotImplementedError
+
+    def _sending(self, message: Message) -> None:
+        raise NotImplementedError
+
+
+class ServerConnection(Connection):
+    """The backend's side: expects a hello, answers with :meth:`welcome` or :meth:`refuse`."""
+
+    SENDS = SERVER_MESSAGES
+    PEER = "an editor"
+
+    def __init__(self, limits: DecodeLimits, server: str, capabilities: tuple[str, ...]) -> None:
+        super().__init__(limits)
+        self.server, self.capabilities = server, capabilities
+        self.hello: Hello | None = None
+
+    def _unknown(self, message: Unknown) -> Event:
+        if self.state is ConnectionState.AWAITING_HELLO:
+            raise ProtocolViolation(f"expected a hello message first, got {message.type[:64]!r}", "type")
+        return message
+
+    def _received(self, message: Message) -> Event:
+        if self.state is ConnectionState.AWAITING_HELLO:
+            if not isinstance(message, Hello):
+                raise ProtocolViolation(f"expected a hello message first, got {message.TYPE!r}", "type")
+            self.version = negotiate(PROTOCOL_VERSION, message.version, "hello.version")
+            self.hello, self.state = message, ConnectionState.AWAITING_WELCOME
+        elif self.state is ConnectionState.AWAITING_WELCOME:
+            raise ProtocolViolation(f"expected nothing before the welcome, got {message.TYPE!r}", "type")
+        elif isinstance(message, Hello):
+            raise ProtocolViolation("expected one hello per connection, got a second", "type")
+        return message
+
+    def welcome(
+        self,
+        session: str,
+        resumed: bool,
+        limits: Limits,
+        models: tuple[ModelInfo, ...],
+        device: str,
+        compress: bool = False,
+    ) -> list[bytes]:
+        """Accept the hello. ``compress``: this link wants zlib images (it is not loopback-only)."""
+        if self.state is not ConnectionState.AWAITING_WELCOME or self.hello is None:
+            raise ProtocolViolation(f"expected to welcome after a hello, in state {self.state.value}", "state")
+        welcome = Welcome(
+            version=PROTOCOL_VERSION,
+            server=self.server,
+            session=session,
+            resumed=resumed,
+            limits=limits,
+            models=models,
+            device=device,
+            capabilities=self.capabilities,
+        )
+        self.compress = compress and "zlib" in self.hello.capabilities
+        self.state = ConnectionState.OPEN
+        return [encode(welcome)]
+
+    def refuse(self, error: ProtocolError) -> list[bytes]:
+        """End the handshake with a fatal error (every handshake error is fatal)."""
+        return self.send(Error(code=error.code, message=error.message, field=error.field, fatal=True))
+
+    def _sending(self, message: Message) -> None:
+        if isinstance(message, Welcome):
+            raise ProtocolViolation("expected welcome() to send the welcome", "type")
+        if self.state is not ConnectionState.OPEN and not isinstance(message, Error):
+            raise ProtocolViolation(f"expected only errors before the welcome, got {message.TYPE!r}", "type")
+
+
+class ClientConnection(Connection):
+    """The editor's side: says :meth:`hello`, then follows its jobs' states through ``jobs``.
+
+    ``resume`` is the session id of an earlier welcome; ``jobs`` the session's job states, kept
+    across connections: a welcome that resumes keeps them, any other clears them."""
+
+    SENDS = CLIENT_MESSAGES
+    PEER = "a backend"
+
+    def __init__(
+        self,
+        client: str,
+        kind: str = "other",
+        token: str | None = None,
+        resume: str | None = None,
+        jobs: JobStates | None = None,
+        capabilities: tuple[str, ...] = ("zlib",),
+        limits: DecodeLimits = EDITOR_LIMITS,
+    ) -> None:
+        super().__init__(limits)
+        self._hello = Hello(
+            version=PROTOCOL_VERSION, client=client, kind=kind, token=token, capabilities=capabilities, resume=resume
+        )
+        self.jobs = jobs if jobs is not None else JobStates()
+        self.welcome: Welcome | None = None
+        self.resumed = False
+
+    @property
+    def may_reconnect(self) -> bool:
+        """Whether connecting again with the same settings can succeed."""
+        return self.closed_by is None or self.closed_by.code not in NO_RECONNECT
+
+    def hello(self) -> list[bytes]:
+        if self.state is not ConnectionState.AWAITING_HELLO:
+            raise ProtocolViolation(f"expected one hello per connection, in state {self.state.value}", "state")
+        self.state = ConnectionState.AWAITING_WELCOME
+        return [encode(self._hello)]
+
+    def _received(self, message: Message) -> Event:
+        if self.state is ConnectionState.AWAITING_HELLO:
+            raise ProtocolViolation(f"expected the editor to speak first, got {message.TYPE!r}", "type")
+        if isinstance(message, Error):
+            if message.fatal or self.state is ConnectionState.AWAITING_WELCOME:  # a refused handshake ends it
+                self._close(message)
+        elif self.state is ConnectionState.AWAITING_WELCOME:
+            if not isinstance(message, Welcome):
+                raise ProtocolViolation(f"expected a welcome first, got {message.TYPE!r}", "type")
+            self._welcomed(message)
+        elif isinstance(message, Welcome):
+            raise ProtocolViolation("expected one welcome per connection, got a second", "type")
+        elif isinstance(message, JobStatus) and not self.resumed:
+            raise ProtocolViolation("expected job_status only after a resumed welcome", "type")
+        else:
+            self.jobs.apply(message)
+        return message
+
+    def _welcomed(self, welcome: Welcome) -> None:
+        self.version = negotiate(PROTOCOL_VERSION, welcome.version, "welcome.version")
+        self.welcome = welcome
+        self.resumed = welcome.resumed and welcome.session == self._hello.resume
+        if not self.resumed:
+            self.jobs.clear()  # a new session: the backend knows none of the earlier jobs
+        self.state = ConnectionState.OPEN
+
+    def _sending(self, message: Message) -> None:
+        if isinstance(message, Hello):
+            raise ProtocolViolation("expected hello() to send the hello", "type")
+        if self.state is not ConnectionState.OPEN:
+            raise ProtocolViolation(f"expected to send {message.TYPE!r} after the welcome", "state")
+        if isinstance(message, Submit):
+            self.jobs.submitted(message.job_id)

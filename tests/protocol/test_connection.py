@@ -1,0 +1,275 @@
+"""The connection rules, bytes in → events out, bytes out: no sockets, no event loop."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from sfumato.protocol import (
+    PROTOCOL_VERSION,
+    BadFrame,
+    Cancel,
+    Cancelled,
+    ClientConnection,
+    ConnectionState,
+    Error,
+    GetStatus,
+    Hello,
+    IllegalTransition,
+    Image,
+    JobError,
+    JobState,
+    JobStates,
+    JobStatus,
+    Limits,
+    Progress,
+    ProtocolError,
+    ProtocolViolation,
+    Queued,
+    Rect,
+    Result,
+    ServerConnection,
+    Started,
+    Submit,
+    Unknown,
+    VersionMismatch,
+    Welcome,
+    decode,
+    encode,
+)
+from sfumato.protocol.limits import DEFAULT_LIMITS
+
+PIXELS = Image(width=2, height=2, format="rgba8", data=bytes(range(16)))
+LIMITS = Limits(max_message_bytes=1 << 20, max_pixels=1 << 20, max_batch=1, max_queued_per_editor=4, max_controls=0)
+
+
+def hello(**kw: object) -> bytes:
+    return encode(Hello(**{"version": PROTOCOL_VERSION, "client": "test", **kw}))  # type: ignore[arg-type]
+
+
+def submit(job_id: str = "j") -> Submit:
+    return Submit(job_id=job_id, task="img2img", model="m", image=PIXELS)
+
+
+def server() -> ServerConnection:
+    return ServerConnection(DEFAULT_LIMITS, "backend", ("zlib", "resume"))
+
+
+def open_server(**hello_fields: object) -> ServerConnection:
+    conn = server()
+    conn.receive(hello(**hello_fields))
+    conn.welcome("S1", False, LIMITS, (), "cpu")
+    return conn
+
+
+def welcome(session: str = "S1", resumed: bool = False, version: tuple[int, int] = PROTOCOL_VERSION) -> bytes:
+    return encode(
+        Welcome(version=version, server="b", session=session, resumed=resumed, limits=LIMITS, models=(), device="cpu")
+    )
+
+
+def open_client(resume: str | None = None, jobs: JobStates | None = None, resumed: bool = False) -> ClientConnection:
+    conn = ClientConnection("test", resume=resume, jobs=jobs)
+    conn.hello()
+    conn.receive(welcome(resume or "S1", resumed))
+    return conn
+
+
+def refused(conn: ServerConnection | ClientConnection, frame: bytes, kind: type[ProtocolError]) -> ProtocolError:
+    with pytest.raises(kind) as caught:
+        conn.receive(frame)
+    return caught.value
+
+
+# ---------------------------------------------------------------------------- the backend's side
+
+
+def test_hello_then_welcome_opens_the_connection() -> None:
+    conn = server()
+    event = conn.receive(hello(capabilities=["zlib"], resume="old"))
+    assert isinstance(event, Hello) and event.resume == "old"
+    assert conn.state is ConnectionState.AWAITING_WELCOME and conn.version == PROTOCOL_VERSION
+    (frame,) = conn.welcome("S1", True, LIMITS, (), "cpu")
+    sent = decode(frame)
+    assert isinstance(sent, Welcome) and (sent.session, sent.resumed, sent.version) == ("S1", True, PROTOCOL_VERSION)
+    assert sent.capabilities == ("zlib", "resume") and conn.state is ConnectionState.OPEN
+    assert isinstance(conn.receive(encode(submit())), Submit)
+
+
+@pytest.mark.parametrize(
+    "first",
+    [encode(submit()), encode(GetStatus()), msgpack.packb({"type": "from_the_future"})],
+    ids=["submit", "get_status", "unknown"],
+)
+def test_anything_but_hello_first_is_a_violation_answered_fatally(first: bytes) -> None:
+    conn = server()
+    exc = refused(conn, first, ProtocolViolation)
+    assert exc.code == "protocol_violation" and exc.field == "type" and "expected a hello message first" in exc.message
+    (frame,) = conn.refuse(exc)
+    answer = decode(frame)
+    assert isinstance(answer, Error) and answer.fatal and answer.code == "protocol_violation"
+    assert conn.state is ConnectionState.CLOSED and conn.closed_by == answer
+    refused(conn, hello(), ProtocolViolation)  # nothing is read after the close
+    assert conn.send(Queued(job_id="x", position=0)) == []  # nor sent
+
+
+def test_a_second_hello_is_refused_and_the_connection_stays_open() -> None:
+    conn = open_server()
+    exc = refused(conn, hello(), ProtocolViolation)
+    assert "one hello per connection" in exc.message
+    assert conn.state is ConnectionState.OPEN and isinstance(conn.receive(encode(Cancel(job_id="j"))), Cancel)
+
+
+def test_an_editor_may_not_send_backend_messages() -> None:
+    conn = open_server()
+    for message in (Queued(job_id="j", position=0), Error(code="internal", message="x")):
+        exc = refused(conn, encode(message), ProtocolViolation)
+        assert exc.message == f"expected a message an editor may send, got {message.TYPE!r}"
+
+
+def test_nothing_may_arrive_between_hello_and_welcome() -> None:
+    conn = server()
+    conn.receive(hello())
+    refused(conn, encode(submit()), ProtocolViolation)
+
+
+def test_versions_negotiate_the_lower_minor_and_refuse_another_major() -> None:
+    conn = server()
+    conn.receive(hello(version=[PROTOCOL_VERSION[0], 0]))
+    assert conn.version == (PROTOCOL_VERSION[0], 0)
+    exc = refused(server(), hello(version=[PROTOCOL_VERSION[0] + 1, 0]), VersionMismatch)
+    assert (exc.code, exc.field) == ("unsupported_version", "hello.version")
+
+
+def test_bad_bytes_are_typed_errors_naming_their_job() -> None:
+    conn = open_server()
+    refused(conn, b"\xc1", BadFrame)
+    body = msgpack.unpackb(encode(submit("mine")))
+    exc = refused(conn, msgpack.packb({**body, "strength": "high"}), ProtocolError)
+    assert (exc.code, exc.field, exc.job_id) == ("bad_message", "submit.strength", "mine")
+    assert isinstance(conn.receive(msgpack.packb({"type": "from_the_future"})), Unknown)
+
+
+def test_the_backend_sends_only_errors_before_its_welcome_and_only_its_own_messages() -> None:
+    conn = server()
+    conn.receive(hello())
+    with pytest.raises(ProtocolViolation):
+        conn.send(Queued(job_id="j", position=0))
+    with pytest.raises(ProtocolViolation):
+        conn.send(decode(welcome()))  # type: ignore[arg-type]  # only through welcome()
+    conn.welcome("S1", False, LIMITS, (), "cpu")
+    with pytest.raises(ProtocolViolation):
+        conn.send(submit())
+    (frame,) = conn.send(Error(code="shutting_down", message="bye", fatal=True))
+    assert decode(frame) == Error(code="shutting_down", message="bye", fatal=True)
+    assert conn.state is ConnectionState.CLOSED and conn.send(Cancelled(job_id="j")) == []
+
+
+@pytest.mark.parametrize(("asked", "link_wants", "encoding"), [(True, True, "zlib"), (False, True, "raw")])
+def test_images_are_compressed_only_for_an_editor_that_asked(asked: bool, link_wants: bool, encoding: str) -> None:
+    conn = server()
+    conn.receive(hello(capabilities=["zlib"] if asked else []))
+    conn.welcome("S1", False, LIMITS, (), "cpu", compress=link_wants)
+    (frame,) = conn.send(Progress(job_id="j", step=1, total=2, preview=PIXELS))
+    assert msgpack.unpackb(frame)["preview"]["enc"] == encoding
+    assert decode(frame) == Progress(job_id="j", step=1, total=2, preview=PIXELS)
+
+
+# ---------------------------------------------------------------------------- the editor's side
+
+
+def test_the_editor_says_hello_once_and_waits_for_the_welcome() -> None:
+    conn = ClientConnection("krita-test", kind="krita", token="t", resume="S0")
+    refused(conn, welcome(), ProtocolViolation)  # the editor speaks first
+    (frame,) = conn.hello()
+    assert decode(frame) == Hello(
+        version=PROTOCOL_VERSION, client="krita-test", kind="krita", token="t", capabilities=("zlib",), resume="S0"
+    )
+    with pytest.raises(ProtocolViolation):
+        conn.hello()
+    with pytest.raises(ProtocolViolation):
+        conn.send(submit())  # not before the welcome
+    refused(conn, encode(Queued(job_id="j", position=0)), ProtocolViolation)
+    assert isinstance(conn.receive(welcome("S0", resumed=True)), Welcome)
+    assert conn.state is ConnectionState.OPEN and conn.resumed
+    refused(conn, welcome(), ProtocolViolation)  # one welcome per connection
+    refused(conn, hello(), ProtocolViolation)  # an editor's message from the backend
+
+
+@pytest.mark.parametrize(("code", "may_reconnect"), [("unauthorized", False), ("shutting_down", True)])
+def test_an_error_instead_of_a_welcome_closes_the_connection(code: str, may_reconnect: bool) -> None:
+    conn = ClientConnection("test")
+    conn.hello()
+    error = conn.receive(encode(Error(code=code, message="no", fatal=True)))
+    assert isinstance(error, Error) and conn.state is ConnectionState.CLOSED
+    assert conn.closed_by == error and conn.may_reconnect is may_reconnect
+
+
+def test_a_welcome_of_another_major_is_refused() -> None:
+    conn = ClientConnection("test")
+    conn.hello()
+    exc = refused(conn, welcome(version=(PROTOCOL_VERSION[0] + 1, 0)), VersionMismatch)
+    assert exc.field == "welcome.version"
+
+
+def test_job_events_move_the_job_through_the_table() -> None:
+    conn = open_client()
+    conn.send(submit("j"))
+    assert conn.jobs.get("j") is JobState.QUEUED
+    events = [
+        Queued(job_id="j", position=1),
+        Started(job_id="j", steps=2, steps_requested=2, width=2, height=2, seeds=(1,)),
+        Progress(job_id="j", step=1, total=2),
+        Result(job_id="j", images=(PIXELS,), rect=Rect(x=0, y=0, w=2, h=2), seeds=(1,)),
+    ]
+    states = []
+    for event in events:
+        assert conn.receive(encode(event)) == event
+        states.append(conn.jobs.get("j"))
+    assert states == [JobState.QUEUED, JobState.RUNNING, JobState.RUNNING, JobState.DONE]
+    exc = refused(conn, encode(Progress(job_id="j", step=2, total=2)), IllegalTransition)
+    assert "'progress' is not allowed in state 'done'" in str(exc) and conn.jobs.get("j") is JobState.DONE
+    late = JobError(job_id="j", code="not_found", message="no such job")  # a cancel that raced the result
+    assert conn.receive(encode(late)) == late and conn.jobs.get("j") is JobState.DONE
+    conn.receive(encode(Error(code="duplicate_job", message="x", job_id="j")))  # never changes a job's state
+    assert conn.jobs.get("j") is JobState.DONE
+    assert conn.receive(encode(Cancelled(job_id="other"))) == Cancelled(job_id="other")  # not ours: no state
+    assert conn.jobs.get("other") is None
+
+
+def test_a_resumed_session_keeps_its_jobs_and_takes_the_replayed_result_once() -> None:
+    first = open_client()
+    first.send(submit("away"))
+    first.send(submit("waiting"))
+    first.receive(encode(Started(job_id="away", steps=2, steps_requested=2, width=2, height=2, seeds=(1,))))
+    again = open_client(resume="S1", jobs=first.jobs, resumed=True)
+    assert again.resumed and again.jobs.get("away") is JobState.RUNNING
+    again.receive(encode(JobStatus(job_id="away", state="done")))
+    again.receive(encode(JobStatus(job_id="waiting", state="queued", position=0)))
+    assert (again.jobs.get("away"), again.jobs.get("waiting")) == (JobState.DONE, JobState.QUEUED)
+    result = Result(job_id="away", images=(PIXELS,), rect=Rect(x=0, y=0, w=2, h=2), seeds=(1,))
+    assert again.receive(encode(result)) == result and again.jobs.get("away") is JobState.DONE
+    refused(again, encode(result), IllegalTransition)  # only the one the job_status announced
+    exc = refused(again, encode(JobStatus(job_id="away", state="running")), IllegalTransition)
+    assert exc.message == "event 'job_status running' is not allowed in state 'done'"
+
+
+def test_a_welcome_that_does_not_resume_forgets_the_jobs() -> None:
+    first = open_client()
+    first.send(submit("j"))
+    fresh = open_client(resume="S1", jobs=first.jobs, resumed=False)
+    assert not fresh.resumed and fresh.jobs.get("j") is None
+    refused(fresh, encode(JobStatus(job_id="j", state="queued")), ProtocolViolation)  # only after a resume
+    fresh.send(submit("j"))  # submitted again: waits from the start
+    assert fresh.jobs.get("j") is JobState.QUEUED
+
+
+def test_a_fatal_error_after_the_welcome_closes_and_says_whether_to_reconnect() -> None:
+    conn = open_client()
+    conn.receive(encode(Error(code="bad_frame", message="x")))
+    assert conn.state is ConnectionState.OPEN
+    conn.receive(encode(Error(code="session_replaced", message="another connection", fatal=True)))
+    assert conn.state is ConnectionState.CLOSED and not conn.may_reconnect
+    assert conn.send(Cancel(job_id="j")) == []
+    with pytest.raises(ProtocolViolation):
+        ClientConnection("test").send(Queued(job_id="j", position=0))  # never an editor's message
