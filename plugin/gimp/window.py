@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from sfumato.protocol import MAX_STEPS, SCHEDULERS, JobState, PreviewSettings, S
 
 from . import glib  # noqa: E402
 from .bridge import Bridge  # noqa: E402
+from .controls import ControlRow, spin  # noqa: E402
 from .document import GimpDocument  # noqa: E402
 from .formats import UnsupportedImage  # noqa: E402
 from .params import MAX_BATCH, MAX_SEED  # noqa: E402
@@ -40,11 +42,34 @@ TEST_HOOK_ENV = "SFUMATO_GIMP_TEST_HOOK"  # a Python file whose start(window) dr
 STATES = {"connected": "Connected", "connecting": "Connecting…", "disconnected": "Disconnected", "failed": "Refused"}
 
 
-def _spin(lo: float, hi: float, step: float, value: float, digits: int = 0) -> Any:
-    spin = Gtk.SpinButton.new_with_range(lo, hi, step)
-    spin.set_digits(digits)
-    spin.set_value(value)
-    return spin
+@dataclass
+class Section:
+    """A titled part of the window that folds away."""
+
+    expander: Any
+    grid: Any
+
+    def set_expanded(self, expanded: bool) -> None:
+        self.expander.set_expanded(expanded)
+
+
+def _section(parent: Any, title: str, expanded: bool = False) -> Section:
+    grid = Gtk.Grid(row_spacing=6, column_spacing=8, margin_start=12, margin_top=4)
+    expander = Gtk.Expander(label=title, expanded=expanded)
+    expander.add(grid)
+    parent.attach_next_to(expander, None, Gtk.PositionType.BOTTOM, 2, 1)
+    return Section(expander, grid)
+
+
+def _attach_rows(grid: Any, rows: list[tuple[str, Any]]) -> None:
+    """Label and widget side by side, or the widget across both columns when it has no label."""
+    for label, widget in rows:
+        if label:
+            caption = Gtk.Label(label=label, xalign=1)
+            grid.attach_next_to(caption, None, Gtk.PositionType.BOTTOM, 1, 1)
+            grid.attach_next_to(widget, caption, Gtk.PositionType.RIGHT, 1, 1)
+        else:
+            grid.attach_next_to(widget, None, Gtk.PositionType.BOTTOM, 2, 1)
 
 
 class SfumatoWindow:
@@ -55,6 +80,7 @@ class SfumatoWindow:
         self.bridge = Bridge(glib.post)
         self.controller: Controller | None = None
         self.last_error = ""
+        self.closed = False
         s = self.settings
 
         self.window = Gtk.Window(title=f"Sfumato — {image.get_name()}")
@@ -76,15 +102,15 @@ class SfumatoWindow:
         self.strength = Gtk.Scale.new_with_range(Gtk.Orientation.HORIZONTAL, 0.0, 1.0, 0.01)
         self.strength.set_value(s.strength)
         self.strength.set_digits(2)
-        self.steps = _spin(1, MAX_STEPS, 1, s.steps)
-        self.guidance = _spin(0, 30, 0.5, s.guidance, 1)
+        self.steps = spin(1, MAX_STEPS, 1, s.steps, 0)
+        self.guidance = spin(0, 30, 0.5, s.guidance, 1)
         self.sampler = Gtk.ComboBoxText()
         for name in SCHEDULERS:
             self.sampler.append(name, name)
         self.sampler.set_active_id(s.scheduler if s.scheduler in SCHEDULERS else SCHEDULERS[0])
-        self.seed = _spin(0, MAX_SEED, 1, 0)
+        self.seed = spin(0, MAX_SEED, 1, 0, 0)
         self.random_seed = Gtk.CheckButton(label="random", active=True)
-        self.batch = _spin(1, MAX_BATCH, 1, s.batch_size)
+        self.batch = spin(1, MAX_BATCH, 1, s.batch_size, 0)
         self.generate_button = Gtk.Button(label="Generate")
         self.generate_button.connect("clicked", lambda _b: self.generate())
         self.cancel_button = Gtk.Button(label="Cancel")
@@ -93,6 +119,7 @@ class SfumatoWindow:
         self.queue = Gtk.Label(label="", xalign=0)
         self.message = Gtk.Label(label="", xalign=0, wrap=True, selectable=True)
         self.message.get_style_context().add_class("error")
+        self.mode = Gtk.Label(label="", xalign=0, wrap=True)
 
         seed_row = Gtk.Box(spacing=6)
         seed_row.pack_start(self.seed, True, True, 0)
@@ -100,34 +127,48 @@ class SfumatoWindow:
         buttons = Gtk.Box(spacing=6, homogeneous=True)
         buttons.pack_start(self.generate_button, True, True, 0)
         buttons.pack_start(self.cancel_button, True, True, 0)
-        rows: list[tuple[str, Any]] = [
-            ("", self.status),
-            ("Server", self.server),
-            ("Token", self.token),
-            ("", self.connect_button),
-            ("Model", self.model),
-            ("Prompt", prompt_box),
-            ("Negative", self.negative),
-            ("Strength", self.strength),
-            ("Steps", self.steps),
-            ("Guidance", self.guidance),
-            ("Sampler", self.sampler),
-            ("Seed", seed_row),
-            ("Batch", self.batch),
-            ("", buttons),
-            ("", self.progress),
-            ("", self.queue),
-            ("", self.message),
-        ]
-        for i, (label, widget) in enumerate(rows):
-            if label:
-                grid.attach(Gtk.Label(label=label, xalign=1), 0, i, 1, 1)
-                grid.attach(widget, 1, i, 1, 1)
-            else:
-                grid.attach(widget, 0, i, 2, 1)
+        # What a painter touches on every picture first; the rest folds away (as in the Krita docker).
+        _attach_rows(
+            grid,
+            [
+                ("", self.status),
+                ("Model", self.model),
+                ("Prompt", prompt_box),
+                ("Negative", self.negative),
+                ("Strength", self.strength),
+                ("", self.mode),
+                ("", buttons),
+                ("", self.progress),
+                ("", self.queue),
+                ("", self.message),
+            ],
+        )
+        self.options = _section(grid, "Options")
+        _attach_rows(
+            self.options.grid,
+            [
+                ("Steps", self.steps),
+                ("Guidance", self.guidance),
+                ("Sampler", self.sampler),
+                ("Seed", seed_row),
+                ("Batch", self.batch),
+            ],
+        )
+        self.controlnet = _section(grid, "ControlNet")
+        self.control_rows: list[ControlRow] = []
+        self.controls_box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=8)
+        self.add_control_button = Gtk.Button(label="+ ControlNet")
+        self.add_control_button.connect("clicked", lambda _b: self.add_control())
+        _attach_rows(self.controlnet.grid, [("", self.controls_box), ("", self.add_control_button)])
+        self.connection = _section(grid, "Connection", expanded=True)
+        _attach_rows(self.connection.grid, [("Server", self.server), ("Token", self.token), ("", self.connect_button)])
+        self._was_connected = False
+        self.controlnet.expander.connect("notify::expanded", lambda *_a: self._refresh_layers())
         self.reconnect()
         self.window.show_all()
         self.refresh()
+        self.refresh_mode()
+        GLib.timeout_add(500, self.refresh_mode)  # the selection changes without telling the plug-in
 
     # ------------------------------------------------------------------ actions (main loop)
 
@@ -152,6 +193,7 @@ class SfumatoWindow:
             seed=None if self.random_seed.get_active() else self.seed.get_value_as_int(),
             scheduler=self.sampler.get_active_id() or SCHEDULERS[0],
             batch_size=self.batch.get_value_as_int(),
+            controls=tuple(row.spec() for row in self.control_rows),
             preview=PreviewSettings(enabled=True),
         )
 
@@ -179,6 +221,22 @@ class SfumatoWindow:
         self.refresh()
         return submit
 
+    def add_control(self) -> ControlRow:
+        row = ControlRow(self.image, self._remove_control)
+        self.control_rows.append(row)
+        self.controls_box.pack_start(row.widget, False, False, 0)
+        row.widget.show_all()
+        self.controlnet.set_expanded(True)
+        return row
+
+    def _remove_control(self, row: ControlRow) -> None:
+        self.control_rows.remove(row)
+        self.controls_box.remove(row.widget)
+
+    def _refresh_layers(self) -> None:
+        for row in self.control_rows:
+            row.refresh_layers()
+
     def cancel(self) -> list[str]:
         return self.controller.cancel() if self.controller is not None else []
 
@@ -199,11 +257,26 @@ class SfumatoWindow:
             log.warning("could not save the settings: %s", exc)
 
     def _closed(self, _window: Any) -> None:
+        self.closed = True
         self.cancel()
         self.bridge.stop()
         Gtk.main_quit()
 
     # ------------------------------------------------------------------ view
+
+    def refresh_mode(self) -> bool:
+        """The line saying what the next Generate does; a GLib timer calls it until the window closes."""
+        if self.closed:
+            return False
+        if not self.image.is_valid():
+            text = "The image this window belongs to was closed."
+        elif Gimp.Selection.is_empty(self.image):
+            text = "Generate restyles the selected layer."
+        else:
+            text = "Generate repaints the selection (inpaint)."
+        if self.mode.get_text() != text:
+            self.mode.set_text(text)
+        return True
 
     def refresh(self) -> None:
         controller = self.controller
@@ -215,6 +288,10 @@ class SfumatoWindow:
         if conn.detail and conn.state != "connected":
             text += f": {conn.detail}"
         self.status.set_text(text)
+        connected = conn.state == "connected"
+        if connected != self._was_connected:  # fold the connection settings once connected, unfold on trouble
+            self.connection.set_expanded(not connected)
+            self._was_connected = connected
         if welcome is not None:
             self.batch.get_adjustment().set_upper(welcome.limits.max_batch)
             if not self.model.get_active_id():

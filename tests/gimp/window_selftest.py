@@ -29,6 +29,7 @@ from sfumato.plugin.gimp.document import PREVIEW_LAYER  # noqa: E402
 OUT = os.environ.get("SFUMATO_GIMP_TEST_WINDOW", "")
 SERVER = os.environ.get("SFUMATO_GIMP_TEST_SERVER", "")
 SCREENSHOT = os.environ.get("SFUMATO_GIMP_SCREENSHOT", "")
+PYLIB = os.environ.get("SFUMATO_GIMP_TEST_PYLIB", "")
 TIMEOUT_S = 150
 
 
@@ -118,6 +119,45 @@ def changed(before: bytes, after: bytes, coverage: bytes, value: int) -> int:
     )
 
 
+def _top(widget: Any) -> int:
+    """The widget's y in its window (GTK 3 returns the coordinates last, after an ok flag or not)."""
+    return int(widget.translate_coordinates(widget.get_toplevel(), 0, 0)[-1])
+
+
+def press_in_gimp(keys: tuple[str, ...]) -> str:
+    """Press ``keys`` together (X keysym names) in GIMP's image window as a keyboard would, through XTest.
+
+    Xvfb has no window manager: X's focus follows the pointer.
+    Says which window got them, or why none did.
+    """
+    sys.path.insert(0, PYLIB)  # python-xlib and six, copied there by test_gimp_e2e.py
+    from Xlib import XK, X, display  # type: ignore[import-untyped]
+    from Xlib.ext import xtest  # type: ignore[import-untyped]
+
+    conn = display.Display()
+    name, utf8 = conn.intern_atom("_NET_WM_NAME"), conn.intern_atom("UTF8_STRING")
+    for window in conn.screen().root.query_tree().children:
+        prop = window.get_full_property(name, utf8)
+        title = prop.value.decode("utf-8", "replace") if prop is not None else ""
+        if not title.rstrip().endswith("GIMP") or window.get_attributes().map_state != X.IsViewable:
+            continue
+        # A click on the status bar first, where it changes nothing: GTK takes keys once the window was clicked.
+        geometry = window.get_geometry()
+        xtest.fake_input(
+            conn, X.MotionNotify, x=geometry.x + geometry.width * 2 // 3, y=geometry.y + geometry.height - 12
+        )
+        xtest.fake_input(conn, X.ButtonPress, 1)
+        xtest.fake_input(conn, X.ButtonRelease, 1)
+        codes = [conn.keysym_to_keycode(XK.string_to_keysym(k)) for k in keys]
+        for code in codes:
+            xtest.fake_input(conn, X.KeyPress, code)
+        for code in reversed(codes):
+            xtest.fake_input(conn, X.KeyRelease, code)
+        conn.sync()
+        return title
+    return "no GIMP image window is mapped"
+
+
 def screenshot(path: str) -> bool:
     root = Gdk.get_default_root_window()
     shot = Gdk.pixbuf_get_from_window(root, 0, 0, root.get_width(), root.get_height())
@@ -134,6 +174,15 @@ def scenario(win: Any, run: Run) -> Iterator[Wait | None]:
     win.connect_button.clicked()
     yield Wait(lambda: win.controller.connection.state == "connected", 30, "the connection")
     run.check("connected, models listed", win.model.get_active_id() == "builtin:tiny", win.status.get_text())
+    run.check(
+        "layout: connection settings fold once connected; Options and ControlNet folded",
+        not any(x.expander.get_expanded() for x in (win.connection, win.options, win.controlnet)),
+    )
+    run.check(
+        "layout: Generate, the progress and the message sit above every folded section",
+        max(_top(w) for w in (win.generate_button, win.progress, win.message))
+        < min(_top(x.expander) for x in (win.options, win.controlnet, win.connection)),
+    )
 
     src = image.get_layer_by_name("Paint")
     run.check(
@@ -165,8 +214,20 @@ def scenario(win: Any, run: Run) -> Iterator[Wait | None]:
 
         return cond
 
+    yield Wait(lambda: "restyles" in win.mode.get_text(), 5, "the mode line")
+    run.check("mode line: no selection → restyle", "restyles" in win.mode.get_text(), win.mode.get_text())
+    control = win.add_control()
+    control.type.set_active_id("canny")
+    run.check("ControlNet: the source list holds the image's layers", control.layer.set_active_id("Paint"))
     win.generate_button.clicked()
     run.check("generate: no error shown", win.message.get_text() == "", win.message.get_text())
+    submit = list(win.controller.client.tracker.jobs.values())[-1].submit
+    sent = submit.controls[0].image if len(submit.controls) == 1 else None
+    run.check(
+        "ControlNet: canny from the layer 'Paint' sent with its pixels",
+        submit.controls[0].type == "canny" and sent is not None and sent.data == source_before,
+        [(c.type, c.image.width, c.image.height) for c in submit.controls],
+    )
     yield Wait(landed("a test [seed 7]"), 90, "the restyle result")
     result = image.get_layer_by_name("a test [seed 7]")
     order = names(image)
@@ -184,15 +245,21 @@ def scenario(win: Any, run: Run) -> Iterator[Wait | None]:
         "restyle: the painter's layer stays selected", [x.get_name() for x in image.get_selected_layers()] == ["Paint"]
     )
     if SCREENSHOT:
-        win.window.move(880, 0)  # no window manager under Xvfb: keep clear of GIMP's own window
+        width = win.window.get_size()[0]  # no window manager under Xvfb: at the right edge, clear of GIMP
+        win.window.move(Gdk.Screen.get_default().get_width() - width, 0)
         yield None
         yield Wait(lambda: True, 1, "")
         run.check("screenshot saved", screenshot(SCREENSHOT), SCREENSHOT)
+
+    control.remove.clicked()
+    run.check("ControlNet: ✕ removes the control", win.control_rows == [] and not win.controls_box.get_children())
 
     # (b) repaint a soft selection on the restyled layer
     image.set_selected_layers([result])
     image.select_ellipse(Gimp.ChannelOps.REPLACE, size // 4, size // 4, size // 2, size // 2)
     Gimp.Selection.feather(image, 10.0)
+    yield Wait(lambda: "repaints" in win.mode.get_text(), 5, "the mode line")
+    run.check("mode line: a selection → inpaint", "repaints" in win.mode.get_text(), win.mode.get_text())
     coverage = pixels(image.get_selection(), None, "Y u8")
     before = projection(image)
     win.prompt.get_buffer().set_text("a fox")
@@ -228,6 +295,21 @@ def scenario(win: Any, run: Run) -> Iterator[Wait | None]:
     run.check(
         "no stray layers", names(image) == expected and layers_before == [expected[0], *expected[3:]], names(image)
     )
+
+    # (e) undo from the painter's keyboard: the history's last steps are the inpaint result, then
+    # "Select None" (the cancelled job added nothing); one Ctrl+Z each
+    sent = press_in_gimp(("Control_L", "z"))
+    run.check("undo: Ctrl+Z reached GIMP's image window", sent.endswith("GIMP"), sent)
+    yield Wait(lambda: not Gimp.Selection.is_empty(image), 10, "the first undo")
+    run.check("undo: the first Ctrl+Z brings the selection back", image.get_layer_by_name("a fox [seed 9]") is not None)
+    press_in_gimp(("Control_L", "z"))
+    yield Wait(lambda: image.get_layer_by_name("a fox [seed 9]") is None, 10, "the second undo")
+    run.check(
+        "undo: the next removes the inpaint result in one step, the earlier layers stay",
+        names(image) == [expected[0], *expected[2:]],
+        names(image),
+    )
+    Gimp.Selection.none(image)
 
     # (d) what cannot be done is said in plain words, nothing is sent
     image.set_selected_layers([src, result])

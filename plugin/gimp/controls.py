@@ -1,0 +1,85 @@
+"""The window's ControlNet list: one row per control — type, source layer, strength, start/end, "layer is a map".
+
+The same choices as the Krita docker's rows; ``spec()`` turns a row into plugin.core's ``ControlSpec``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import gi
+
+gi.require_version("Gtk", "3.0")
+from gi.repository import Gtk  # noqa: E402
+
+from sfumato.plugin.core.requests import ControlSpec  # noqa: E402
+from sfumato.protocol import CONTROL_TYPES  # noqa: E402
+
+ACTIVE_LAYER = ""  # the source combo's first entry: the layer Generate paints from
+
+
+def layer_names(image: Any) -> Iterator[str]:
+    """Every layer's name, groups' children included, top to bottom (what ``get_layer_by_name`` finds)."""
+    stack = list(image.get_layers()) if image.is_valid() else []
+    while stack:
+        layer = stack.pop(0)
+        yield str(layer.get_name())
+        if layer.is_group():
+            stack[:0] = list(layer.get_children())
+
+
+def spin(lo: float, hi: float, step: float, value: float, digits: int = 2) -> Any:
+    button = Gtk.SpinButton.new_with_range(lo, hi, step)
+    button.set_digits(digits)
+    button.set_value(value)
+    return button
+
+
+class ControlRow:
+    def __init__(self, image: Any, on_remove: Callable[[ControlRow], None]) -> None:
+        self.image = image
+        self.type = Gtk.ComboBoxText()
+        for name in CONTROL_TYPES:
+            self.type.append(name, name)
+        self.type.set_active(0)
+        self.layer = Gtk.ComboBoxText()
+        self.layer.set_tooltip_text("Source layer (the first entry: the layer Generate paints from)")
+        self.strength = spin(0, 2, 0.05, 1.0)
+        self.strength.set_tooltip_text("Strength")
+        self.start, self.end = spin(0, 1, 0.05, 0.0), spin(0, 1, 0.05, 1.0)
+        self.start.set_tooltip_text("Start (fraction of the steps)")
+        self.end.set_tooltip_text("End (fraction of the steps)")
+        self.is_map = Gtk.CheckButton(label="layer is a map")
+        self.remove = Gtk.Button(label="✕")
+        self.remove.set_tooltip_text("Remove this control")
+        self.remove.connect("clicked", lambda _b: on_remove(self))
+        self.widget = Gtk.Grid(row_spacing=2, column_spacing=4)
+        self.widget.attach(self.type, 0, 0, 1, 1)
+        self.widget.attach(self.layer, 1, 0, 2, 1)
+        self.widget.attach(self.remove, 3, 0, 1, 1)
+        self.widget.attach(self.strength, 0, 1, 1, 1)
+        self.widget.attach(self.start, 1, 1, 1, 1)
+        self.widget.attach(self.end, 2, 1, 1, 1)
+        self.widget.attach(self.is_map, 0, 2, 3, 1)
+        self.refresh_layers()
+
+    def refresh_layers(self) -> None:
+        """The image's layers now (the painter adds and renames them while the window is open)."""
+        current = self.layer.get_active_id() or ACTIVE_LAYER
+        self.layer.remove_all()
+        self.layer.append(ACTIVE_LAYER, "(the layer Generate paints from)")
+        for name in layer_names(self.image):
+            self.layer.append(name, name)
+        if not self.layer.set_active_id(current):
+            self.layer.set_active_id(ACTIVE_LAYER)
+
+    def spec(self) -> ControlSpec:
+        return ControlSpec(
+            type=self.type.get_active_id() or CONTROL_TYPES[0],
+            layer=self.layer.get_active_id() or None,
+            strength=self.strength.get_value(),
+            start=self.start.get_value(),
+            end=self.end.get_value(),
+            preprocess=not self.is_map.get_active(),
+        )
