@@ -49,7 +49,7 @@ class Config:
     precision: str = "auto"  # auto | fp16 | bf16 | fp32
     token: str | None = None
     allowed_origins: list[str] = field(default_factory=list)
-    allow_download: bool = False  # let diffusers fetch configs from Hugging Face
+    allow_download: bool = False  # allow hf:owner/name repositories; local models never download
     builtin_models: bool = True
     # limits
     max_message_mib: int = 256

@@ -149,12 +149,11 @@ class Engine:
         device: str = "auto",
         precision: str = "auto",
         budget_bytes: int = 12 << 30,
-        allow_download: bool = False,
     ) -> None:
         _quiet_libraries()
         self.catalogue = catalogue
         self.device = pick_device(device)
-        self.cache = PipelineCache(self.device, pick_dtype(self.device, precision), budget_bytes, allow_download)
+        self.cache = PipelineCache(self.device, pick_dtype(self.device, precision), budget_bytes)
         self._previewers: dict[int, LatentPreviewer] = {}
 
     def device_label(self) -> str:

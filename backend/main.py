@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 
 
 def build_engine(config: Config) -> Engine:
+    import os
+
+    if not config.allow_download:  # before the hub library is imported: it reads this once
+        os.environ["HF_HUB_OFFLINE"] = "1"
     from .quiet import quiet_libraries
 
     quiet_libraries()
@@ -26,9 +30,7 @@ def build_engine(config: Config) -> Engine:
     catalogue = Catalogue.scan(
         config.model_dirs, config.cache_dir, builtin=config.builtin_models, allow_hub=config.allow_download
     )
-    return Engine(
-        catalogue, config.device, config.precision, int(config.model_memory_gib * (1 << 30)), config.allow_download
-    )
+    return Engine(catalogue, config.device, config.precision, int(config.model_memory_gib * (1 << 30)))
 
 
 def banner(config: Config, engine: Engine, url: str) -> str:
@@ -75,7 +77,7 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
         "--allow-download",
         action="store_true",
         default=None,
-        help="let diffusers fetch missing model configs from Hugging Face",
+        help="allow hf:owner/name diffusers repositories to be downloaded (local models never need it)",
     )
     p.add_argument("--max-pixels", type=int, help="largest image accepted, width × height")
     p.add_argument("--max-message-mib", type=int, help="largest frame accepted, MiB")

@@ -16,5 +16,16 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$HASH" ]; then
     echo "sfumato: installing sfumato[$EXTRAS] into .venv (torch is pinned to the 2.13.0 CPU/CUDA wheel)"
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q -e "$ROOT[$EXTRAS]"
+    # Packages used for their data only (pyproject's [tool.sfumato] data-packages): without their
+    # dependencies, which the project never imports (open-clip-torch would pull torchvision and timm).
+    "$VENV/bin/python" -c '
+import sys
+try:
+    import tomllib
+except ImportError:
+    import tomli as tomllib
+with open(sys.argv[1], "rb") as f:
+    print("\n".join(tomllib.load(f)["tool"]["sfumato"]["data-packages"]))
+' "$ROOT/pyproject.toml" | xargs -r "$VENV/bin/python" -m pip install -q --no-deps
     echo "$HASH" > "$STAMP"
 fi

@@ -8,11 +8,13 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sfumato.protocol import ErrorCode, ProtocolError
 
 from .catalogue import ModelEntry
+from .single_file import CONFIGS, load_checkpoint, load_controlnet
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +52,9 @@ class LoadedModel:
 
 
 class PipelineCache:
-    def __init__(self, device: str, dtype: Any, budget_bytes: int, allow_download: bool = False) -> None:
+    def __init__(self, device: str, dtype: Any, budget_bytes: int, configs: Path = CONFIGS) -> None:
         self.device, self.dtype, self.budget = device, dtype, budget_bytes
-        self.allow_download = allow_download
+        self.configs = configs  # architecture configs of single files (tests point it at tiny ones)
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._controlnets: OrderedDict[str, Any] = OrderedDict()
         self._decoders: dict[str, Any] = {}
@@ -118,15 +120,14 @@ class PipelineCache:
             elif entry.format == "hub":
                 pipe = cls.from_pretrained(str(entry.path), **kwargs)
             else:
-                pipe = cls.from_single_file(str(entry.path), local_files_only=not self.allow_download, **kwargs)
+                pipe = load_checkpoint(entry.path, entry.arch, self.dtype, self.configs)
+        except ProtocolError:
+            raise
         except Exception as exc:  # any loading failure is this job's, with words the painter can act on
             if type(exc).__name__ == "OutOfMemoryError":
                 raise
             raise ProtocolError(
-                f"could not load {entry.id!r}: {type(exc).__name__}: {exc}. Single-file checkpoints need their "
-                "architecture's "
-                "configuration files once from Hugging Face: start the server with --allow-download while online, "
-                "or use a diffusers folder.",
+                f"could not load {entry.id!r}: {type(exc).__name__}: {exc}",
                 "submit.model",
                 ErrorCode.MISSING_WEIGHTS,
             ) from None
@@ -152,9 +153,7 @@ class PipelineCache:
             if entry.format == "diffusers":
                 net = ControlNetModel.from_pretrained(entry.path, dtype=self.dtype, local_files_only=True)
             else:
-                net = ControlNetModel.from_single_file(
-                    str(entry.path), dtype=self.dtype, local_files_only=not self.allow_download
-                )
+                net = load_controlnet(entry.path, entry.arch, self.dtype, self.configs)
         except (OSError, ValueError) as exc:
             raise ProtocolError(
                 f"could not load ControlNet {entry.id!r}: {exc}", "submit.controls", ErrorCode.MISSING_WEIGHTS

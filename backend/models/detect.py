@@ -20,12 +20,13 @@ class NotAModel(Exception):
 @dataclass(frozen=True)
 class Detected:
     kind: str  # "checkpoint" | "controlnet" | "preview_decoder"
-    arch: str  # "sd15" | "sd15-inpaint" | "sd2" | "sdxl" | "sdxl-inpaint" | "sd15-tiny" ...
+    arch: str  # "sd15" | "sd15-inpaint" | "sd2" | "sd2-inpaint" | "sdxl" | "sdxl-inpaint" | "sd15-tiny" ...
     native_size: int
     format: str  # "single_file" | "diffusers"
 
 
-NATIVE = {"sd15": 512, "sd15-inpaint": 512, "sd2": 768, "sdxl": 1024, "sdxl-inpaint": 1024}
+# SD2.x inpainting was trained at 512², the other SD2.x checkpoints painters use at 768² (v-prediction)
+NATIVE = {"sd15": 512, "sd15-inpaint": 512, "sd2": 768, "sd2-inpaint": 512, "sdxl": 1024, "sdxl-inpaint": 1024}
 
 
 def read_safetensors_header(path: Path) -> dict[str, dict[str, object]]:
@@ -69,7 +70,7 @@ def detect_single_file(path: Path) -> Detected:
                 raise NotAModel("SDXL refiner checkpoints are not supported; use an SDXL base model")
             arch = "sdxl-inpaint" if inpaint else "sdxl"
         elif has("cond_stage_model.model."):
-            arch = "sd2"
+            arch = "sd2-inpaint" if inpaint else "sd2"
         elif has("cond_stage_model.transformer."):
             arch = "sd15-inpaint" if inpaint else "sd15"
         else:

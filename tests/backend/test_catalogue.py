@@ -165,7 +165,9 @@ def test_taesd_is_used_for_previews_when_installed(tmp_path: Path, model_cache: 
     assert previewer.tiny_vae is not None
 
 
-def test_single_file_without_configs_offline_fails_fast_and_clearly(tmp_path: Path, model_cache: Path) -> None:
+def test_incomplete_single_file_fails_fast_and_clearly_without_a_network(tmp_path: Path, model_cache: Path) -> None:
+    """Configs never come from the hub now (tests/backend/test_single_file.py loads whole files);
+    a file that lacks a part fails at once with words, not a download attempt."""
     import sys
     import time
 
@@ -180,7 +182,7 @@ def test_single_file_without_configs_offline_fails_fast_and_clearly(tmp_path: Pa
     with pytest.raises(ProtocolError) as err:
         engine.run(submit("s", model="dreamy"), 1)
     assert time.monotonic() - t < 30  # no hang waiting for a network that is not there
-    assert err.value.code == "missing_weights" and "--allow-download" in err.value.message
+    assert err.value.code == "missing_weights" and "no VAE inside" in err.value.message
 
 
 def test_hugging_face_ids_need_downloads_allowed(tmp_path: Path, model_cache: Path) -> None:
