@@ -300,6 +300,19 @@ def test_canny_finds_the_edges_of_a_square() -> None:
     assert not edges[15:25, 15:25].any() and not edges[:5, :5].any()
 
 
+def test_canny_keeps_weak_edges_only_where_they_continue_strong_ones() -> None:
+    from sfumato.backend.imaging.control import canny
+
+    weak = 30 / 255  # a step of 30 levels: a Sobel gradient (120) between the thresholds, even at corners
+    img = np.zeros((64, 64), np.float32)
+    img[32:, :32] = 1.0  # a strong edge along row 32, left half ...
+    img[32:, 32:] = weak  # ... continued by a weak one, right half (hysteresis keeps it)
+    img[5:15, 40:55] = weak  # a weak square on its own (dropped)
+    edges = canny(img)
+    assert edges[30:35, 40:60].any(axis=0).all()  # the whole weak continuation
+    assert not edges[2:18, 37:58].any()
+
+
 def test_missing_preprocessor_weights_are_named(engine: Any) -> None:
     depth = Control(type="depth", image=pattern_rgba(64, 64))
     with pytest.raises(ProtocolError) as err:
