@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 _RESNET = {
@@ -161,19 +162,23 @@ def openclip_to_original(state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def checkpoint_to_original(pipe: Any) -> dict[str, Any]:
-    """A whole SD1.x/SD2.x/SDXL pipeline as one original-layout state dict (prefixes as A1111 saves them)."""
+def checkpoint_to_original(pipe: Any, state_of: Callable[[Any, int], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A whole SD1.x/SD2.x/SDXL pipeline as one original-layout state dict (prefixes as A1111 saves them).
+
+    ``state_of(module, index)`` gives each component's tensors (default: its own weights)."""
+    state = state_of or (lambda module, _: module.state_dict())
     out = {
-        **_prefixed("model.diffusion_model.", unet_to_original(pipe.unet.state_dict(), dict(pipe.unet.config))),
-        **_prefixed("first_stage_model.", vae_to_original(pipe.vae.state_dict(), dict(pipe.vae.config))),
+        **_prefixed("model.diffusion_model.", unet_to_original(state(pipe.unet, 0), dict(pipe.unet.config))),
+        **_prefixed("first_stage_model.", vae_to_original(state(pipe.vae, 1), dict(pipe.vae.config))),
     }
+    text = state(pipe.text_encoder, 2)
     if getattr(pipe, "text_encoder_2", None) is not None:  # SDXL
-        out.update(_prefixed("conditioner.embedders.0.transformer.", clip_to_original(pipe.text_encoder.state_dict())))
-        out.update(_prefixed("conditioner.embedders.1.model.", openclip_to_original(pipe.text_encoder_2.state_dict())))
+        out.update(_prefixed("conditioner.embedders.0.transformer.", clip_to_original(text)))
+        out.update(_prefixed("conditioner.embedders.1.model.", openclip_to_original(state(pipe.text_encoder_2, 3))))
     elif pipe.text_encoder.config.hidden_act == "gelu":  # SD2: OpenCLIP ViT-H
-        out.update(_prefixed("cond_stage_model.model.", openclip_to_original(pipe.text_encoder.state_dict())))
+        out.update(_prefixed("cond_stage_model.model.", openclip_to_original(text)))
     else:
-        out.update(_prefixed("cond_stage_model.transformer.", clip_to_original(pipe.text_encoder.state_dict())))
+        out.update(_prefixed("cond_stage_model.transformer.", clip_to_original(text)))
     return out
 
 
@@ -208,3 +213,23 @@ def random_state(module: Any, dtype: Any, seed: int = 0) -> dict[str, Any]:
         else:
             out[key] = torch.zeros(meta.shape, dtype=dtype)
     return out
+
+
+def random_checkpoint(folder: Path, dtype: Any, seed: int = 0) -> dict[str, Any]:
+    """A full checkpoint in the original layout with random weights, for the architecture whose config
+    folder is ``folder`` (e.g. ``backend/models/configs/sdxl``). Models are laid out on the meta
+    device, so the only memory used is the result's (about 2 GB for SD1.5 and 7 GB for SDXL in fp16)."""
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    with init_empty_weights():
+        parts = SimpleNamespace(
+            unet=UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet")),
+            vae=AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae")),
+            text_encoder=CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder")),
+            text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(folder / "text_encoder_2"))
+            if (folder / "text_encoder_2").is_dir()
+            else None,
+        )
+    return checkpoint_to_original(parts, lambda module, i: random_state(module, dtype, seed + i))

@@ -18,14 +18,14 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import pattern_rgba, rect_mask, submit
-from original_layout import checkpoint_to_original, controlnet_to_original, save
+from helpers import aio, backend_process, pattern_rgba, raw_client, rect_mask, submit
+from original_layout import checkpoint_to_original, controlnet_to_original, random_checkpoint, save
 
 from sfumato.backend.engine import Engine
 from sfumato.backend.models.catalogue import Catalogue, ModelEntry
 from sfumato.backend.models.clip_tokenizer import clip_tokenizer, clip_vocab
 from sfumato.backend.models.single_file import CONFIGS, load_checkpoint, load_controlnet, read_state
-from sfumato.protocol import Control, ProtocolError
+from sfumato.protocol import Control, JobError, ProtocolError, Result, decode, encode
 
 TEXT = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4)
 TEXT_2 = dict(hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, projection_dim=64)
@@ -375,3 +375,52 @@ def test_controlnet_single_file_in_either_layout_loads_and_conditions(
         seed=1,
     )
     assert plain.images[0].data != controlled.images[0].data
+
+
+# ---------------------------------------------------------------------------- a full-size file, no network
+
+
+@pytest.fixture(scope="session")
+def full_size_sd15(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An A1111 models folder holding a full-size SD1.5 checkpoint (original layout, fp16, random
+    weights, 2.1 GB), written once per run; only its path stays in memory."""
+    root = tmp_path_factory.mktemp("webui") / "models"
+    save(random_checkpoint(CONFIGS / "sd15", torch.float16), root / "Stable-diffusion" / "sd15-random.safetensors")
+    return root
+
+
+@aio
+async def test_full_size_sd15_single_file_generates_through_the_server_with_the_network_cut(
+    full_size_sd15: Path, tmp_path: Path, model_cache: Path
+) -> None:
+    hub = tmp_path / "empty-hf-home"
+    hub.mkdir()
+    unreachable = "http://127.0.0.1:9"  # any request that slipped past the offline switch would fail here
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(hub),
+        "HF_HUB_CACHE": str(hub / "hub"),
+        "HTTP_PROXY": unreachable,
+        "HTTPS_PROXY": unreachable,
+        "SFUMATO_BUILTIN_MODELS": "0",
+    }
+    image = pattern_rgba(64, 64, seed=7)
+    with backend_process(model_cache, "--models", str(full_size_sd15), env=env) as (url, proc):
+        ws = await raw_client(url, "painter")
+        # 64² is generated at SD1.5's minimum (384²); one denoising step without CFG keeps a 2-core CPU at ~1 min
+        job = submit("full", model="Stable-diffusion/sd15-random", image=image, steps=2, strength=0.5, guidance=1.0)
+        await ws.send(encode(job))
+        while not isinstance(answer := decode(await ws.recv()), (Result, JobError)):
+            pass
+        await ws.close()
+        status = Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+        peak = next(int(line.split()[1]) << 10 for line in status if line.startswith("VmHWM"))
+    assert isinstance(answer, Result), answer
+    print(f"\nfull-size SD1.5 single file: backend peak RSS {peak / 2**30:.1f} GiB, timings {answer.timings}")
+    (out,) = answer.images
+    assert (out.width, out.height, out.format) == (64, 64, "rgba8")
+    rgb = np.frombuffer(out.data, np.uint8).reshape(64, 64, 4)[..., :3]
+    assert not np.array_equal(rgb, np.frombuffer(image.data, np.uint8).reshape(64, 64, 4)[..., :3])
+    assert rgb.std() > 0
+    assert not any(hub.rglob("*")), "nothing was fetched into or cached in the hub folder"
+    assert peak < 8 << 30, f"the backend peaked at {peak / 2**30:.1f} GiB"
