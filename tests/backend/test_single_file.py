@@ -424,3 +424,17 @@ async def test_full_size_sd15_single_file_generates_through_the_server_with_the_
     assert rgb.std() > 0
     assert not any(hub.rglob("*")), "nothing was fetched into or cached in the hub folder"
     assert peak < 8 << 30, f"the backend peaked at {peak / 2**30:.1f} GiB"
+
+
+def test_gpu_bench_single_file_path_runs_with_tiny_configs_on_the_cpu(tmp_path: Path, tiny_configs: Path) -> None:
+    """bench/gpu.py's SDXL single-file check, the code a GPU runs at full size, on tiny configs."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_gpu", Path(__file__).resolve().parents[2] / "bench" / "gpu.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    row = bench.single_file_check("sdxl", tmp_path, "cpu", "fp32", configs=tiny_configs, native=64)
+    assert (row["task"], row["detected"], row["size"]) == ("single-file", "sdxl", "64x64")
+    assert row["file_gib"] > 0 and row["load_s"] >= 0
+    assert not list(tmp_path.rglob("*.safetensors"))  # the random weights are not left on disk
