@@ -1,0 +1,140 @@
+"""The Krita adapter (plugin/krita/document.py) outside Krita: a fake ``krita`` module, the real Qt (PyQt6).
+
+What it proves here, quickly and on every machine: channel order and depth on the way out and back,
+linear profiles marked, selections, where previews and results land, refusals. tests/krita runs the
+same adapter inside real Kritas.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sfumato.protocol import Image, PixelFormat, Rect
+
+sys.path.insert(0, str(Path(__file__).parent))
+import fake_krita
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture
+def adapter() -> Iterator[ModuleType]:
+    """plugin.krita.document imported against the fake ``krita`` (and removed again afterwards)."""
+    saved = {k: sys.modules.pop(k) for k in ("krita", "sfumato.plugin.krita.document") if k in sys.modules}
+    sys.modules["krita"] = fake_krita
+    fake_krita.Krita._instance = None
+    import sfumato.plugin.krita.document as document
+
+    yield document
+    for key in ("krita", "sfumato.plugin.krita.document"):
+        sys.modules.pop(key, None)
+    sys.modules.update(saved)
+
+
+def open_doc(depth: str = "U8", model: str = "RGBA", size: tuple[int, int] = (8, 6)) -> fake_krita.Document:
+    doc = fake_krita.Document(*size, depth=depth, model=model)
+    fake_krita.Krita.instance().docs.append(doc)
+    return doc
+
+
+def test_8bit_layers_go_out_as_rgba_and_results_come_back_as_bgra(adapter: Any) -> None:
+    doc = open_doc()
+    paint = doc.add_layer("Paint")
+    paint.setPixelData(bytes((10, 20, 30, 255)) * 48, 0, 0, 8, 6)  # Krita's BGRA
+    kd = adapter.KritaDocument(doc)
+    image = kd.read_layer(Rect(x=0, y=0, w=8, h=6))
+    assert image.format == PixelFormat.RGBA8 and image.data == bytes((30, 20, 10, 255)) * 48 and not image.linear
+
+    result = Image(width=2, height=2, format=PixelFormat.RGBA8, data=bytes((1, 2, 3, 4)) * 4)
+    kd.insert_result(result, Rect(x=3, y=2, w=2, h=2), "a fox [seed 1]")
+    layer = doc.nodeByName("a fox [seed 1]")
+    assert layer is not None and layer.pixelData(3, 2, 2, 2) == bytes((3, 2, 1, 4)) * 4
+    assert layer.pixelData(0, 0, 1, 1) == bytes(4)  # nothing outside the result's rectangle
+    assert [n.name() for n in doc.topLevelNodes()] == ["Paint", "a fox [seed 1]"]  # right above the active layer
+    assert doc.activeNode() is paint and paint.pixelData(3, 2, 1, 1) == bytes((10, 20, 30, 255))
+
+
+def test_a_read_reaches_past_the_layer_as_transparent(adapter: Any) -> None:
+    doc = open_doc()
+    doc.add_layer("Paint").setPixelData(bytes((9, 9, 9, 255)) * 48, 0, 0, 8, 6)
+    image = adapter.KritaDocument(doc).read_layer(Rect(x=6, y=4, w=4, h=4))
+    px = np.frombuffer(image.data, np.uint8).reshape(4, 4, 4)
+    assert (px[:2, :2] == (9, 9, 9, 255)).all()
+    assert not px[2:, :].any() and not px[:, 2:].any()
+
+
+def test_16bit_integer_layers_travel_as_rgba16_in_both_directions(adapter: Any) -> None:
+    doc = open_doc("U16")
+    doc.add_layer("Paint").setPixelData(struct.pack("<4H", 100, 2000, 30000, 65535) * 48, 0, 0, 8, 6)
+    kd = adapter.KritaDocument(doc)
+    image = kd.read_layer(Rect(x=0, y=0, w=8, h=6))
+    assert image.format == PixelFormat.RGBA16
+    assert struct.unpack("<4H", image.data[:8]) == (30000, 2000, 100, 65535)  # BGRA → RGBA, 16 bits kept
+    kd.insert_result(image, Rect(x=0, y=0, w=8, h=6), "back")
+    assert doc.nodeByName("back").pixelData(0, 0, 8, 6) == doc.nodeByName("Paint").pixelData(0, 0, 8, 6)
+
+
+@pytest.mark.parametrize("depth", ["F16", "F32"])
+def test_float_layers_travel_as_linear_rgbaf32_and_come_back_in_their_depth(adapter: Any, depth: str) -> None:
+    doc = open_doc(depth)
+    values = np.array([0.25, 0.5, 0.75, 1.0], np.float16 if depth == "F16" else np.float32)
+    doc.add_layer("Paint").setPixelData(np.tile(values, 48).tobytes(), 0, 0, 8, 6)
+    kd = adapter.KritaDocument(doc)
+    image = kd.read_layer(Rect(x=0, y=0, w=8, h=6))
+    assert image.format == PixelFormat.RGBAF32 and image.linear  # Krita's float default profile is g10
+    assert np.array_equal(np.frombuffer(image.data, np.float32)[:4], values.astype(np.float32))
+    kd.insert_result(image, Rect(x=0, y=0, w=8, h=6), "back")
+    assert doc.nodeByName("back").pixelData(0, 0, 8, 6) == doc.nodeByName("Paint").pixelData(0, 0, 8, 6)
+
+
+def test_the_selection_gives_bounds_and_coverage(adapter: Any) -> None:
+    doc = open_doc()
+    doc.add_layer("Paint")
+    kd = adapter.KritaDocument(doc)
+    assert kd.selection_bounds() is None
+    doc.sel = fake_krita.Selection(8, 6)
+    assert kd.selection_bounds() is None  # an empty selection is no selection
+    doc.sel.setPixelData(bytes((128, 255)), 2, 3, 2, 1)
+    assert kd.selection_bounds() == Rect(x=2, y=3, w=2, h=1)
+    mask = kd.read_selection(Rect(x=1, y=3, w=4, h=1))
+    assert mask.format == PixelFormat.GRAY8 and mask.data == bytes((0, 128, 255, 0))
+
+
+def test_previews_stay_in_one_locked_layer_that_goes_away(adapter: Any) -> None:
+    doc = open_doc()
+    paint = doc.add_layer("Paint")
+    kd = adapter.KritaDocument(doc)
+    preview = Image(width=2, height=2, format=PixelFormat.RGBA8, data=bytes((255, 0, 0, 255)) * 4)
+    kd.show_preview(preview, Rect(x=0, y=0, w=4, h=4))  # scaled up by Qt
+    kd.show_preview(preview, Rect(x=0, y=0, w=4, h=4))
+    names = [n.name() for n in doc.topLevelNodes()]
+    assert names == ["Paint", adapter.PREVIEW_LAYER] and doc.activeNode() is paint
+    layer = doc.nodeByName(adapter.PREVIEW_LAYER)
+    assert layer.is_locked and layer.pixelData(3, 3, 1, 1) == bytes((0, 0, 255, 255))  # red, as BGRA
+    kd.clear_preview()
+    assert [n.name() for n in doc.topLevelNodes()] == ["Paint"]
+
+
+@pytest.mark.parametrize("model", ["GRAYA", "CMYKA", "LABA"])
+def test_other_colour_models_are_refused_with_what_to_do(adapter: Any, model: str) -> None:
+    doc = open_doc(model=model)
+    doc.add_layer("Paint")
+    with pytest.raises(adapter.UnsupportedDocument, match="Convert Image Color Space"):
+        adapter.KritaDocument(doc).read_layer(Rect(x=0, y=0, w=2, h=2))
+
+
+def test_a_closed_document_is_known_to_be_closed(adapter: Any) -> None:
+    doc = open_doc()
+    kd = adapter.KritaDocument(doc)
+    assert kd.is_open() and adapter.active_document().doc is doc
+    fake_krita.Krita.instance().docs.remove(doc)
+    assert not kd.is_open() and adapter.active_document() is None
