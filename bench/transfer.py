@@ -2,8 +2,9 @@
 
 Three ways, measured in the same run (the machine is shared; only the ratios are meaningful):
 
-* sfumato – a protocol ``submit`` (raw pixels in msgpack bin) over a websocket, decoded and validated
-  by the backend's decoder;
+* sfumato – a protocol ``submit`` over a websocket, sent by an editor's ClientConnection and
+  received, decoded and validated by a backend's ServerConnection (since 1.2 the pixels travel as
+  buffer frames of their own: no copy into or out of msgpack);
 * a1111   – PNG + base64 inside JSON over the same websocket transport (how AUTOMATIC1111's API and
   the plugins built on it move images);
 * raw     – the same bytes copied over a plain loopback TCP socket (the floor).
@@ -28,9 +29,20 @@ import numpy as np
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
-from sfumato.protocol import DecodeLimits, Image, Submit, decode, encode
+from sfumato.protocol import (
+    PROTOCOL_VERSION,
+    ClientConnection,
+    DecodeLimits,
+    Image,
+    Limits,
+    ServerConnection,
+    Submit,
+)
 
 LIMITS = DecodeLimits(max_message_bytes=1 << 30, max_pixels=1 << 26)
+WELCOME_LIMITS = Limits(
+    max_message_bytes=1 << 30, max_pixels=1 << 26, max_batch=1, max_queued_per_editor=1, max_controls=0
+)
 
 
 def painting(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -48,10 +60,16 @@ def painting(size: int) -> tuple[np.ndarray, np.ndarray]:
     return rgba, mask
 
 
-async def sfumato_trip(url: str, submit: Submit) -> float:
+async def sfumato_trip(url: str, submit: Submit, minor: int) -> float:
     async with connect(url, max_size=None, compression=None) as ws:
+        editor = ClientConnection("bench", version=(PROTOCOL_VERSION[0], minor))
+        for frame in editor.hello():
+            await ws.send(frame)
+        while editor.welcome is None:
+            editor.receive(await ws.recv())
         t = time.perf_counter()
-        await ws.send(encode(submit))
+        for frame in editor.send(submit):
+            await ws.send(frame)
         await ws.recv()
         return time.perf_counter() - t
 
@@ -102,10 +120,17 @@ async def main(size: int, repeats: int) -> dict[str, float]:
     )
 
     async def ws_handler(ws: object) -> None:
+        backend = ServerConnection(LIMITS, "bench", ())
         async for frame in ws:  # type: ignore[attr-defined]
             if isinstance(frame, bytes):
-                msg = decode(frame, LIMITS)  # full validation, pixels ready to use
-                assert isinstance(msg, Submit) and len(msg.image.data) == size * size * 4
+                event = backend.receive(frame)  # full validation, pixels ready to use
+                if event is None:  # buffer frames still due
+                    continue
+                if not isinstance(event, Submit):  # the hello
+                    for reply in backend.welcome("bench", False, WELCOME_LIMITS, (), "cpu"):
+                        await ws.send(reply)  # type: ignore[attr-defined]
+                    continue
+                assert len(event.image.data) == size * size * 4
             else:
                 body = json.loads(frame)
                 img = np.asarray(PILImage.open(io.BytesIO(base64.b64decode(body["init_images"]))))
@@ -126,19 +151,21 @@ async def main(size: int, repeats: int) -> dict[str, float]:
         url = f"ws://127.0.0.1:{next(iter(ws_server.sockets)).getsockname()[1]}"
         raw_server = await asyncio.start_server(raw_handler, "127.0.0.1", 0)
         raw_port = raw_server.sockets[0].getsockname()[1]
-        times: dict[str, list[float]] = {"sfumato": [], "a1111": [], "raw": []}
-        for _ in range(repeats):  # interleaved, so load on the machine hits all three alike
+        times: dict[str, list[float]] = {"sfumato": [], "sfumato 1.1": [], "a1111": [], "raw": []}
+        for _ in range(repeats):  # interleaved, so load on the machine hits all of them alike
             times["raw"].append(await raw_trip(raw_port, blob))
-            times["sfumato"].append(await sfumato_trip(url, submit))
+            times["sfumato"].append(await sfumato_trip(url, submit, PROTOCOL_VERSION[1]))
+            times["sfumato 1.1"].append(await sfumato_trip(url, submit, 1))  # a 1.1 peer: one frame
             times["a1111"].append(await a1111_trip(url, rgba, mask))
         raw_server.close()
     med = {k: statistics.median(v) for k, v in times.items()}
     mib = len(blob) / 2**20
     print(f"{size}×{size} RGBA8 + 8-bit mask = {mib:.0f} MiB, median of {repeats} interleaved trips")
-    for k in ("sfumato", "a1111", "raw"):
-        print(f"  {k:8s} {med[k] * 1000:9.1f} ms   ({mib / med[k]:7.0f} MiB/s)")
+    for k in ("sfumato", "sfumato 1.1", "a1111", "raw"):
+        print(f"  {k:11s} {med[k] * 1000:9.1f} ms   ({mib / med[k]:7.0f} MiB/s)")
     print(f"  a1111 / sfumato = {med['a1111'] / med['sfumato']:.1f}×   (goal ≥ 50×)")
-    print(f"  sfumato / raw   = {med['sfumato'] / med['raw']:.2f}×   (goal ≤ 3×)")
+    print(f"  sfumato / raw   = {med['sfumato'] / med['raw']:.2f}×   (goal ≤ 1.5×)")
+    print(f"  1.1 single frame / raw = {med['sfumato 1.1'] / med['raw']:.2f}×   (before buffer frames)")
     return med
 
 

@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
+from .buffers import BUFFERS, Frame, attach, check_references, sizes, split
 from .errors import BadFrame, InvalidMessage, LimitExceeded, ProtocolError
 from .images import compress_images
 from .limits import DEFAULT_LIMITS, DecodeLimits
@@ -18,32 +21,59 @@ from .schema import describe
 
 
 class Unknown:
-    """A well-formed frame whose type this version does not know: skip it, do not fail."""
+    """A well-formed frame whose type this version does not know: skip it (and its buffers), do not fail."""
 
-    __slots__ = ("type",)
+    __slots__ = ("buffers", "type")
 
-    def __init__(self, type_: str) -> None:
+    def __init__(self, type_: str, buffers: tuple[int, ...] = ()) -> None:
         self.type = type_
+        self.buffers = buffers  # sizes of the buffer frames that follow it, to be skipped too
 
     def __repr__(self) -> str:
         return f"Unknown({self.type!r})"
 
 
+@dataclass(frozen=True)
+class Header:
+    """A decoded header frame whose declared sizes passed every limit; ``buffers``: the frames it waits for."""
+
+    cls: type[Message]
+    body: dict[str, Any]
+    buffers: tuple[int, ...]
+    limits: DecodeLimits
+
+    def refused(self, exc: ProtocolError) -> ProtocolError:
+        """``exc``, naming this header's job."""
+        return _named(self.body, exc)
+
+
 def encode(message: Message, compress: bool = False) -> bytes:
-    """Serialise a message. ``compress`` zlib-compresses image payloads (for remote links)."""
-    body: dict[str, Any] = {"type": message.TYPE, **message.dump()}
-    if compress:
-        body = compress_images(body)
-    return bytes(msgpack.packb(body, use_bin_type=True))
+    """Serialise a message as one frame. ``compress`` zlib-compresses image payloads (for remote links)."""
+    return _pack(_body(message, compress))
+
+
+def encode_frames(message: Message, compress: bool = False) -> list[Frame]:
+    """Since 1.2: a header frame, then each large image payload as its own frame (the payload itself, no copy)."""
+    header, buffers = split(_body(message, compress))
+    return [_pack(header), *buffers]
 
 
 def decode(data: object, limits: DecodeLimits = DEFAULT_LIMITS) -> Message | Unknown:
-    """Parse and validate one frame.
+    """Parse and validate one frame holding a whole message (no buffer frames)."""
+    header = decode_header(data, limits)
+    if isinstance(header, Unknown) or not header.buffers:
+        return header if isinstance(header, Unknown) else load(header)
+    path = f"{header.cls.PATH}.{BUFFERS}"
+    raise _named(header.body, BadFrame("expected one frame with every payload inline, got buffer frames", path))
+
+
+def decode_header(data: object, limits: DecodeLimits = DEFAULT_LIMITS) -> Header | Unknown:
+    """Parse a frame and check everything its header declares, before any payload is taken in.
 
     Order matters for memory: frame size, then the msgpack headers (depth, entries, objects) before
-    anything is unpacked, then the declared image sizes (pixels, bytes after inflating, batch,
-    controls) before any image is inflated, then the fields. A refused frame that names a job
-    carries its id in ``ProtocolError.job_id``.
+    anything is unpacked, then the declared sizes (pixels, bytes after inflating, batch, controls,
+    buffer frames) before any image is inflated or any buffer frame accepted. A refused frame that
+    names a job carries its id in ``ProtocolError.job_id``.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BadFrame(f"expected a binary frame, got {describe(data)}", "frame")
@@ -57,19 +87,44 @@ def decode(data: object, limits: DecodeLimits = DEFAULT_LIMITS) -> Message | Unk
         raise BadFrame(f"expected a 'type' string of 1..{MAX_TYPE_CHARS} characters, got {describe(kind)}", "type")
     cls = BY_TYPE.get(kind)
     if cls is None:
-        return Unknown(kind)
+        return Unknown(kind, sizes(body, len(data), limits, "frame"))
     try:
         size = cls.declared_bytes(body, cls.PATH, limits)
         if size > limits.max_decoded_bytes:
             raise LimitExceeded(
                 f"expected at most {limits.max_decoded_bytes} bytes of images per message, got {size}", cls.PATH
             )
-        return cls.load(body, cls.PATH, limits)
+        declared = sizes(body, len(data), limits, cls.PATH)
+        check_references(body, declared, cls.PATH)
     except ProtocolError as exc:
-        job_id = body.get("job_id")
-        if isinstance(job_id, str) and JOB_ID.accepts(job_id):
-            exc.job_id = job_id
-        raise
+        raise _named(body, exc) from None
+    return Header(cls, body, declared, limits)
+
+
+def load(header: Header, buffers: Sequence[bytes] = ()) -> Message:
+    """The message of a header, with the buffer frames it declared (their bytes become image data)."""
+    try:
+        attach(header.body, buffers)
+        return header.cls.load(header.body, header.cls.PATH, header.limits)
+    except ProtocolError as exc:
+        raise _named(header.body, exc) from None
+
+
+def _named(body: dict[str, Any], exc: ProtocolError) -> ProtocolError:
+    """Name the job of a refused frame, so a server can answer the submit it refused by its id."""
+    job_id = body.get("job_id")
+    if isinstance(job_id, str) and JOB_ID.accepts(job_id):
+        exc.job_id = job_id
+    return exc
+
+
+def _body(message: Message, compress: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": message.TYPE, **message.dump()}
+    return compress_images(body) if compress else body
+
+
+def _pack(body: dict[str, Any]) -> bytes:
+    return bytes(msgpack.packb(body, use_bin_type=True))
 
 
 def _unpack(data: bytes, limits: DecodeLimits) -> Any:
@@ -92,4 +147,4 @@ def _unpack(data: bytes, limits: DecodeLimits) -> Any:
         ) from None
 
 
-__all__ = ["InvalidMessage", "Unknown", "decode", "encode"]
+__all__ = ["Header", "InvalidMessage", "Unknown", "decode", "decode_header", "encode", "encode_frames", "load"]

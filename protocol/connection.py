@@ -15,7 +15,8 @@ from __future__ import annotations
 from enum import Enum
 from typing import ClassVar
 
-from .codec import Unknown, decode, encode
+from .buffers import BUFFERS_SINCE, Frame
+from .codec import Unknown, encode, encode_frames
 from .errors import ErrorCode, ProtocolError, ProtocolViolation, VersionMismatch
 from .jobs import JobStates
 from .limits import DecodeLimits
@@ -32,6 +33,7 @@ from .messages import (
     Submit,
     Welcome,
 )
+from .reader import MessageReader
 
 Event = Message | Unknown
 
@@ -62,28 +64,37 @@ class Connection:
     SENDS: ClassVar[tuple[type[Message], ...]] = ()
     PEER: ClassVar[str] = ""  # the other side, for error messages
 
-    def __init__(self, limits: DecodeLimits) -> None:
+    def __init__(self, limits: DecodeLimits, version: tuple[int, int]) -> None:
         self.limits = limits
+        self.speaks = version  # the newest version this side offers (PROTOCOL_VERSION unless told older)
         self.state = ConnectionState.AWAITING_HELLO
-        self.version: tuple[int, int] | None = None  # negotiated once hello and welcome are known
+        self.version: tuple[int, int] | None = None  # negotiated: set by _negotiated()
+        self._reader = MessageReader(limits)
         self.compress = False  # zlib images on the way out: the receiver asked for them and the link wants them
         self.closed_by: Error | None = None  # the fatal error that closed the connection, either way
 
-    def receive(self, frame: object) -> Event:
-        """One websocket message from the peer → the event it carries.
+    @property
+    def buffers(self) -> bool:
+        """Whether large payloads travel as buffer frames (both sides speak 1.2)."""
+        return self.version is not None and self.version >= BUFFERS_SINCE
+
+    def receive(self, frame: object) -> Event | None:
+        """One websocket message from the peer → the event it completes (``None``: buffer frames still due).
 
         Raises :class:`ProtocolError` for a frame that does not decode within the limits or breaks a rule."""
         if self.state is ConnectionState.CLOSED:
             raise ProtocolViolation("expected nothing after the connection closed, got a frame", "frame")
-        message = decode(frame, self.limits)
+        message = self._reader.read(frame)
+        if message is None:
+            return None
         if isinstance(message, Unknown):
             return self._unknown(message)
         if isinstance(message, self.SENDS):  # a message of our own side's kind
             raise ProtocolViolation(f"expected a message {self.PEER} may send, got {message.TYPE!r}", "type")
         return self._received(message)
 
-    def send(self, message: Message) -> list[bytes]:
-        """The frames that carry ``message``; nothing once the connection is closed."""
+    def send(self, message: Message) -> list[Frame]:
+        """The frames that carry ``message``, to be sent in order with nothing between; none once closed."""
         if not isinstance(message, self.SENDS):
             raise ProtocolViolation(f"expected a message this side may send, got {message.TYPE!r}", "type")
         if self.state is ConnectionState.CLOSED:
@@ -91,7 +102,11 @@ class Connection:
         self._sending(message)
         if isinstance(message, Error) and message.fatal:
             self._close(message)
-        return [encode(message, compress=self.compress)]
+        return encode_frames(message, self.compress) if self.buffers else [encode(message, self.compress)]
+
+    def _negotiated(self, theirs: tuple[int, ...], field: str) -> None:
+        self.version = negotiate(self.speaks, theirs, field)
+        self._reader.buffers_allowed = self.buffers
 
     def _close(self, error: Error) -> None:
         self.state = ConnectionState.CLOSED
@@ -113,8 +128,14 @@ class ServerConnection(Connection):
     SENDS = SERVER_MESSAGES
     PEER = "an editor"
 
-    def __init__(self, limits: DecodeLimits, server: str, capabilities: tuple[str, ...]) -> None:
-        super().__init__(limits)
+    def __init__(
+        self,
+        limits: DecodeLimits,
+        server: str,
+        capabilities: tuple[str, ...],
+        version: tuple[int, int] = PROTOCOL_VERSION,
+    ) -> None:
+        super().__init__(limits, version)
         self.server, self.capabilities = server, capabilities
         self.hello: Hello | None = None
 
@@ -127,7 +148,7 @@ class ServerConnection(Connection):
         if self.state is ConnectionState.AWAITING_HELLO:
             if not isinstance(message, Hello):
                 raise ProtocolViolation(f"expected a hello message first, got {message.TYPE!r}", "type")
-            self.version = negotiate(PROTOCOL_VERSION, message.version, "hello.version")
+            self._negotiated(message.version, "hello.version")
             self.hello, self.state = message, ConnectionState.AWAITING_WELCOME
         elif self.state is ConnectionState.AWAITING_WELCOME:
             raise ProtocolViolation(f"expected nothing before the welcome, got {message.TYPE!r}", "type")
@@ -143,12 +164,12 @@ class ServerConnection(Connection):
         models: tuple[ModelInfo, ...],
         device: str,
         compress: bool = False,
-    ) -> list[bytes]:
+    ) -> list[Frame]:
         """Accept the hello. ``compress``: this link wants zlib images (it is not loopback-only)."""
         if self.state is not ConnectionState.AWAITING_WELCOME or self.hello is None:
             raise ProtocolViolation(f"expected to welcome after a hello, in state {self.state.value}", "state")
         welcome = Welcome(
-            version=PROTOCOL_VERSION,
+            version=self.speaks,
             server=self.server,
             session=session,
             resumed=resumed,
@@ -161,7 +182,7 @@ class ServerConnection(Connection):
         self.state = ConnectionState.OPEN
         return [encode(welcome)]
 
-    def refuse(self, error: ProtocolError) -> list[bytes]:
+    def refuse(self, error: ProtocolError) -> list[Frame]:
         """End the handshake with a fatal error (every handshake error is fatal)."""
         return self.send(Error(code=error.code, message=error.message, field=error.field, fatal=True))
 
@@ -190,10 +211,11 @@ class ClientConnection(Connection):
         jobs: JobStates | None = None,
         capabilities: tuple[str, ...] = ("zlib",),
         limits: DecodeLimits = EDITOR_LIMITS,
+        version: tuple[int, int] = PROTOCOL_VERSION,
     ) -> None:
-        super().__init__(limits)
+        super().__init__(limits, version)
         self._hello = Hello(
-            version=PROTOCOL_VERSION, client=client, kind=kind, token=token, capabilities=capabilities, resume=resume
+            version=version, client=client, kind=kind, token=token, capabilities=capabilities, resume=resume
         )
         self.jobs = jobs if jobs is not None else JobStates()
         self.welcome: Welcome | None = None
@@ -204,7 +226,7 @@ class ClientConnection(Connection):
         """Whether connecting again with the same settings can succeed."""
         return self.closed_by is None or self.closed_by.code not in NO_RECONNECT
 
-    def hello(self) -> list[bytes]:
+    def hello(self) -> list[Frame]:
         if self.state is not ConnectionState.AWAITING_HELLO:
             raise ProtocolViolation(f"expected one hello per connection, in state {self.state.value}", "state")
         self.state = ConnectionState.AWAITING_WELCOME
@@ -229,7 +251,7 @@ class ClientConnection(Connection):
         return message
 
     def _welcomed(self, welcome: Welcome) -> None:
-        self.version = negotiate(PROTOCOL_VERSION, welcome.version, "welcome.version")
+        self._negotiated(welcome.version, "welcome.version")
         self.welcome = welcome
         self.resumed = welcome.resumed and welcome.session == self._hello.resume
         if not self.resumed:

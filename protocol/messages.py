@@ -24,7 +24,7 @@ from .regions import Point, Rect
 from .schema import Bool, Float, Int, ListOf, Nested, Optional, Record, Str, Timings, wire
 from .states import JobState
 
-PROTOCOL_VERSION = (1, 1)  # 1.1: error.job_id; nil means absent everywhere
+PROTOCOL_VERSION = (1, 2)  # 1.1: error.job_id, nil means absent everywhere; 1.2: buffer frames
 
 MAX_TYPE_CHARS = 64  # a message type longer than this is a bad frame, not an unknown type
 

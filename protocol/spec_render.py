@@ -83,6 +83,7 @@ def render() -> str:
         "| `fmt` | one of 'rgba8', 'gray8', 'rgba16', 'rgbaf32' | pixel format |\n"
         "| `enc` | one of 'raw', 'zlib' (default 'raw') | payload encoding |\n"
         "| `data` | bin | w × h × bytes-per-pixel bytes (after inflating, for zlib) |\n"
+        "| `buf` | integer (since 1.2, instead of `data`) | index of the buffer frame holding the payload |\n"
         "| `linear` | boolean (default false, since 1.1) | RGB samples are linear light, not sRGB-encoded |\n"
     )
     _ = Image

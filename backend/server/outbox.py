@@ -11,6 +11,8 @@ import asyncio
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
+from sfumato.protocol.buffers import Frame
+
 
 @dataclass(frozen=True)
 class ResultRef:
@@ -20,8 +22,8 @@ class ResultRef:
 class Outbox:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._events: deque[bytes | ResultRef] = deque()
-        self._latest: OrderedDict[str, bytes] = OrderedDict()
+        self._events: deque[Frame | ResultRef] = deque()
+        self._latest: OrderedDict[str, Frame] = OrderedDict()
         self._bytes = 0
         self._wake = asyncio.Event()
         self.overflowed = False
@@ -31,7 +33,7 @@ class Outbox:
     def pending_bytes(self) -> int:
         return self._bytes + sum(len(f) for f in self._latest.values())
 
-    def put(self, frame: bytes, job_id: str | None = None) -> None:
+    def put(self, frame: Frame, job_id: str | None = None) -> None:
         if self.closed:
             return
         if job_id is not None:
@@ -43,7 +45,7 @@ class Outbox:
             self._bytes += len(frame)
         self._wake.set()
 
-    def put_latest(self, job_id: str, frame: bytes) -> None:
+    def put_latest(self, job_id: str, frame: Frame) -> None:
         if self.closed:
             return
         self._latest[job_id] = frame
@@ -60,7 +62,7 @@ class Outbox:
         self.closed = True
         self._wake.set()
 
-    async def get(self) -> bytes | ResultRef | None:
+    async def get(self) -> Frame | ResultRef | None:
         """The next thing to send; ``None`` at once on overflow, or once closed and drained.
 
         Closing keeps the events already queued (a final error, the last ``cancelled``) but drops
@@ -70,7 +72,7 @@ class Outbox:
                 return None
             if self._events:
                 item = self._events.popleft()
-                if isinstance(item, bytes):
+                if not isinstance(item, ResultRef):
                     self._bytes -= len(item)
                 return item
             if self.closed:

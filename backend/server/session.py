@@ -31,6 +31,7 @@ from sfumato.protocol import (
     Submit,
     Unknown,
 )
+from sfumato.protocol.buffers import Frame
 from sfumato.protocol.connection import Event
 
 from .auth import Gate
@@ -66,7 +67,7 @@ class Session:
         for frame in self.connection.send(message):
             self.send_frame(frame, job_id)
 
-    def send_frame(self, frame: bytes, job_id: str | None = None) -> None:
+    def send_frame(self, frame: Frame, job_id: str | None = None) -> None:
         self.outbox.put(frame, job_id)
 
     def send_latest(self, job_id: str, frame: bytes) -> None:
@@ -134,7 +135,7 @@ class Session:
             raise ProtocolError("the server is shutting down", "", ErrorCode.SHUTTING_DOWN)
         return hello
 
-    async def _send_guarded(self, frame: bytes) -> None:
+    async def _send_guarded(self, frame: Frame) -> None:
         """Send, aborting the connection if the peer has not taken the frame within the send timeout."""
         watchdog = asyncio.get_running_loop().call_later(self.hub.config.send_timeout_s, self._stalled)
         try:

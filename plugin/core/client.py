@@ -163,7 +163,7 @@ class Client:
             except ProtocolError as exc:  # a bad frame, or an event its job's state does not allow
                 log.warning("ignored a frame from the backend: %s", exc)
                 continue
-            if isinstance(msg, Unknown):
+            if msg is None or isinstance(msg, Unknown):  # buffer frames still due, or from a newer minor
                 continue
             job = self.tracker.apply(msg)
             self.listener(msg, job)
@@ -179,7 +179,7 @@ class Client:
         with contextlib.suppress(TransportClosed):
             await self._write(transport, conn.send(message))
 
-    async def _write(self, transport: Transport, frames: list[bytes]) -> None:
+    async def _write(self, transport: Transport, frames: list[bytes | memoryview]) -> None:
         async with self._sending:
             for frame in frames:
                 await transport.send(frame)

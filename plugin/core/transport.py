@@ -12,7 +12,7 @@ class TransportClosed(Exception):
 
 
 class Transport(Protocol):
-    async def send(self, data: bytes) -> None: ...
+    async def send(self, data: bytes | memoryview) -> None: ...
     async def recv(self) -> bytes: ...
     async def close(self) -> None: ...
 
@@ -38,7 +38,7 @@ class WebSocketTransport:
             raise TransportClosed(f"cannot connect to {url}: {exc}") from None
         return cls(ws)
 
-    async def send(self, data: bytes) -> None:
+    async def send(self, data: bytes | memoryview) -> None:
         try:
             await self._ws.send(data)
         except Exception as exc:
@@ -65,7 +65,7 @@ class MemoryTransport:
         self._inbox, self._peer = inbox, peer
         self.closed = False
 
-    async def send(self, data: bytes) -> None:
+    async def send(self, data: bytes | memoryview) -> None:
         if self.closed:
             raise TransportClosed("closed")
         await self._peer.put(bytes(data))

@@ -79,6 +79,36 @@ async def test_a_refused_frame_is_not_kept_while_its_connection_idles(engine: An
 
 
 @aio
+async def test_buffer_frames_carry_a_submit_and_a_torn_one_keeps_nothing(engine: Any) -> None:
+    from sfumato.protocol import ClientConnection
+
+    async with running_server(engine) as server:
+        ws = await connect(server.url, max_size=None, compression=None)
+        editor = ClientConnection("buffers", kind="test")
+        for frame in editor.hello():
+            await ws.send(frame)
+        while editor.welcome is None:
+            editor.receive(await ws.recv())
+        assert editor.buffers, "both sides speak 1.2"
+        header, layer = editor.send(submit("whole", size=256, steps=2))
+        for frame in (header, layer):
+            await ws.send(frame)
+        assert (await next_of(ws, Result, 60)).job_id == "whole"
+        header, layer = editor.send(submit("torn", size=256, steps=2))
+        await ws.send(header)
+        await ws.send(bytes(layer)[:-1])  # one byte short
+        refused = await next_of(ws, JobError)
+        assert (refused.job_id, refused.code, refused.field) == ("torn", "bad_frame", "submit.buffers[0]")
+        await ws.send(bytes(layer))  # a buffer no header declared: refused as a frame of its own
+        assert (await next_of(ws, Error)).code == "bad_frame"
+        budget = server.hub.budget
+        await until(lambda: budget.used == 0, what="nothing charged for the torn submit")
+        await ws.send(encode(GetStatus()))
+        assert (await next_of(ws, Status)).editors == 1  # the session lives on
+        await ws.close()
+
+
+@aio
 async def test_jobs_memory_is_bounded_per_editor_and_overall(engine: Any) -> None:
     # a 256² rgba8 job holds 256 KiB of input and reserves 256 KiB for its result: about 0.5 MiB
     async with (

@@ -259,8 +259,12 @@ def check_connection_handshake() -> None:
     for frame in server.welcome("S", False, limits, (), "cpu"):
         client.receive(frame)
     assert client.state is server.state is ConnectionState.OPEN
-    for frame in client.send(examples()["submit"]):
-        server.receive(frame)
+    layer = Image(width=128, height=128, format="rgba8", data=bytes(range(256)) * 256)
+    sent = Submit(job_id="krita-7", task="img2img", model="m", image=layer)
+    frames = client.send(sent)
+    assert len(frames) == 2 and bytes(frames[1]) == layer.data  # 1.2: the pixels as a frame of their own
+    received = [server.receive(bytes(frame)) for frame in frames]
+    assert received == [None, sent]
     for frame in server.send(Started(job_id="krita-7", steps=1, steps_requested=1, width=2, height=2, seeds=(1,))):
         client.receive(frame)
     assert client.jobs.get("krita-7") is JobState.RUNNING

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
 import pytest
 
@@ -12,6 +14,7 @@ from sfumato.protocol import (
     Cancelled,
     ClientConnection,
     ConnectionState,
+    DecodeLimits,
     Error,
     GetStatus,
     Hello,
@@ -21,6 +24,7 @@ from sfumato.protocol import (
     JobState,
     JobStates,
     JobStatus,
+    LimitExceeded,
     Limits,
     Progress,
     ProtocolError,
@@ -273,3 +277,109 @@ def test_a_fatal_error_after_the_welcome_closes_and_says_whether_to_reconnect() 
     assert conn.send(Cancel(job_id="j")) == []
     with pytest.raises(ProtocolViolation):
         ClientConnection("test").send(Queued(job_id="j", position=0))  # never an editor's message
+
+
+# ---------------------------------------------------------------------------- buffer frames (1.2)
+
+SIDE = 256  # an rgba8 layer of 256 KiB and a mask of 64 KiB: both large enough to travel as buffers
+
+
+def big_submit(job_id: str = "big") -> Submit:
+    layer = Image(width=SIDE, height=SIDE, format="rgba8", data=bytes(range(256)) * (SIDE * SIDE * 4 // 256))
+    mask = Image(width=SIDE, height=SIDE, format="gray8", data=bytes([7]) * (SIDE * SIDE))
+    return Submit(job_id=job_id, task="inpaint", model="m", image=layer, mask=mask)
+
+
+def pair(editor_minor: int = PROTOCOL_VERSION[1], limits: object = DEFAULT_LIMITS) -> tuple[ClientConnection, Any]:
+    """An editor and a backend connection that have shaken hands through each other's bytes."""
+    client, backend = ClientConnection("test"), ServerConnection(limits, "backend", ())  # type: ignore[arg-type]
+    (hello_frame,) = client.hello()
+    body = msgpack.unpackb(hello_frame)
+    backend.receive(msgpack.packb({**body, "version": [PROTOCOL_VERSION[0], editor_minor]}))
+    for frame in backend.welcome("S1", False, LIMITS, (), "cpu"):
+        client.receive(frame)
+    return client, backend
+
+
+def header_of(message: Submit) -> dict[str, Any]:
+    frames = pair()[0].send(message)
+    return dict(msgpack.unpackb(frames[0]))
+
+
+def test_large_payloads_travel_as_their_own_frames_without_copies() -> None:
+    client, backend = pair()
+    assert client.buffers and backend.buffers
+    message = big_submit()
+    header, layer, mask = client.send(message)
+    assert isinstance(layer, memoryview) and layer.obj is message.image.data  # the pixels themselves
+    assert isinstance(mask, memoryview) and mask.obj is message.mask.data  # type: ignore[union-attr]
+    body = msgpack.unpackb(header)
+    assert body["buffers"] == [SIDE * SIDE * 4, SIDE * SIDE]
+    assert (body["image"]["buf"], body["mask"]["buf"]) == (0, 1) and "data" not in body["image"]
+    assert len(header) < 1024
+    received = [bytes(layer), bytes(mask)]  # as a websocket delivers them
+    assert backend.receive(header) is None and backend.receive(received[0]) is None
+    event = backend.receive(received[1])
+    assert event == message
+    assert isinstance(event, Submit) and event.image.data is received[0]  # taken as is, not copied
+
+
+def test_small_payloads_stay_inline_and_older_peers_get_single_frames() -> None:
+    client, _ = pair()
+    (frame,) = client.send(submit())  # a 2×2 image: one frame
+    assert decode(frame) == submit()
+    _, old_backend = pair(editor_minor=1)
+    assert old_backend.version == (PROTOCOL_VERSION[0], 1) and not old_backend.buffers
+    split_header, *_ = client.send(big_submit())
+    exc = refused(old_backend, split_header, BadFrame)  # buffer frames were not negotiated
+    assert (exc.field, exc.job_id) == ("buffers", "big")
+    legacy = ClientConnection("old")
+    legacy.hello()
+    legacy.receive(welcome(version=(PROTOCOL_VERSION[0], 1)))
+    (single,) = legacy.send(big_submit())
+    assert old_backend.receive(single) == big_submit()
+
+
+def test_a_wrong_buffer_frame_drops_the_whole_message() -> None:
+    client, backend = pair()
+    header, layer, _ = client.send(big_submit("torn"))
+    backend.receive(header)
+    backend.receive(bytes(layer))
+    exc = refused(backend, b"\x00" * 10, BadFrame)  # not the 64 KiB the mask declared
+    assert (exc.field, exc.job_id) == ("submit.buffers[1]", "torn") and "expected buffer frame 1" in exc.message
+    assert backend.receive(encode(Cancel(job_id="torn"))) == Cancel(job_id="torn")  # nothing kept: a fresh start
+    backend.receive(header)
+    refused(backend, "a text frame", BadFrame)
+    exc = refused(backend, bytes(layer), BadFrame)  # a buffer with no header that declared it
+    assert exc.field == "frame"
+
+
+def test_declared_buffers_are_checked_before_any_is_accepted() -> None:
+    body = header_of(big_submit("h"))
+    small = DecodeLimits(max_message_bytes=SIDE * SIDE * 5 + 16)  # the pixels fit; with the header they do not
+    _, tight = pair(limits=small)
+    exc = refused(tight, msgpack.packb(body), LimitExceeded)
+    assert (exc.field, exc.job_id) == ("submit.buffers", "h")
+    cases = {
+        "submit.image": {**body, "image": {**body["image"], "buf": 1}},  # used twice
+        "submit.buffers": {**body, "buffers": [*body["buffers"], 5]},  # one unused
+        "submit.mask": {**body, "buffers": [body["buffers"][0], 99]},  # not the mask's size
+        "submit.buffers ": {**body, "buffers": "many"},
+    }
+    _, backend = pair()
+    for field, bad in cases.items():
+        exc = refused(backend, msgpack.packb(bad), ProtocolError)
+        assert exc.field == field.strip(), (field, exc)
+    no_list = {k: v for k, v in body.items() if k != "buffers"}
+    assert refused(backend, msgpack.packb(no_list), ProtocolError).field == "submit.image"
+    both = {**body, "image": {**body["image"], "data": b"x"}}
+    assert "either data or a buffer" in refused(backend, msgpack.packb(both), ProtocolError).message
+    assert isinstance(backend.receive(encode(GetStatus())), GetStatus)  # none of it was kept
+
+
+def test_an_unknown_message_is_skipped_with_its_buffers() -> None:
+    _, backend = pair()
+    header = msgpack.packb({"type": "from_the_future", "buffers": [3, 2]})
+    assert backend.receive(header) is None and backend.receive(b"abc") is None
+    skipped = backend.receive(b"de")
+    assert isinstance(skipped, Unknown) and skipped.type == "from_the_future"
