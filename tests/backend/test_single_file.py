@@ -16,16 +16,17 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import aio, backend_process, pattern_rgba, raw_client, rect_mask, submit
+from helpers import aio, backend_process, pattern_rgba, rect_mask, submit
 from original_layout import checkpoint_to_original, controlnet_to_original, random_checkpoint, save
 
 from sfumato.backend.engine import Engine
 from sfumato.backend.models.catalogue import Catalogue, ModelEntry
 from sfumato.backend.models.clip_tokenizer import clip_tokenizer, clip_vocab
 from sfumato.backend.models.single_file import CONFIGS, load_checkpoint, load_controlnet, read_state
-from sfumato.protocol import Control, JobError, ProtocolError, Result, decode, encode
+from sfumato.protocol import PROTOCOL_VERSION, Control, Hello, JobError, ProtocolError, Result, Welcome, decode, encode
 
 TEXT = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4)
 TEXT_2 = dict(hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, projection_dim=64)
@@ -406,7 +407,11 @@ async def test_full_size_sd15_single_file_generates_through_the_server_with_the_
     }
     image = pattern_rgba(64, 64, seed=7)
     with backend_process(model_cache, "--models", str(full_size_sd15), env=env) as (url, proc):
-        ws = await raw_client(url, "painter")
+        # no keepalive pings: loading 2 GB holds the GIL in long stretches and, on a busy 2-core machine,
+        # a 20 s ping could go unanswered (a separate matter from loading offline, which this test is about)
+        ws = await connect(url, max_size=None, compression=None, ping_interval=None)
+        await ws.send(encode(Hello(version=PROTOCOL_VERSION, client="painter", kind="test")))
+        assert isinstance(decode(await ws.recv()), Welcome)
         # 64² is generated at SD1.5's minimum (384²); one denoising step without CFG keeps a 2-core CPU at ~1 min
         job = submit("full", model="Stable-diffusion/sd15-random", image=image, steps=2, strength=0.5, guidance=1.0)
         await ws.send(encode(job))
