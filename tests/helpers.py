@@ -190,8 +190,13 @@ def backend_process(cache: Path, *args: str, env: dict[str, str] | None = None) 
                 break
         else:
             raise RuntimeError("the backend did not start:\n" + "".join(lines))
-        threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
+        drain = threading.Thread(target=proc.stdout.read, daemon=True)  # keep the pipe drained
+        drain.start()
         yield line.split()[-1], proc
     finally:
         proc.terminate()
         proc.wait(30)
+        if proc.stdout is not None:
+            if "drain" in locals():
+                drain.join(30)  # the pipe ends with the process; closing it under the reader would race
+            proc.stdout.close()

@@ -443,6 +443,7 @@ def test_the_terminal_says_what_to_do_next_and_nothing_else(tmp_path: Path) -> N
     finally:
         proc.terminate()
         proc.wait(30)
+        proc.stdout.close()
     start = next(i for i, line in enumerate(lines) if line.startswith("listening on ws://"))
     assert start == 0, f"noise before the first line: {lines[:start]}"
     banner = "\n".join(lines)
