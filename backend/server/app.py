@@ -1,4 +1,4 @@
-"""The websockets server: security checks on the upgrade, a session per connection, one worker."""
+"""The websockets server: security checks on the upgrade, a Connection per websocket, one worker."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from sfumato.protocol import Error, ErrorCode
 
 from ..config import Config
 from .auth import Gate
+from .connection import Connection
 from .hub import EngineLike, Hub
-from .session import Session
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class Server:
         self.hub = Hub(config, engine)
         self.gate = Gate(config.token)
         self.decoder = ThreadPoolExecutor(DECODER_THREADS, thread_name_prefix="sfumato-decode")
-        self.sessions: set[Session] = set()
+        self.connections: set[Connection] = set()
         self._server: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self.worker: Worker | None = None
@@ -44,15 +44,15 @@ class Server:
         host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
         return f"ws://{host}:{self.port}"
 
-    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _check_request(self, ws: ServerConnection, request: Request) -> Response | None:
         """Refuse browser pages (any Origin header, even ``null``, unless allow-listed) and connection floods."""
         origins = request.headers.get_all("Origin")
         if origins and (len(origins) > 1 or origins[0] not in self.config.allowed_origins):
             log.warning("refused a websocket upgrade from origin %s", ", ".join(repr(o[:100]) for o in origins[:4]))
-            return connection.respond(HTTPStatus.FORBIDDEN, "Browser origins are not allowed.\n")
-        if len(self.sessions) >= self.config.max_editors:
-            log.warning("refused a connection: %d editors are connected (max_editors)", len(self.sessions))
-            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Too many editors are connected.\n")
+            return ws.respond(HTTPStatus.FORBIDDEN, "Browser origins are not allowed.\n")
+        if len(self.connections) >= self.config.max_editors:
+            log.warning("refused a connection: %d editors are connected (max_editors)", len(self.connections))
+            return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Too many editors are connected.\n")
         return None
 
     async def start(self) -> None:
@@ -73,12 +73,12 @@ class Server:
         self.port = sock.getsockname()[1]
 
     async def _handle(self, ws: ServerConnection) -> None:
-        session = Session(self.hub, ws, self.gate, self.decoder)
-        self.sessions.add(session)
+        connection = Connection(self.hub, ws, self.gate, self.decoder)
+        self.connections.add(connection)
         try:
-            await session.run()
+            await connection.run()
         finally:
-            self.sessions.discard(session)
+            self.connections.discard(connection)
 
     async def _reaper(self) -> None:
         while True:
@@ -97,10 +97,10 @@ class Server:
         if self.worker is not None:
             await self.worker.idle(grace_s)
         bye = Error(code=ErrorCode.SHUTTING_DOWN, message="the server is shutting down", fatal=True)
-        sessions = list(self.sessions)
-        for session in sessions:
-            session.send(bye)
-            session.close("server shutdown")  # after what is queued: the last `cancelled` and the goodbye
+        connections = list(self.connections)
+        for connection in connections:
+            connection.send(bye)
+            connection.close("server shutdown")  # after what is queued: the last `cancelled` and the goodbye
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -111,8 +111,8 @@ class Server:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), max(0.1, deadline - loop.time()))
             except asyncio.TimeoutError:
-                for session in list(self.sessions):  # editors that would not take their last frames
-                    session.abort()
+                for connection in list(self.connections):  # editors that would not take their last frames
+                    connection.abort()
         if self.worker is not None:
             self.worker.shutdown()
         self.decoder.shutdown(wait=False, cancel_futures=True)

@@ -52,7 +52,7 @@ class EngineLike(Protocol):
     def loaded_models(self) -> list[str]: ...
 
 
-class SessionLike(Protocol):
+class ConnectionLike(Protocol):
     editor: EditorState | None
 
     def send(self, message: Message, job_id: str | None = None) -> None: ...
@@ -98,15 +98,15 @@ class Hub:
 
     # ------------------------------------------------------------------ editors
 
-    def attach(self, hello: Hello, session: SessionLike) -> tuple[EditorState, bool]:
+    def attach(self, hello: Hello, connection: ConnectionLike) -> tuple[EditorState, bool]:
         """Bind a connection to a new editor state, or to its earlier one when resuming."""
         editor = self.editors.get(hello.resume) if hello.resume else None
         resumed = editor is not None
         if editor is None:
             editor = EditorState(session_id=secrets.token_urlsafe(24), name=hello.client)
             self.editors[editor.session_id] = editor
-        elif editor.session is not None:  # a second connection resumed the same session: the newest wins
-            old = editor.session
+        elif editor.connection is not None:  # a second connection resumed the same session: the newest wins
+            old = editor.connection
             old.send(
                 Error(
                     code=ErrorCode.SESSION_REPLACED,
@@ -116,26 +116,26 @@ class Hub:
             )
             old.editor = None
             old.close("replaced by a newer connection of the same editor")
-        editor.session = session
+        editor.connection = connection
         editor.disconnected_at = None
-        session.editor = editor
+        connection.editor = editor
         return editor, resumed
 
     def replay(self, editor: EditorState) -> None:
         """After a resume: the state of every job, then the results that finished meanwhile."""
-        session = editor.session
-        assert session is not None
+        connection = editor.connection
+        assert connection is not None
         for job in editor.jobs.values():
-            session.send(
+            connection.send(
                 JobStatus(job_id=job.id, state=job.state.value, position=job.position if job.position >= 0 else None)
             )
         for job_id in editor.undelivered:
-            session.send_result(job_id)
+            connection.send_result(job_id)
 
-    def detach(self, session: SessionLike) -> None:
-        editor = session.editor
-        if editor is not None and editor.session is session:
-            editor.session = None
+    def detach(self, connection: ConnectionLike) -> None:
+        editor = connection.editor
+        if editor is not None and editor.connection is connection:
+            editor.connection = None
             editor.disconnected_at = time.monotonic()
         self.broadcast_status()
 
@@ -144,7 +144,7 @@ class Hub:
         now = time.monotonic()
         for sid, editor in list(self.editors.items()):
             if (
-                editor.session is None
+                editor.connection is None
                 and editor.disconnected_at is not None
                 and now - editor.disconnected_at > self.config.resume_ttl_s
             ):
@@ -158,12 +158,12 @@ class Hub:
     # ------------------------------------------------------------------ jobs
 
     def submit(self, editor: EditorState, req: Submit) -> None:
-        session = editor.session
-        assert session is not None
+        connection = editor.connection
+        assert connection is not None
         existing = editor.jobs.get(req.job_id)
         if existing is not None and not existing.state.finished:
             # an `error`, not a `job_error`: the id belongs to the running original, which carries on
-            session.send(
+            connection.send(
                 Error(
                     code=ErrorCode.DUPLICATE_JOB,
                     message=f"job id {req.job_id!r} is already in use by one of your unfinished jobs",
@@ -174,14 +174,14 @@ class Hub:
             return
         refusal = self._refuse(editor, req)
         if refusal is not None:
-            session.send(JobError(job_id=req.job_id, code=refusal[0], message=refusal[1], field=refusal[2]))
+            connection.send(JobError(job_id=req.job_id, code=refusal[0], message=refusal[1], field=refusal[2]))
             return
         editor.forget_finished()
         self._forget_result(editor, req.job_id)  # an old result under a reused id
         reserved = job_bytes(req)
         verdict = self.budget.reserve(editor, reserved)
         if verdict is not None:
-            session.send(JobError(job_id=req.job_id, code=verdict.code, message=verdict.message))
+            connection.send(JobError(job_id=req.job_id, code=verdict.code, message=verdict.message))
             return
         seed = req.seed if req.seed is not None else secrets.randbelow(1 << 32)
         job = Job(owner=editor, id=req.job_id, request=req, seed=seed, reserved=reserved)
@@ -205,8 +205,8 @@ class Hub:
     def cancel(self, editor: EditorState, job_id: str) -> None:
         job = editor.jobs.get(job_id)
         if job is None or job.state.finished:
-            if editor.session is not None:  # never reveal whether another editor has such a job
-                editor.session.send(
+            if editor.connection is not None:  # never reveal whether another editor has such a job
+                editor.connection.send(
                     JobError(
                         job_id=job_id,
                         code=ErrorCode.NOT_FOUND,
@@ -261,11 +261,11 @@ class Hub:
             self.budget.release(job.owner, job.reserved - len(result))  # room was reserved at submit
             job.reserved = len(result)
             job.owner.undelivered[job.id] = result
-            session = job.owner.session
+            connection = job.owner.connection
             if job.owner.session_id not in self.editors:  # expired meanwhile: nobody will collect it
                 self._forget_result(job.owner, job.id)
-            elif session is not None:
-                session.send_result(job.id)
+            elif connection is not None:
+                connection.send_result(job.id)
         else:
             self.budget.release(job.owner, job.reserved)
             job.reserved = 0
@@ -292,14 +292,14 @@ class Hub:
     # ------------------------------------------------------------------ routing (owner only)
 
     def emit(self, job: Job, message: Message) -> None:
-        session = job.owner.session
-        if session is not None:
-            session.send(message, job_id=job.id)
+        connection = job.owner.connection
+        if connection is not None:
+            connection.send(message, job_id=job.id)
 
     def emit_progress(self, job: Job, frame: bytes) -> None:
-        session = job.owner.session
-        if session is not None and not job.state.finished:
-            session.send_latest(job.id, frame)
+        connection = job.owner.connection
+        if connection is not None and not job.state.finished:
+            connection.send_latest(job.id, frame)
 
     # ------------------------------------------------------------------ status (the only broadcast)
 
@@ -307,7 +307,7 @@ class Hub:
         return Status(
             queue_length=len(self.queue),
             running=len(self.running),
-            editors=sum(1 for e in self.editors.values() if e.session is not None),
+            editors=sum(1 for e in self.editors.values() if e.connection is not None),
             loaded_models=tuple(self.engine.loaded_models()[:64]),
             device=self.engine.device_label(),
         )
@@ -322,8 +322,8 @@ class Hub:
             self._status_pending = False
             frame = encode(self.status())
             for editor in self.editors.values():
-                if editor.session is not None:
-                    editor.session.send_frame(frame)
+                if editor.connection is not None:
+                    editor.connection.send_frame(frame)
 
         asyncio.get_running_loop().call_later(0.1, send)
 

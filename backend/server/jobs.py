@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from sfumato.protocol import JobEvent, JobState, Submit, advance
 
 if TYPE_CHECKING:
-    from .hub import SessionLike
+    from .hub import ConnectionLike
 
 
 @dataclass(eq=False)
@@ -36,11 +36,11 @@ class Job:
 
 @dataclass(eq=False)
 class EditorState:
-    """One editor's jobs and undelivered results; outlives its connection for ``resume_ttl_s``."""
+    """One editor's session: its jobs and undelivered results; outlives its connection for ``resume_ttl_s``."""
 
     session_id: str
     name: str
-    session: SessionLike | None = None
+    connection: ConnectionLike | None = None
     jobs: dict[str, Job] = field(default_factory=dict)
     undelivered: dict[str, bytes] = field(default_factory=dict)  # job id → encoded Result frame
     disconnected_at: float | None = None

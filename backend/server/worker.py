@@ -74,7 +74,7 @@ class _Hooks:
     def wants_preview(self) -> bool:
         return (
             self.interval is not None
-            and self.job.owner.session is not None
+            and self.job.owner.connection is not None
             and time.monotonic() - self.last_preview >= self.interval
         )
 

@@ -217,14 +217,14 @@ async def test_an_editor_that_stops_reading_is_cut_off_and_does_not_delay_others
         for j in range(12):  # strength 0: no model call, 1 MiB results the stalled editor never reads
             await stalled.send(encode(submit(f"s{j}", image=big, strength=0.0)))
         stalled.transport.pause_reading()  # stop reading at the TCP level
-        await until(lambda: any(s.editor and s.editor.name == "stalled" for s in server.sessions), what="session")
-        session = next(s for s in server.sessions if s.editor and s.editor.name == "stalled")
+        await until(lambda: any(s.editor and s.editor.name == "stalled" for s in server.connections), what="session")
+        session = next(s for s in server.connections if s.editor and s.editor.name == "stalled")
         await c.submit(submit("h0", steps=8, strength=1.0))
         await rec.wait_for(Result, "h0", timeout=60)
-        await until(lambda: session not in server.sessions, timeout=30, what="the stalled session to end")
+        await until(lambda: session not in server.connections, timeout=30, what="the stalled session to end")
         assert session.ws.transport.is_closing(), "the socket itself is closed, not left to the peer"
         editor = next(e for e in server.hub.editors.values() if e.name == "stalled")
-        assert editor.session is None and editor.undelivered, "its unsent results wait for a resume"
+        assert editor.connection is None and editor.undelivered, "its unsent results wait for a resume"
         assert sum(len(f) for f in editor.undelivered.values()) <= 12 * (1 << 20) + 12 * 4096  # kept, not copied
         stalled.transport.resume_reading()
         with pytest.raises(ConnectionClosed):
@@ -232,7 +232,7 @@ async def test_an_editor_that_stops_reading_is_cut_off_and_does_not_delay_others
                 await asyncio.wait_for(stalled.recv(), 10)
 
 
-# ---------------------------------------------------------------------------- sessions stay alive
+# ---------------------------------------------------------------------------- connections stay alive
 
 
 @aio
@@ -265,7 +265,7 @@ async def test_an_unexpected_failure_answers_internal_and_is_logged(
     monkeypatch.setattr(Hub, "submit", buggy)
     async with running_server(engine) as server:
         ws = await raw_client(server.url)
-        with caplog.at_level(logging.ERROR, logger="sfumato.backend.server.session"):
+        with caplog.at_level(logging.ERROR, logger="sfumato.backend.server.connection"):
             await ws.send(encode(submit("t1", prompt="trip")))
             failed = await next_of(ws, JobError)
         assert (failed.job_id, failed.code) == ("t1", "internal") and "ZeroDivisionError" in failed.message

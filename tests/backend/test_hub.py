@@ -29,7 +29,7 @@ from sfumato.protocol import (
 )
 
 
-class FakeSession:
+class FakeConnection:
     def __init__(self) -> None:
         self.editor: EditorState | None = None
         self.sent: list[Any] = []
@@ -69,8 +69,8 @@ class FakeEngine:
         return []
 
 
-def _editor(hub: Hub, name: str) -> tuple[EditorState, FakeSession]:
-    session = FakeSession()
+def _editor(hub: Hub, name: str) -> tuple[EditorState, FakeConnection]:
+    session = FakeConnection()
     editor, _ = hub.attach(Hub_hello(name), session)
     return editor, session
 
@@ -146,9 +146,9 @@ def test_a_second_connection_resuming_a_session_replaces_the_first() -> None:
     async def main() -> None:
         hub = Hub(Config(), FakeEngine())
         editor, first = _editor(hub, "twin")
-        second = FakeSession()
+        second = FakeConnection()
         again, resumed = hub.attach(Hello(version=PROTOCOL_VERSION, client="twin", resume=editor.session_id), second)
-        assert resumed and again is editor and editor.session is second
+        assert resumed and again is editor and editor.connection is second
         assert [(m.code, m.fatal) for m in first.sent if isinstance(m, Error)] == [("session_replaced", True)]
         assert first.closed and first.editor is None
 

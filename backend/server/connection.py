@@ -3,7 +3,7 @@
 The protocol's rules (hello first, versions, which message when) are the :class:`ServerConnection`'s;
 this module moves its frames and hands what it receives to the hub.
 
-Nothing an editor sends can stop this session from answering, or slow down another editor's:
+Nothing an editor sends can stop this connection from answering, or slow down another editor's:
 frames are decoded within the negotiated limits (large ones on a decoder thread, never on the
 event loop), every unexpected failure while handling one is answered with ``internal`` and logged,
 and a peer that stops reading is cut off (the socket is aborted, not politely closed) once a send
@@ -47,10 +47,12 @@ INLINE_DECODE_BYTES = 64 << 10  # larger frames are decoded on a thread: the eve
 CLOSE_GRACE_S = 2.0  # a polite close that takes longer than this is an abort
 
 
-class Session:
+class Connection:
+    """The I/O side of one websocket: frames in and out, the protocol's rules in ``self.protocol``."""
+
     def __init__(self, hub: Hub, ws: Any, gate: Gate, decoder: Executor) -> None:
         self.hub, self.ws, self.gate, self.decoder = hub, ws, gate, decoder
-        self.connection = ServerConnection(hub.decode_limits, SERVER_NAME, CAPABILITIES)
+        self.protocol = ServerConnection(hub.decode_limits, SERVER_NAME, CAPABILITIES)
         self.outbox = Outbox(hub.config.outbox_mib << 20)
         self.editor: EditorState | None = None
         self._close_reason = ""
@@ -64,7 +66,7 @@ class Session:
     # ------------------------------------------------------------------ sending (non-blocking)
 
     def send(self, message: Message, job_id: str | None = None) -> None:
-        for frame in self.connection.send(message):
+        for frame in self.protocol.send(message):
             self.send_frame(frame, job_id)
 
     def send_frame(self, frame: Frame, job_id: str | None = None) -> None:
@@ -77,7 +79,7 @@ class Session:
         self.outbox.put_result(job_id)
 
     def close(self, reason: str) -> None:
-        """End the session once what is already queued for the editor has been sent."""
+        """End the connection once what is already queued for the editor has been sent."""
         self._close_reason = reason
         self.outbox.close()
 
@@ -87,7 +89,7 @@ class Session:
         try:
             hello = await self._handshake()
         except ProtocolError as exc:
-            for frame in self.connection.refuse(exc):
+            for frame in self.protocol.refuse(exc):
                 with contextlib.suppress(Exception):
                     await self._send_guarded(frame)
             await self._close(1008, exc.code)
@@ -99,7 +101,7 @@ class Session:
             return
         editor, resumed = self.hub.attach(hello, self)
         log.info("editor %r connected from %s%s", hello.client[:64], self.peer, " (resumed)" if resumed else "")
-        welcome = self.connection.welcome(
+        welcome = self.protocol.welcome(
             session=editor.session_id,
             resumed=resumed,
             limits=self.hub.limits,
@@ -128,7 +130,7 @@ class Session:
 
     async def _handshake(self) -> Hello:
         raw = await asyncio.wait_for(self.ws.recv(), self.hub.config.hello_timeout_s)
-        hello = self.connection.receive(raw)
+        hello = self.protocol.receive(raw)
         assert isinstance(hello, Hello)  # receive() raises unless the first message is a hello
         await self.gate.check(self.peer, hello.token)
         if self.hub.closing:
@@ -179,9 +181,9 @@ class Session:
         msg: Event | None
         try:
             if isinstance(raw, str) or len(raw) <= INLINE_DECODE_BYTES:  # (a text frame is refused at once)
-                msg = self.connection.receive(raw)
+                msg = self.protocol.receive(raw)
             else:
-                msg = await asyncio.get_running_loop().run_in_executor(self.decoder, self.connection.receive, raw)
+                msg = await asyncio.get_running_loop().run_in_executor(self.decoder, self.protocol.receive, raw)
         except ProtocolError as exc:
             self._refuse(exc)
             msg = None
@@ -196,7 +198,7 @@ class Session:
             return True
         try:
             self._dispatch(msg)
-        except Exception as exc:  # a bug: answer, log, and keep the session usable
+        except Exception as exc:  # a bug: answer, log, and keep the connection usable
             log.exception("handling a %s from %s failed", type(msg).__name__, self.peer)
             job_id = getattr(msg, "job_id", None)
             text = f"the backend failed on this message: {type(exc).__name__}"
