@@ -40,6 +40,11 @@ Event = Message | Unknown
 # What an editor accepts from a backend: results may be larger than anything an editor sends.
 EDITOR_LIMITS = DecodeLimits(max_message_bytes=1 << 30, max_pixels=1 << 26)
 
+# Since 1.3 a welcome lists LoRAs, embeddings, VAEs and unusable entries, and a submit may carry
+# loras and vae; an older peer would refuse the new model kinds and silently ignore the new fields.
+DETAILS_SINCE = (1, 3)
+KINDS_BEFORE_DETAILS = ("checkpoint", "controlnet")
+
 # Errors after which reconnecting with the same settings cannot help (or would fight another connection).
 NO_RECONNECT = frozenset((ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.SESSION_REPLACED))
 
@@ -168,6 +173,8 @@ class ServerConnection(Connection):
         """Accept the hello. ``compress``: this link wants zlib images (it is not loopback-only)."""
         if self.state is not ConnectionState.AWAITING_WELCOME or self.hello is None:
             raise ProtocolViolation(f"expected to welcome after a hello, in state {self.state.value}", "state")
+        if self.version is None or self.version < DETAILS_SINCE:
+            models = tuple(m for m in models if m.kind in KINDS_BEFORE_DETAILS and not m.problem)
         welcome = Welcome(
             version=self.speaks,
             server=self.server,
@@ -264,4 +271,9 @@ class ClientConnection(Connection):
         if self.state is not ConnectionState.OPEN:
             raise ProtocolViolation(f"expected to send {message.TYPE!r} after the welcome", "state")
         if isinstance(message, Submit):
+            if (message.loras or message.vae) and (self.version is None or self.version < DETAILS_SINCE):
+                raise ProtocolViolation(
+                    "the backend speaks an older protocol that cannot apply LoRAs or a VAE; update the backend",
+                    "submit.loras" if message.loras else "submit.vae",
+                )
             self.jobs.submitted(message.job_id)

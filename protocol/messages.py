@@ -24,7 +24,7 @@ from .regions import Point, Rect
 from .schema import Bool, Float, Int, ListOf, Nested, Optional, Record, Str, Timings, wire
 from .states import JobState
 
-PROTOCOL_VERSION = (1, 2)  # 1.1: error.job_id, nil means absent everywhere; 1.2: buffer frames
+PROTOCOL_VERSION = (1, 3)  # 1.1: error.job_id, nil means absent everywhere; 1.2: buffer frames; 1.3: LoRAs, VAEs
 
 MAX_TYPE_CHARS = 64  # a message type longer than this is a bad frame, not an unknown type
 
@@ -35,6 +35,8 @@ CONTROL_TYPES = ("canny", "depth", "lineart", "pose", "scribble", "softedge", "t
 FILL_MODES = ("auto", "none", "neutral", "blur", "original")
 CLIENT_KINDS = ("krita", "gimp", "cli", "test", "other")
 JOB_STATES = tuple(state.value for state in JobState)
+MODEL_KINDS = ("checkpoint", "controlnet", "lora", "embedding", "vae", "unusable")  # before 1.3: the first two
+MAX_LORAS = 16
 
 
 class Message(Record):
@@ -60,12 +62,23 @@ class Limits(Record):
 class ModelInfo(Record):
     PATH = "model"
     id: str = wire(Str(1, 256), "catalogue id, used in submit.model / control.model")
-    kind: str = wire(Str(choices=("checkpoint", "controlnet")))
-    arch: str = wire(Str(1, 32), "sd15, sdxl, ... or unknown")
+    kind: str = wire(Str(choices=MODEL_KINDS), "before 1.3 only checkpoint and controlnet")
+    arch: str = wire(Str(1, 32), "sd15, sdxl, ... or unknown; for LoRAs and embeddings the family they fit")
     label: str = wire(Str(0, 256), "human-readable name")
     native_size: int = wire(Int(0, 8192), "side of the native square resolution, px (0 = n/a)", default=0)
     control_type: str | None = wire(Optional(Str(1, 32)), "for controlnets: canny, depth, ...", default=None)
     test: bool = wire(Bool(), "a built-in test model with random weights", default=False)
+    size_bytes: int = wire(Int(0, 1 << 50), "size on disk (since 1.3; 0 = unknown)", default=0)
+    problem: str = wire(Str(0, 1000), "why it cannot be used (since 1.3, kind unusable); empty when usable", default="")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraWeight(Record):
+    """One LoRA of a job (since 1.3), applied to this job only."""
+
+    PATH = "lora"
+    id: str = wire(Str(1, 256), "lora catalogue id")
+    weight: float = wire(Float(-4.0, 4.0), "0 = no effect, 1 = as trained", default=1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +174,12 @@ class Submit(Message):
     controls: tuple[Control, ...] = wire(ListOf(Nested(Control), 0, 16, limit="max_controls"), default=())
     preview: PreviewSettings = wire(Nested(PreviewSettings), default=PreviewSettings())
     inpaint: InpaintOptions = wire(Nested(InpaintOptions), default=InpaintOptions())
+    loras: tuple[LoraWeight, ...] = wire(
+        ListOf(Nested(LoraWeight), 0, MAX_LORAS),
+        "since 1.3; `<lora:name:weight>` in the prompt adds more (a LoRA listed here wins)",
+        default=(),
+    )
+    vae: str | None = wire(Optional(Str(1, 256)), "vae catalogue id (since 1.3); nil = the checkpoint's own", default=None)
 
     @property
     def image_rect(self) -> Rect:
@@ -182,6 +201,9 @@ class Submit(Message):
                     f"got {control.image.width}×{control.image.height}",
                     f"{self._path('controls')}[{i}].image",
                 )
+        ids = [lora.id for lora in self.loras]
+        if len(set(ids)) != len(ids):
+            raise InvalidMessage("expected each LoRA once, got one twice", self._path("loras"))
         for name in ("context", "result"):
             rect = getattr(self, name)
             if rect is not None and not self.image_rect.contains(rect):
@@ -366,6 +388,8 @@ __all__ = [
     "JobError",
     "JobStatus",
     "Limits",
+    "LoraWeight",
+    "MODEL_KINDS",
     "Message",
     "ModelInfo",
     "PreviewSettings",

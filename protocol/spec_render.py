@@ -19,6 +19,7 @@ from .messages import (
     Control,
     InpaintOptions,
     Limits,
+    LoraWeight,
     ModelInfo,
     PreviewSettings,
 )
@@ -74,7 +75,16 @@ def render() -> str:
         intro = f"\n\n{doc}" if doc else ""
         parts.append(f"### `{cls.TYPE}` ({direction}){intro}\n\n{table(cls)}\n\nExample:\n\n{example(cls.TYPE)}\n")
     parts.append("## Nested records\n")
-    nested: tuple[type[Record], ...] = (Point, Rect, Limits, ModelInfo, Control, PreviewSettings, InpaintOptions)
+    nested: tuple[type[Record], ...] = (
+        Point,
+        Rect,
+        Limits,
+        ModelInfo,
+        Control,
+        LoraWeight,
+        PreviewSettings,
+        InpaintOptions,
+    )
     for rec in nested:
         parts.append(f"### {rec.__name__}\n\n{table(rec)}\n")
     parts.append(

@@ -19,6 +19,7 @@ from sfumato.protocol import (
     GetStatus,
     Hello,
     IllegalTransition,
+    InvalidMessage,
     Image,
     JobError,
     JobState,
@@ -26,6 +27,8 @@ from sfumato.protocol import (
     JobStatus,
     LimitExceeded,
     Limits,
+    LoraWeight,
+    ModelInfo,
     Progress,
     ProtocolError,
     ProtocolViolation,
@@ -383,3 +386,43 @@ def test_an_unknown_message_is_skipped_with_its_buffers() -> None:
     assert backend.receive(header) is None and backend.receive(b"abc") is None
     skipped = backend.receive(b"de")
     assert isinstance(skipped, Unknown) and skipped.type == "from_the_future"
+
+
+# ---------------------------------------------------------------------------- 1.3: LoRAs, VAEs, model details
+
+MODELS = (
+    ModelInfo(id="ckpt", kind="checkpoint", arch="sd15", label="ckpt", size_bytes=2 << 30),
+    ModelInfo(id="Lora/detail", kind="lora", arch="sd15", label="detail", size_bytes=1 << 20),
+    ModelInfo(id="old", kind="unusable", arch="unknown", label="old", problem="a pickle"),
+)
+
+
+def test_a_1_2_editor_is_welcomed_with_usable_checkpoints_and_controlnets_only() -> None:
+    conn = server()
+    conn.receive(hello(version=[1, 2]))
+    (frame,) = conn.welcome("S1", False, LIMITS, MODELS, "cpu")
+    raw = msgpack.unpackb(frame)
+    assert [m["id"] for m in raw["models"]] == ["ckpt"]  # a 1.2 decoder would refuse kind "lora"
+    conn = server()
+    conn.receive(hello())
+    sent = decode(conn.welcome("S1", False, LIMITS, MODELS, "cpu")[0])
+    assert isinstance(sent, Welcome) and sent.models == MODELS
+
+
+def test_an_editor_does_not_send_loras_or_a_vae_to_a_1_2_backend() -> None:
+    with_lora = Submit(job_id="j", task="img2img", model="m", image=PIXELS, loras=(LoraWeight(id="Lora/x"),))
+    with_vae = Submit(job_id="k", task="img2img", model="m", image=PIXELS, vae="VAE/x")
+    old = ClientConnection("test")
+    old.hello()
+    old.receive(welcome(version=(1, 2)))
+    for message, field in ((with_lora, "submit.loras"), (with_vae, "submit.vae")):
+        with pytest.raises(ProtocolViolation) as caught:
+            old.send(message)
+        assert caught.value.field == field and "older protocol" in caught.value.message
+    assert old.send(submit())  # a plain request still goes
+    assert open_client().send(with_lora)
+
+
+def test_a_lora_listed_twice_is_refused() -> None:
+    with pytest.raises(InvalidMessage, match="each LoRA once"):
+        Submit(job_id="j", task="img2img", model="m", image=PIXELS, loras=(LoraWeight(id="a"), LoraWeight(id="a")))
