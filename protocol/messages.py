@@ -179,7 +179,9 @@ class Submit(Message):
         "since 1.3; `<lora:name:weight>` in the prompt adds more (a LoRA listed here wins)",
         default=(),
     )
-    vae: str | None = wire(Optional(Str(1, 256)), "vae catalogue id (since 1.3); nil = the checkpoint's own", default=None)
+    vae: str | None = wire(
+        Optional(Str(1, 256)), "vae catalogue id (since 1.3); nil = the checkpoint's own", default=None
+    )
 
     @property
     def image_rect(self) -> Rect:
@@ -374,6 +376,7 @@ __all__ = [
     "BY_TYPE",
     "CLIENT_MESSAGES",
     "CONTROL_TYPES",
+    "MODEL_KINDS",
     "PROTOCOL_VERSION",
     "SERVER_MESSAGES",
     "TASKS",
@@ -389,7 +392,6 @@ __all__ = [
     "JobStatus",
     "Limits",
     "LoraWeight",
-    "MODEL_KINDS",
     "Message",
     "ModelInfo",
     "PreviewSettings",
