@@ -110,11 +110,11 @@ class Int(Kind):
         return value
 
     def load(self, value: Any, path: str, limits: DecodeLimits) -> int:
-        value = self.check(value, path)
+        number = self.check(value, path)
         hi = _limit(self.hi, self.limit, limits)
-        if value > hi:
-            raise LimitExceeded(f"expected at most {hi} (limits.{self.limit}), got {value}", path)
-        return value
+        if number > hi:
+            raise LimitExceeded(f"expected at most {hi} (limits.{self.limit}), got {number}", path)
+        return number
 
 
 class Float(Kind):
@@ -125,10 +125,10 @@ class Float(Kind):
     def check(self, value: Any, path: str) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidMessage(f"expected a number, got {describe(value)}", path)
-        value = float(value)
-        if not self.lo <= value <= self.hi:  # also rejects NaN
-            raise InvalidMessage(f"expected a number in {self.lo}..{self.hi}, got {value!r}", path)
-        return value
+        number = float(value)
+        if not self.lo <= number <= self.hi:  # also rejects NaN
+            raise InvalidMessage(f"expected a number in {self.lo}..{self.hi}, got {number!r}", path)
+        return number
 
 
 class Bool(Kind):

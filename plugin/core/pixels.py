@@ -47,7 +47,7 @@ def linear_to_srgb(linear: float) -> float:
     """One linear-light value (0..1) → sRGB-encoded (IEC 61966-2-1)."""
     if not linear > 0.0031308:  # also NaN and negatives
         return max(0.0, linear * 12.92) if linear == linear else 0.0
-    return 1.055 * min(linear, 1.0) ** (1 / 2.4) - 0.055
+    return float(1.055 * min(linear, 1.0) ** (1 / 2.4) - 0.055)  # float ** float is Any to mypy (it may be complex)
 
 
 def swap_red_blue_16(data: bytes) -> bytes:
