@@ -1,7 +1,10 @@
 """GPU benchmark: full-size SD1.5 and SDXL architectures with random weights, through Sfumato's engine.
 
-Random weights cost exactly the compute of the real models. Measures, per architecture and task
-(img2img, inpaint, img2img + ControlNet): it/s, seconds per image, peak VRAM; the engine's cost
+Random weights cost exactly the compute of the real models; the shapes are the committed
+architecture configs (``backend/models/configs``), the same files the single-file loader uses.
+Measures, per architecture and task (img2img at strength 1.0 and 0.6, inpaint, img2img +
+ControlNet): seconds per image, the steps that really ran and end-to-end steps per second, peak
+VRAM; the UNet alone (evaluations per second at the generation size, batch 2); the engine's cost
 over the bare diffusers call; and preview cost (latent→RGB fit vs a TAESD-sized decoder vs the
 full VAE). Writes everything to one JSON file (``--out``) and prints a table.
 
@@ -33,105 +36,56 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from sfumato.backend.engine import NoHooks
 
 
-def sd15_configs(tiny: bool) -> dict[str, Any]:
-    if tiny:
-        from sfumato.backend.models.builtin import TINY_TEXT, TINY_UNET, TINY_VAE
+def tiny_configs(arch: str) -> dict[str, Any]:
+    """Shapes for ``--tiny`` (the script checked on a CPU); full size comes from the committed configs."""
+    from sfumato.backend.models.builtin import TINY_TEXT, TINY_UNET, TINY_VAE
 
+    if arch == "sd15":
         return {"unet": TINY_UNET, "vae": TINY_VAE, "text": TINY_TEXT, "size": 64}
     return {
         "unet": dict(
             sample_size=32,
             block_out_channels=(32, 64),
             layers_per_block=1,
-            cross_attention_dim=32,
+            cross_attention_dim=64,
+            attention_head_dim=(2, 4),
+            transformer_layers_per_block=(1, 2),
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            attention_head_dim=8,
-        ),
-        "vae": dict(
-            block_out_channels=(32, 64),
-            down_block_types=("DownEncoderBlock2D",) * 2,
-            up_block_types=("UpDecoderBlock2D",) * 2,
-            latent_channels=4,
-        ),
-        "text": dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4),
-        "size": 64,
-    }
-    return {
-        "unet": dict(
-            sample_size=64,
-            block_out_channels=(320, 640, 1280, 1280),
-            layers_per_block=2,
-            cross_attention_dim=768,
-            attention_head_dim=8,
-            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        ),
-        "vae": dict(
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=4,
-            layers_per_block=2,
-        ),
-        "text": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
-        "size": 512,
-    }
-
-
-def sdxl_configs(tiny: bool) -> dict[str, Any]:
-    if tiny:
-        return {
-            "unet": dict(
-                sample_size=32,
-                block_out_channels=(32, 64),
-                layers_per_block=1,
-                cross_attention_dim=64,
-                attention_head_dim=(2, 4),
-                transformer_layers_per_block=(1, 2),
-                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-                addition_embed_type="text_time",
-                addition_time_embed_dim=8,
-                projection_class_embeddings_input_dim=80,
-                use_linear_projection=True,
-            ),
-            "vae": sd15_configs(True)["vae"],
-            "text": dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4),
-            "text2": dict(
-                hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, projection_dim=32
-            ),
-            "size": 64,
-        }
-    return {
-        "unet": dict(
-            sample_size=128,
-            block_out_channels=(320, 640, 1280),
-            layers_per_block=2,
-            cross_attention_dim=2048,
-            attention_head_dim=(5, 10, 20),
-            transformer_layers_per_block=(1, 2, 10),
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
             addition_embed_type="text_time",
-            addition_time_embed_dim=256,
-            projection_class_embeddings_input_dim=2816,
+            addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=80,
             use_linear_projection=True,
         ),
-        "vae": dict(
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=4,
-            layers_per_block=2,
-            scaling_factor=0.13025,
-        ),
-        "text": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+        "vae": TINY_VAE,
+        "text": dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4),
         "text2": dict(
-            hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20, projection_dim=1280
+            hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, projection_dim=32
         ),
-        "size": 1024,
+        "size": 64,
     }
+
+
+def full_configs(arch: str) -> dict[str, Any]:
+    """The released architectures' shapes: the same config files the single-file loader uses."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig
+
+    from sfumato.backend.models.single_file import CONFIGS
+
+    folder = CONFIGS / arch
+    text = CLIPTextConfig.from_pretrained(folder / "text_encoder").to_dict()
+    cfg: dict[str, Any] = {
+        "unet": dict(UNet2DConditionModel.load_config(folder / "unet")),
+        "vae": dict(AutoencoderKL.load_config(folder / "vae")),
+        "text": {k: text[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")},
+        "size": 1024 if arch == "sdxl" else 512,
+    }
+    if (folder / "text_encoder_2").is_dir():
+        text2 = CLIPTextConfig.from_pretrained(folder / "text_encoder_2").to_dict()
+        keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "projection_dim")
+        cfg["text2"] = {k: text2[k] for k in keys}
+    return cfg
 
 
 def build(arch: str, tiny: bool, device: str, dtype: Any, tokenizer: Any) -> tuple[Any, Any, int]:
@@ -147,15 +101,15 @@ def build(arch: str, tiny: bool, device: str, dtype: Any, tokenizer: Any) -> tup
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    cfg = sdxl_configs(tiny) if arch == "sdxl" else sd15_configs(tiny)
+    cfg = tiny_configs(arch) if tiny else full_configs(arch)
     common = dict(vocab_size=len(tokenizer), max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1)
     sched = EulerAncestralDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
     )
     torch.manual_seed(0)
     with torch.device(device):
-        unet = UNet2DConditionModel(**cfg["unet"]).to(dtype)
-        vae = AutoencoderKL(**cfg["vae"]).to(dtype)
+        unet = UNet2DConditionModel.from_config(cfg["unet"]).to(dtype)
+        vae = AutoencoderKL.from_config(cfg["vae"]).to(dtype)
         text = CLIPTextModel(CLIPTextConfig(**cfg["text"], **common)).to(dtype)
         controlnet = ControlNetModel.from_unet(
             unet, conditioning_embedding_out_channels=(16, 32) if tiny else (16, 32, 96, 256)
@@ -280,12 +234,32 @@ def single_file_check(
 
 
 class _Recorder(NoHooks):
-    """Engine hooks that remember the generation size the resolution autopilot chose."""
+    """Engine hooks that remember the steps that really ran and the size the resolution autopilot chose."""
 
     size = (0, 0)
+    steps = 0
 
     def started(self, steps: int, steps_requested: int, width: int, height: int, seeds: list[int]) -> None:
-        self.size = (width, height)
+        self.size, self.steps = (width, height), steps
+
+
+def unet_rate(unet: Any, width: int, height: int, device: str, dtype: Any, n: int) -> float:
+    """UNet evaluations per second at a generation size, batch 2 (classifier-free guidance), nothing else timed."""
+    import torch
+
+    cfg = unet.config
+    with torch.device(device):
+        latents = torch.randn(2, cfg.in_channels, height // 8, width // 8, dtype=dtype)
+        context = torch.randn(2, 77, cfg.cross_attention_dim, dtype=dtype)
+        extra = {}
+        if cfg.addition_embed_type == "text_time":  # SDXL: pooled text embedding and the six size/crop ids
+            pooled = cfg.projection_class_embeddings_input_dim - 6 * cfg.addition_time_embed_dim
+            extra = {"text_embeds": torch.randn(2, pooled, dtype=dtype), "time_ids": torch.randn(2, 6, dtype=dtype)}
+        t = torch.tensor([500], dtype=torch.long)
+    with torch.no_grad():
+        return 1.0 / _timed(
+            lambda: unet(latents, t, encoder_hidden_states=context, added_cond_kwargs=extra or None), device, n
+        )
 
 
 def main() -> int:
@@ -342,6 +316,7 @@ def main() -> int:
         mask = rect_mask(size, size, size // 4, size // 4, 3 * size // 4, 3 * size // 4)
         jobs = {
             "img2img": dict(task="img2img", strength=1.0),
+            "img2img@0.6": dict(task="img2img", strength=0.6),
             "inpaint": dict(task="inpaint", strength=1.0, mask=mask, context=None),
             "img2img+canny": dict(task="img2img", strength=1.0, controls=(Control(type="canny", image=image),)),
         }
@@ -369,18 +344,28 @@ def main() -> int:
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - t)
             sec = statistics.median(times)
-            steps = int(args.steps * kw.get("strength", 1.0))
             row = {
                 "arch": arch,
                 "task": name,
                 "size": f"{out.rect.w}x{out.rect.h}",
                 "gen": f"{hooks.size[0]}x{hooks.size[1]}",
+                "steps_run": hooks.steps,  # strength < 1 runs fewer than the requested steps
                 "seconds_per_image": round(sec, 4),
-                "it_per_s": round(steps / sec, 2),
+                # end to end (text encoding, VAE, previews, copies included) per step that ran
+                "e2e_steps_per_s": round(hooks.steps / sec, 2),
                 "peak_vram_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
             }
             report["results"].append(row)
             print(json.dumps(row), flush=True)
+        gen_w, gen_h = hooks.size
+        row = {
+            "arch": arch,
+            "task": "unet",
+            "gen": f"{gen_w}x{gen_h}",
+            "unet_it_per_s": round(unet_rate(pipe.unet, gen_w, gen_h, device, dtype, 3 if args.tiny else 20), 2),
+        }
+        report["results"].append(row)
+        print(json.dumps(row), flush=True)
         # engine overhead: the same img2img through the engine vs a bare pipeline call
         from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
 
