@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from sfumato.protocol import (
+    MODEL_KINDS,
     Control,
     ErrorCode,
     Image,
@@ -36,6 +37,7 @@ from .imaging import masks, pixels
 from .imaging.control import control_map
 from .imaging.preview import LatentPreviewer
 from .imaging.resolution import Plan, plan
+from .models import addons
 from .models.cache import PipelineCache
 from .models.catalogue import Catalogue, ModelEntry
 from .models.schedulers import check_scheduler, make_scheduler
@@ -102,6 +104,7 @@ class _Job:
     original: np.ndarray  # native pixels of the result rectangle
     seeds: list[int]
     plan: Plan
+    addons: addons.Addons
 
 
 def steps_run(steps: int, strength: float) -> int:
@@ -164,7 +167,7 @@ class Engine:
         return self.device
 
     def models(self) -> list[ModelInfo]:
-        return [e.info() for e in self.catalogue.usable() if e.kind in ("checkpoint", "controlnet")]
+        return [e.info() for e in self.catalogue.all() if e.kind in MODEL_KINDS]
 
     def loaded_models(self) -> list[str]:
         return self.cache.loaded
@@ -201,7 +204,11 @@ class Engine:
             raise ProtocolError(
                 "the selection is empty: select the part to repaint", "submit.mask", ErrorCode.INVALID_REQUEST
             )
+        self.addons(req, entry)  # LoRAs, embeddings and a VAE that do not exist or fit are refused before queueing
         return entry, controls
+
+    def addons(self, req: Submit, entry: ModelEntry) -> addons.Addons:
+        return addons.resolve(req, self.catalogue, entry, self.cache.fp16)
 
     # ------------------------------------------------------------------ 2-4. regions, masks, plan
 
@@ -253,6 +260,7 @@ class Engine:
             original,
             seeds,
             plan(context.w, context.h, entry.native_size),
+            self.addons(req, entry),
         )
 
     # ------------------------------------------------------------------ 5. generate
@@ -324,9 +332,10 @@ class Engine:
         batch = len(job.seeds)
         sources = source if isinstance(source, list) else [source]
         images = [pixels.to_pil_rgb(pixels.resize(s, width, height)) for s in sources]
+        prompt, negative = job.addons.prompt, job.addons.negative_prompt
         kwargs: dict[str, Any] = {
-            "prompt": [req.prompt] * len(images) if per_item else req.prompt,
-            "negative_prompt": [req.negative_prompt] * len(images) if per_item else req.negative_prompt,
+            "prompt": [prompt] * len(images) if per_item else prompt,
+            "negative_prompt": [negative] * len(images) if per_item else negative,
             "image": images if per_item else images[0],
             "strength": strength,
             "num_inference_steps": req.steps,
@@ -349,7 +358,8 @@ class Engine:
             )
             kwargs["control_guidance_start"] = [c.start for c, _ in job.controls] if many else job.controls[0][0].start
             kwargs["control_guidance_end"] = [c.end for c, _ in job.controls] if many else job.controls[0][0].end
-        out = pipe(**kwargs).images  # (B, H, W, 3) float
+        with addons.applied(pipe, job.entry, job.addons, self.cache):  # for this job only
+            out = pipe(**kwargs).images  # (B, H, W, 3) float
         if hooks.cancelled():
             raise JobCancelled
         return [pixels.resize(np.asarray(o, dtype=np.float32), job.context.w, job.context.h) for o in out]

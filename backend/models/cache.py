@@ -15,6 +15,7 @@ from sfumato.protocol import ErrorCode, ProtocolError
 
 from .catalogue import ModelEntry
 from .single_file import CONFIGS, load_checkpoint, load_controlnet
+from .vaes import Vaes
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,13 @@ class PipelineCache:
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._controlnets: OrderedDict[str, Any] = OrderedDict()
         self._decoders: dict[str, Any] = {}
+        self.vaes = Vaes(device, dtype)  # standalone VAEs chosen by requests
+
+    @property
+    def fp16(self) -> bool:
+        import torch
+
+        return bool(self.dtype == torch.float16)
 
     @property
     def loaded(self) -> list[str]:

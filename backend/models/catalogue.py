@@ -7,6 +7,7 @@ works: the scan recurses and classifies every file by its tensors.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ _CONTROL_WORDS = {
 @dataclass(frozen=True)
 class ModelEntry:
     id: str
-    kind: str  # checkpoint | controlnet | unusable
+    kind: str  # checkpoint | controlnet | lora | embedding | vae | preview_decoder | unusable
     arch: str
     path: Path
     format: str  # diffusers | single_file
@@ -45,6 +46,7 @@ class ModelEntry:
     control_type: str | None = None
     test: bool = False
     problem: str = ""  # why it is unusable; empty when usable
+    size_bytes: int = 0  # on disk
 
     @property
     def usable(self) -> bool:
@@ -64,7 +66,14 @@ class ModelEntry:
             native_size=self.native_size,
             control_type=self.control_type,
             test=self.test,
+            size_bytes=self.size_bytes,
+            problem=self.problem,
         )
+
+    @property
+    def name(self) -> str:
+        """What A1111 calls it in a prompt: the file name without extension (``<lora:NAME:0.8>``, ``NAME``)."""
+        return self.id.rsplit("/", 1)[-1]
 
 
 def guess_control_type(name: str) -> str | None:
@@ -91,13 +100,13 @@ class Catalogue:
             entries.append(ModelEntry(TINY_CONTROLNET_ID, "controlnet", "sd15-tiny", tiny_cn, "diffusers", test=True))
         seen = {e.id for e in entries}
         for root in roots:
-            for entry in _scan_root(root.resolve()):
+            for entry in _scan_root(root.resolve()) + _a1111_embeddings(root.resolve()):
                 eid = entry.id
                 n = 2
                 while eid in seen:
                     eid, n = f"{entry.id}@{n}", n + 1
                 seen.add(eid)
-                entries.append(entry if eid == entry.id else _renamed(entry, eid))
+                entries.append(entry if eid == entry.id else dataclasses.replace(entry, id=eid))
         return cls(entries, allow_hub)
 
     def all(self) -> list[ModelEntry]:
@@ -123,6 +132,21 @@ class Catalogue:
                 f"model {model_id!r} is a {entry.kind}, expected a {kind}", field, ErrorCode.UNKNOWN_MODEL
             )
         return entry
+
+    def named(self, kind: str, name: str, field: str) -> ModelEntry:
+        """A LoRA or embedding by the name a prompt gives it: its id, or its file name (exact case first)."""
+        found = [e for e in self.usable() if e.kind == kind and name in (e.id, e.name)]
+        found = found or [e for e in self.usable() if e.kind == kind and name.lower() == e.name.lower()]
+        if not found:
+            raise ProtocolError(
+                f"no {kind} named {name!r} in the model folders (`sfumato models` lists them)",
+                field,
+                ErrorCode.UNKNOWN_MODEL,
+            )
+        return sorted(found, key=lambda e: e.id)[0]
+
+    def of_kind(self, kind: str) -> list[ModelEntry]:
+        return sorted((e for e in self.usable() if e.kind == kind), key=lambda e: e.id)
 
     def _hub_entry(self, model_id: str, field: str) -> ModelEntry:
         """``hf:owner/name``: a diffusers repository on Hugging Face, only when downloads are allowed."""
@@ -167,18 +191,26 @@ class Catalogue:
         return sorted(candidates, key=lambda e: e.id)[0]
 
 
-def _renamed(entry: ModelEntry, new_id: str) -> ModelEntry:
-    return ModelEntry(
-        new_id,
-        entry.kind,
-        entry.arch,
-        entry.path,
-        entry.format,
-        entry.native_size,
-        entry.control_type,
-        entry.test,
-        entry.problem,
-    )
+def family(arch: str) -> str:
+    """``sd15-inpaint`` → ``sd15``: what LoRAs, embeddings and ControlNets must match."""
+    return arch.split("-")[0]
+
+
+def _a1111_embeddings(root: Path) -> list[ModelEntry]:
+    """A1111 keeps embeddings beside its ``models`` folder, not inside (ComfyUI's ``models/embeddings`` is)."""
+    folder = root.parent / "embeddings"
+    if root.name != "models" or not folder.is_dir():
+        return []
+    return [dataclasses.replace(e, id="embeddings/" + e.id) for e in _scan_root(folder)]
+
+
+def _size(path: Path) -> int:
+    try:
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _scan_root(root: Path) -> list[ModelEntry]:
@@ -208,6 +240,7 @@ def _scan_root(root: Path) -> list[ModelEntry]:
                         "unknown",
                         path,
                         "pickle",
+                        size_bytes=_size(path),
                         problem="a pickled checkpoint, which can run code when loaded; Sfumato never unpickles "
                         "models. Convert it to .safetensors (e.g. with diffusers' conversion scripts) or "
                         "download the .safetensors release",
@@ -226,17 +259,20 @@ def _inside(root: Path, path: Path) -> bool:
 
 def _classify_file(root: Path, path: Path) -> ModelEntry:
     rel = path.relative_to(root).with_suffix("").as_posix()
+    size = _size(path)
     if not _inside(root, path):
         return ModelEntry(rel, "unusable", "unknown", path, "single_file", problem="links outside the model folder")
     try:
         d = detect_single_file(path)
     except (NotAModel, OSError) as exc:
-        return ModelEntry(rel, "unusable", "unknown", path, "single_file", problem=str(exc))
+        return ModelEntry(rel, "unusable", "unknown", path, "single_file", problem=str(exc), size_bytes=size)
     control = guess_control_type(path.stem) if d.kind == "controlnet" else None
     problem = ""
     if d.kind == "controlnet" and control is None:
         problem = "ControlNet type unknown: put canny/depth/lineart/openpose/scribble in its file name"
-    return ModelEntry(rel, d.kind, d.arch, path, d.format, d.native_size, control, problem=problem)
+    if d.kind == "lora" and d.arch == "unknown":
+        problem = "a LoRA of an unknown layout: no UNet or text-encoder keys that diffusers reads"
+    return ModelEntry(rel, d.kind, d.arch, path, d.format, d.native_size, control, problem=problem, size_bytes=size)
 
 
 def _classify_folder(root: Path, folder: Path) -> ModelEntry:
@@ -244,9 +280,11 @@ def _classify_folder(root: Path, folder: Path) -> ModelEntry:
     try:
         d = detect_diffusers_folder(folder)
     except NotAModel as exc:
-        return ModelEntry(rel, "unusable", "unknown", folder, "diffusers", problem=str(exc))
+        return ModelEntry(rel, "unusable", "unknown", folder, "diffusers", problem=str(exc), size_bytes=_size(folder))
     control = guess_control_type(folder.name) if d.kind == "controlnet" else None
     problem = ""
     if d.kind == "controlnet" and control is None:
         problem = "ControlNet type unknown: put canny/depth/lineart/openpose/scribble in its folder name"
-    return ModelEntry(rel, d.kind, d.arch, folder, d.format, d.native_size, control, problem=problem)
+    return ModelEntry(
+        rel, d.kind, d.arch, folder, d.format, d.native_size, control, problem=problem, size_bytes=_size(folder)
+    )

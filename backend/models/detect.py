@@ -19,7 +19,7 @@ class NotAModel(Exception):
 
 @dataclass(frozen=True)
 class Detected:
-    kind: str  # "checkpoint" | "controlnet" | "preview_decoder"
+    kind: str  # "checkpoint" | "controlnet" | "preview_decoder" | "lora" | "embedding" | "vae"
     arch: str  # "sd15" | "sd15-inpaint" | "sd2" | "sd2-inpaint" | "sdxl" | "sdxl-inpaint" | "sd15-tiny" ...
     native_size: int
     format: str  # "single_file" | "diffusers"
@@ -84,10 +84,13 @@ def detect_single_file(path: Path) -> Detected:
     if has("controlnet_cond_embedding."):
         dim = next((_shape(header, k) for k in keys if k.endswith("attn2.to_k.weight")), None)
         return Detected("controlnet", _arch_from_cross_dim(dim[1] if dim else 0), 0, "single_file")
-    if has("lora_unet_") or has("lora_te") or any(".lora_" in k or "lora_A" in k for k in keys):
-        raise NotAModel("a LoRA, not a checkpoint (LoRAs are not supported yet)")
-    if has("encoder.down") and has("decoder.up") and not has("model."):
-        raise NotAModel("a standalone VAE, not a checkpoint")
+    if has("lora_unet_") or has("lora_te") or any(".lora_" in k or "lora_A" in k or ".lora." in k for k in keys):
+        return Detected("lora", lora_arch(header), 0, "single_file")
+    embedding = embedding_arch(header)
+    if embedding:
+        return Detected("embedding", embedding, 0, "single_file")
+    if has("encoder.") and (has("decoder.up.") or has("decoder.up_blocks.")) and has("quant_conv."):
+        return Detected("vae", VAE_ARCH, 0, "single_file")  # latents of every SD family have the same shape
     if has("down_blocks.") and has("conv_in."):
         raise NotAModel("a lone diffusers UNet, not a full checkpoint; use the whole diffusers folder")
     raise NotAModel("unrecognised tensors: not an SD1.5/SD2/SDXL checkpoint or ControlNet")
@@ -95,6 +98,45 @@ def detect_single_file(path: Path) -> Detected:
 
 def _arch_from_cross_dim(dim: int) -> str:
     return {768: "sd15", 1024: "sd2", 2048: "sdxl"}.get(dim, "unknown")
+
+
+VAE_ARCH = "sd"  # a standalone VAE fits SD 1.x, 2.x and SDXL alike; whether it loads is checked on use
+# SDXL LoRAs in kohya's layout name the UNet blocks as the original checkpoints do, and train a second text encoder
+_SDXL_LORA = ("lora_te2_", "lora_unet_input_blocks_", "lora_unet_middle_block_", "lora_unet_output_blocks_")
+
+
+def _family_from_width(width: int) -> str:
+    """SD 1.x (CLIP-L, 768) or SD 2.x (OpenCLIP-H, 1024); other widths (test models) are SD 1.x-shaped."""
+    return {768: "sd15", 1024: "sd2"}.get(width, "sd15-custom")
+
+
+def lora_arch(header: dict[str, dict[str, object]]) -> str:
+    """The family a LoRA fits, from its keys (SDXL's block names, a second text encoder) and the width of
+    its cross-attention keys (the text encoder's width)."""
+    keys = header.keys()
+    if any(k.startswith(_SDXL_LORA) or k.startswith("text_encoder_2.") for k in keys):
+        return "sdxl"
+    for key in sorted(keys):  # the down projection of to_k reads the text encoder's output
+        if "attn2" in key and "to_k" in key and ("lora_down" in key or "lora_A" in key or "lora.down" in key):
+            shape = _shape(header, key)
+            if shape and len(shape) == 2:
+                return "sdxl" if shape[1] == 2048 else _family_from_width(shape[1])
+    return "sd15-custom" if any(k.startswith(("lora_te_", "text_encoder.")) for k in keys) else "unknown"
+
+
+def embedding_arch(header: dict[str, dict[str, object]]) -> str:
+    """The family of a textual-inversion embedding, or "" when the tensors are not one. Layouts: A1111's
+    ``emb_params`` (``string_to_param.*`` in older files), SDXL's ``clip_l``/``clip_g`` pair, and the
+    diffusers trainer's single ``{token: vector}``."""
+    keys = set(header)
+    if keys == {"clip_l", "clip_g"}:
+        return "sdxl"
+    name = next(iter(keys)) if len(keys) == 1 else ""
+    if name == "emb_params" or name.startswith("string_to_param.") or (name and "." not in name):
+        shape = _shape(header, name)
+        if shape and 1 <= len(shape) <= 2:
+            return _family_from_width(shape[-1])
+    return ""
 
 
 def detect_diffusers_folder(folder: Path) -> Detected:

@@ -38,7 +38,11 @@ SDXL = {
     "conditioner.embedders.1.model.ln_final.weight": (1280,),
 }
 CONTROL_SD15 = {"control_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, 768)}
-LORA = {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": (4, 320)}
+LORA = {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": (4, 320)}  # no key tells the family
+LORA_SD15 = {**LORA, "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight": (4, 768)}
+LORA_SD2 = {"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight": (4, 1024)}
+LORA_SDXL = {"lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_down.weight": (4, 2048)}
+LORA_SDXL_DIFFUSERS = {"text_encoder_2.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight": (4, 1280)}
 
 
 def scan(*roots: Path, builtin: bool = False, cache: Path | None = None) -> dict[str, Any]:
@@ -55,6 +59,10 @@ def test_a1111_folder_is_classified_by_tensors(tmp_path: Path) -> None:
     fake(root / "ControlNet" / "control_v11p_sd15_canny.safetensors", CONTROL_SD15)
     fake(root / "ControlNet" / "mystery.safetensors", CONTROL_SD15)
     fake(root / "Lora" / "style.safetensors", LORA)
+    fake(root / "Lora" / "ink.safetensors", LORA_SD15)
+    fake(root / "Lora" / "v2ink.safetensors", LORA_SD2)
+    fake(root / "Lora" / "xlink.safetensors", LORA_SDXL)
+    fake(root / "Lora" / "xlpeft.safetensors", LORA_SDXL_DIFFUSERS)
     (root / "Stable-diffusion" / "old.ckpt").write_bytes(b"\x80\x02}q\x00.")  # a pickle: never opened
     found = scan(root)
     assert found["Stable-diffusion/dreamy"].arch == "sd15" and found["Stable-diffusion/dreamy"].native_size == 512
@@ -64,7 +72,13 @@ def test_a1111_folder_is_classified_by_tensors(tmp_path: Path) -> None:
     canny = found["ControlNet/control_v11p_sd15_canny"]
     assert (canny.kind, canny.arch, canny.control_type, canny.usable) == ("controlnet", "sd15", "canny", True)
     assert "type unknown" in found["ControlNet/mystery"].problem
-    assert "LoRA" in found["Lora/style"].problem
+    assert found["Lora/style"].kind == "lora" and "unknown layout" in found["Lora/style"].problem
+    for name, arch in (("ink", "sd15"), ("v2ink", "sd2"), ("xlink", "sdxl"), ("xlpeft", "sdxl")):
+        assert (found[f"Lora/{name}"].kind, found[f"Lora/{name}"].arch, found[f"Lora/{name}"].usable) == (
+            "lora",
+            arch,
+            True,
+        )
     old = found["Stable-diffusion/old"]
     assert not old.usable and "never unpickles" in old.problem and ".safetensors" in old.problem
 
