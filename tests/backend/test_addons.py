@@ -17,13 +17,26 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from addon_files import a1111_embedding, diffusers_lora, kohya_lora, kohya_lora_keys, original_vae
-from helpers import submit
+from helpers import aio, backend_process, submit
+from websockets.asyncio.client import connect
 
 from sfumato.backend.engine import Engine
 from sfumato.backend.models import loras, vaes
 from sfumato.backend.models.builtin import ensure_builtin
 from sfumato.backend.models.catalogue import Catalogue, ModelEntry
-from sfumato.protocol import ErrorCode, LoraWeight, ProtocolError, Submit
+from sfumato.protocol import (
+    PROTOCOL_VERSION,
+    ErrorCode,
+    Hello,
+    JobError,
+    LoraWeight,
+    ProtocolError,
+    Result,
+    Submit,
+    Welcome,
+    decode,
+    encode,
+)
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +215,40 @@ def test_sdxl_in_fp16_decodes_with_an_fp16_safe_vae_when_there_is_one(tmp_path: 
     assert vaes.resolve(dataclasses.replace(plain, vae="VAE/other"), catalogue, xl, fp16=True) == other
     # without one, the checkpoint's own VAE keeps force_upcast: diffusers decodes SDXL in fp32
     assert vaes.resolve(plain, Catalogue([xl, other]), xl, fp16=True) is None
+
+
+async def _generate(ws: Any, req: Submit) -> np.ndarray:
+    await ws.send(encode(req))
+    while not isinstance(answer := decode(await ws.recv()), (Result, JobError)):
+        pass
+    assert isinstance(answer, Result), answer
+    return np.frombuffer(answer.images[0].data, np.uint8).reshape(64, 64, 4).astype(np.int16)
+
+
+@aio
+async def test_a_lora_and_an_embedding_in_an_a1111_layout_generate_through_the_server_offline(
+    webui: Path, model_cache: Path, painter: Engine, tmp_path: Path
+) -> None:
+    hub = tmp_path / "empty-hf-home"
+    hub.mkdir()
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(hub),
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+    }
+    with backend_process(model_cache, "--models", str(webui), env=env) as (url, _):
+        async with connect(url, max_size=None, compression=None) as ws:
+            await ws.send(encode(Hello(version=PROTOCOL_VERSION, client="painter", kind="test")))
+            welcome = decode(await ws.recv())
+            assert isinstance(welcome, Welcome)
+            kinds = {m.id: m.kind for m in welcome.models}
+            assert kinds["Lora/detail"] == "lora" and kinds["embeddings/EasyNegative"] == "embedding"
+            plain = await _generate(ws, job())
+            styled = job(prompt="a test <lora:detail:0.8>", negative_prompt="easynegative")
+            painted = await _generate(ws, styled)
+            again = await _generate(ws, job())
+    assert np.abs(painted - plain).mean() > 2.0
+    assert np.array_equal(again, plain)
+    assert np.array_equal(painted, pixels(painter, styled))  # the server runs the same engine code
+    assert not any(hub.rglob("*"))
