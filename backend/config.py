@@ -67,6 +67,9 @@ class Config:
     outbox_mib: int = 16  # events waiting for one editor (results and previews are not copied into it)
     hello_timeout_s: float = 10.0
     model_memory_gib: float = 12.0
+    # the AUTOMATIC1111 HTTP API beside the websocket server (backend/a1111), on the same host
+    a1111_api: bool = False
+    a1111_port: int = 7861
 
     def check(self) -> None:
         if not self.is_loopback() and len(self.token or "") < MIN_TOKEN_CHARS:
@@ -80,8 +83,9 @@ class Config:
             raise ConfigError(
                 f"editor_memory_mib ({self.editor_memory_mib}) cannot exceed job_memory_mib ({self.job_memory_mib})"
             )
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port must be 0..65535, got {self.port}")
+        for name in ("port", "a1111_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ConfigError(f"{name} must be 0..65535, got {getattr(self, name)}")
         for origin in self.allowed_origins:
             if origin in ("*", "null"):
                 raise ConfigError(f"allowed origin {origin!r} would let any web page drive the backend")

@@ -82,6 +82,15 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pixels", type=int, help="largest image accepted, width × height")
     p.add_argument("--max-message-mib", type=int, help="largest frame accepted, MiB")
     p.add_argument("--resume-ttl", dest="resume_ttl_s", type=float, help="seconds a dropped editor's jobs wait")
+    p.add_argument(
+        "--a1111-api",
+        dest="a1111_port",
+        nargs="?",
+        type=int,
+        const=-1,
+        metavar="PORT",
+        help="also answer AUTOMATIC1111's HTTP API, on PORT (default 7861; 0 picks a free one)",
+    )
     p.add_argument("--config", type=Path, help="TOML file (default: the user config folder's config.toml)")
 
 
@@ -99,7 +108,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "max_message_mib",
         "resume_ttl_s",
     )
-    return load_config(args.config, **{k: getattr(args, k) for k in keys})
+    flags = {k: getattr(args, k) for k in keys}
+    if getattr(args, "a1111_port", None) is not None:  # --a1111-api [PORT]; without PORT: the configured one
+        flags.update(a1111_api=True, a1111_port=args.a1111_port if args.a1111_port >= 0 else None)
+    return load_config(args.config, **flags)
 
 
 async def serve(config: Config) -> None:
@@ -113,6 +125,13 @@ async def serve(config: Config) -> None:
     await server.start()
     print(f"listening on {server.url}", flush=True)  # the first line: scripts and tests wait for it
     print(banner(config, engine, server.url), flush=True)
+    api = None
+    if config.a1111_api:
+        from .a1111.server import A1111Api
+
+        api = A1111Api(server)
+        await api.start()
+        print(f"  A1111:   {api.url}/sdapi/v1/ for AUTOMATIC1111 API clients", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -122,7 +141,9 @@ async def serve(config: Config) -> None:
             signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
     await stop.wait()
     print("shutting down: cancelling jobs and telling editors", flush=True)
-    await server.stop()
+    await server.stop()  # cancels every job first: A1111 requests in flight answer, then close
+    if api is not None:
+        await api.stop()
 
 
 def serve_main(argv: list[str] | None = None) -> int:
