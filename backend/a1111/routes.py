@@ -182,8 +182,10 @@ class Routes:
         image = None
         textinfo = None
         if current is not None:
-            if current.progress is not None:
-                latest = decode(current.progress)  # a few dozen bytes unless it carries a preview
+            frame = current.progress
+            if frame is not None:
+                small = len(frame) <= current.previewless_bytes  # a few dozen bytes; a preview is decoded off the loop
+                latest = decode(frame) if small else await self._off_loop(decode, frame)
                 if isinstance(latest, Progress):
                     step, total = latest.step, latest.total
             if current.position >= 0:
