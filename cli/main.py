@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
     from .document import ImageDocument
 
+from sfumato.plugin.core.models import size_text
+from sfumato.protocol import MODEL_KINDS, ModelInfo
 from sfumato.protocol.defaults import (
     DEFAULT_GUIDANCE,
     DEFAULT_MODEL,
@@ -121,23 +123,28 @@ def run_models(args: argparse.Namespace) -> int:
         raise CliError(str(exc), EXIT_USAGE) from None
     entries = Catalogue.scan(cfg.model_dirs, cfg.cache_dir, builtin=cfg.builtin_models).all()
     print(f"model folders: {', '.join(str(d) for d in cfg.model_dirs) or '(none; add with --models DIR)'}")
-    for e in entries:
-        if e.usable:
-            extra = f" control={e.control_type}" if e.control_type else ""
-            print(f"  {e.id:40s} {e.kind:10s} {e.arch:12s}{extra}{'  [test model]' if e.test else ''}")
-    unusable = [e for e in entries if not e.usable]
+    _print_models([e.info() for e in entries if e.kind in MODEL_KINDS])
+    return EXIT_OK
+
+
+def _print_models(models: list[ModelInfo]) -> None:
+    """Per entry: id, kind, architecture, size on disk; unusable ones after, with why."""
+    for m in models:
+        if not m.problem:
+            extra = f"  control={m.control_type}" if m.control_type else ""
+            test = "  [test model]" if m.test else ""
+            print(f"  {m.id:40s} {m.kind:10s} {m.arch:12s} {size_text(m.size_bytes):>9s}{extra}{test}")
+    unusable = [m for m in models if m.problem]
     if unusable:
         print("unusable:")
-        for e in unusable:
-            print(f"  {e.id:40s} {e.problem}")
-    return EXIT_OK
+        for m in unusable:
+            print(f"  {m.id:40s} {m.kind:10s} {m.arch:12s} {size_text(m.size_bytes):>9s}  {m.problem}")
 
 
 async def _remote_models(args: argparse.Namespace) -> int:
     async with _connected(args.server, args.token, None) as (client, _):
         assert client.welcome is not None
-        for m in client.welcome.models:
-            print(f"  {m.id:40s} {m.kind:10s} {m.arch:12s}{'  [test model]' if m.test else ''}")
+        _print_models(list(client.welcome.models))
     return EXIT_OK
 
 

@@ -39,6 +39,11 @@ MODEL_KINDS = ("checkpoint", "controlnet", "lora", "embedding", "vae", "unusable
 MAX_LORAS = 16
 
 
+def arch_family(arch: str) -> str:
+    """``sd15-inpaint`` → ``sd15``: what a LoRA, an embedding or a ControlNet must share with a checkpoint."""
+    return arch.split("-")[0]
+
+
 class Message(Record):
     """A top-level message. ``TYPE`` is its wire name."""
 
@@ -402,4 +407,5 @@ __all__ = [
     "Status",
     "Submit",
     "Welcome",
+    "arch_family",
 ]

@@ -95,9 +95,28 @@ class Catalogue:
         if builtin:
             tiny, tiny_cn = ensure_builtin(cache_dir)
             entries.append(
-                ModelEntry(TINY_ID, "checkpoint", "sd15-tiny", tiny, "diffusers", TINY_NATIVE_SIZE, test=True)
+                ModelEntry(
+                    TINY_ID,
+                    "checkpoint",
+                    "sd15-tiny",
+                    tiny,
+                    "diffusers",
+                    TINY_NATIVE_SIZE,
+                    test=True,
+                    size_bytes=_size(tiny),
+                )
             )
-            entries.append(ModelEntry(TINY_CONTROLNET_ID, "controlnet", "sd15-tiny", tiny_cn, "diffusers", test=True))
+            entries.append(
+                ModelEntry(
+                    TINY_CONTROLNET_ID,
+                    "controlnet",
+                    "sd15-tiny",
+                    tiny_cn,
+                    "diffusers",
+                    test=True,
+                    size_bytes=_size(tiny_cn),
+                )
+            )
         seen = {e.id for e in entries}
         for root in roots:
             for entry in _scan_root(root.resolve()) + _a1111_embeddings(root.resolve()):
@@ -189,11 +208,6 @@ class Catalogue:
                 ErrorCode.MISSING_WEIGHTS,
             )
         return sorted(candidates, key=lambda e: e.id)[0]
-
-
-def family(arch: str) -> str:
-    """``sd15-inpaint`` → ``sd15``: what LoRAs, embeddings and ControlNets must match."""
-    return arch.split("-")[0]
 
 
 def _a1111_embeddings(root: Path) -> list[ModelEntry]:

@@ -13,8 +13,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from sfumato.protocol import ErrorCode, ProtocolError
+from sfumato.protocol import arch_family as family
 
-from .catalogue import Catalogue, ModelEntry, family
+from .catalogue import Catalogue, ModelEntry
 
 
 def token(entry: ModelEntry) -> str:

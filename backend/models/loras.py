@@ -16,8 +16,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from sfumato.protocol import ErrorCode, ProtocolError, Submit
+from sfumato.protocol import arch_family as family
 
-from .catalogue import Catalogue, ModelEntry, family
+from .catalogue import Catalogue, ModelEntry
 
 # A1111's extra-network syntax: <lora:NAME>, <lora:NAME:WEIGHT> (it also knows separate text-encoder
 # and UNet weights, <lora:NAME:TE:UNET>, which Sfumato refuses rather than half-honours)

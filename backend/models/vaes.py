@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from sfumato.protocol import ErrorCode, ProtocolError, Submit
+from sfumato.protocol import arch_family as family
 
-from .catalogue import Catalogue, ModelEntry, family
+from .catalogue import Catalogue, ModelEntry
 
 FP16_SAFE = re.compile(r"fp16[-_ .]?fix", re.IGNORECASE)  # how the fixed VAEs are published and named
 MAX_LOADED = 2

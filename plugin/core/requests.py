@@ -18,6 +18,7 @@ from sfumato.protocol import (
     DEFAULT_STRENGTH,
     Control,
     InpaintOptions,
+    LoraWeight,
     Point,
     PreviewSettings,
     Submit,
@@ -55,6 +56,8 @@ class GenerationParams:
     controls: tuple[ControlSpec, ...] = ()
     preview: PreviewSettings = field(default_factory=PreviewSettings)
     inpaint: InpaintOptions = field(default_factory=InpaintOptions)
+    loras: tuple[LoraWeight, ...] = ()  # the LoRA picker's choice; <lora:name:w> in the prompt works too
+    vae: str | None = None  # None = the checkpoint's own
 
 
 def new_job_id(prefix: str = "job") -> str:
@@ -106,4 +109,6 @@ def build_submit(doc: DocumentLike, params: GenerationParams, job_id: str | None
         controls=controls,
         preview=params.preview,
         inpaint=params.inpaint,
+        loras=params.loras,
+        vae=params.vae,
     )

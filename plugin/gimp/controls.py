@@ -1,6 +1,7 @@
-"""The window's ControlNet list: one row per control — type, source layer, strength, start/end, "layer is a map".
+"""The window's lists: ControlNet rows — type, source layer, strength, start/end, "layer is a map" — and LoRA rows.
 
-The same choices as the Krita docker's rows; ``spec()`` turns a row into plugin.core's ``ControlSpec``.
+The same choices as the Krita docker's rows; ``spec()`` turns a control row into plugin.core's
+``ControlSpec``, ``choice()`` a LoRA row into the request's ``LoraWeight``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import gi
 gi.require_version("Gtk", "3.0")
 from gi.repository import Gtk  # noqa: E402
 
+from sfumato.plugin.core.models import describe  # noqa: E402
 from sfumato.plugin.core.requests import ControlSpec  # noqa: E402
-from sfumato.protocol import CONTROL_TYPES  # noqa: E402
+from sfumato.protocol import CONTROL_TYPES, LoraWeight, ModelInfo  # noqa: E402
 
 ACTIVE_LAYER = ""  # the source combo's first entry: the layer Generate paints from
 
@@ -83,3 +85,31 @@ class ControlRow:
             end=self.end.get_value(),
             preprocess=not self.is_map.get_active(),
         )
+
+
+class LoraRow:
+    """One LoRA of the next jobs: which (those fitting the chosen model) and its weight."""
+
+    def __init__(self, on_remove: Callable[[LoraRow], None]) -> None:
+        self.lora = Gtk.ComboBoxText(hexpand=True)
+        self.weight = spin(-2, 2, 0.05, 0.8)
+        self.weight.set_tooltip_text("Weight (1 = as trained)")
+        self.remove = Gtk.Button(label="✕")
+        self.remove.set_tooltip_text("Remove this LoRA")
+        self.remove.connect("clicked", lambda _b: on_remove(self))
+        self.widget = Gtk.Box(spacing=4)
+        self.widget.pack_start(self.lora, True, True, 0)
+        self.widget.pack_start(self.weight, False, False, 0)
+        self.widget.pack_start(self.remove, False, False, 0)
+
+    def offer(self, loras: list[ModelInfo]) -> None:
+        current = self.lora.get_active_id()
+        self.lora.remove_all()
+        for m in loras:
+            self.lora.append(m.id, describe(m))
+        if not (current and self.lora.set_active_id(current)) and loras:
+            self.lora.set_active(0)
+
+    def choice(self) -> LoraWeight | None:
+        lora_id = self.lora.get_active_id()
+        return LoraWeight(id=lora_id, weight=self.weight.get_value()) if lora_id else None

@@ -25,12 +25,13 @@ from gi.repository import Gimp, GimpUi, GLib, Gtk  # noqa: E402
 from sfumato.plugin.core.client import ConnectionChanged  # noqa: E402
 from sfumato.plugin.core.controller import Controller  # noqa: E402
 from sfumato.plugin.core.jobs import TrackedJob  # noqa: E402
+from sfumato.plugin.core.models import checkpoints, describe, loras_for  # noqa: E402
 from sfumato.plugin.core.requests import GenerationParams  # noqa: E402
 from sfumato.protocol import MAX_STEPS, SCHEDULERS, JobState, PreviewSettings, Submit  # noqa: E402
 
 from . import glib  # noqa: E402
 from .bridge import Bridge  # noqa: E402
-from .controls import ControlRow, spin  # noqa: E402
+from .controls import ControlRow, LoraRow, spin  # noqa: E402
 from .document import GimpDocument  # noqa: E402
 from .formats import UnsupportedImage  # noqa: E402
 from .params import MAX_BATCH, MAX_SEED  # noqa: E402
@@ -95,6 +96,7 @@ class SfumatoWindow:
         self.connect_button = Gtk.Button(label="Connect")
         self.connect_button.connect("clicked", lambda _b: self.reconnect())
         self.model = Gtk.ComboBoxText()
+        self.model.connect("changed", lambda _c: self._offer_loras())
         self.prompt = Gtk.TextView(wrap_mode=Gtk.WrapMode.WORD_CHAR)
         prompt_box = Gtk.ScrolledWindow(min_content_height=60)
         prompt_box.add(self.prompt)
@@ -154,6 +156,12 @@ class SfumatoWindow:
                 ("Batch", self.batch),
             ],
         )
+        self.lora_section = _section(grid, "LoRA")
+        self.lora_rows: list[LoraRow] = []
+        self.loras_box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=4)
+        self.add_lora_button = Gtk.Button(label="+ LoRA")
+        self.add_lora_button.connect("clicked", lambda _b: self.add_lora())
+        _attach_rows(self.lora_section.grid, [("", self.loras_box), ("", self.add_lora_button)])
         self.controlnet = _section(grid, "ControlNet")
         self.control_rows: list[ControlRow] = []
         self.controls_box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=8)
@@ -195,6 +203,7 @@ class SfumatoWindow:
             batch_size=self.batch.get_value_as_int(),
             controls=tuple(row.spec() for row in self.control_rows),
             preview=PreviewSettings(enabled=True),
+            loras=tuple({c.id: c for row in self.lora_rows if (c := row.choice())}.values()),  # each LoRA once
         )
 
     def generate(self) -> Submit | None:
@@ -228,6 +237,25 @@ class SfumatoWindow:
         row.widget.show_all()
         self.controlnet.set_expanded(True)
         return row
+
+    def add_lora(self) -> LoraRow:
+        row = LoraRow(self._remove_lora)
+        self.lora_rows.append(row)
+        self.loras_box.pack_start(row.widget, False, False, 0)
+        row.widget.show_all()
+        self.lora_section.set_expanded(True)
+        self._offer_loras()
+        return row
+
+    def _remove_lora(self, row: LoraRow) -> None:
+        self.lora_rows.remove(row)
+        self.loras_box.remove(row.widget)
+
+    def _offer_loras(self) -> None:
+        welcome = self.controller.connection.welcome if self.controller is not None else None
+        loras = loras_for(welcome.models, self.model.get_active_id() or "") if welcome is not None else []
+        for row in self.lora_rows:
+            row.offer(loras)
 
     def _remove_control(self, row: ControlRow) -> None:
         self.control_rows.remove(row)
@@ -295,9 +323,12 @@ class SfumatoWindow:
         if welcome is not None:
             self.batch.get_adjustment().set_upper(welcome.limits.max_batch)
             if not self.model.get_active_id():
-                for m in welcome.models:
-                    if m.kind == "checkpoint":
-                        self.model.append(m.id, m.label or m.id)
+                listed = checkpoints(welcome.models)
+                for m in listed:
+                    if not m.problem:
+                        self.model.append(m.id, describe(m))
+                unusable = [describe(m) for m in listed if m.problem]  # shown with the reason, never chosen
+                self.model.set_tooltip_text("\n".join(["Not usable:", *unusable]) if unusable else None)
                 if not self.model.set_active_id(self.settings.model):
                     self.model.set_active(0)
         jobs = controller.active_jobs() if controller is not None else []

@@ -6,8 +6,9 @@ from typing import Any
 
 from krita import DockWidget, Krita
 
+from sfumato.plugin.core.models import checkpoints, describe, loras_for
 from sfumato.plugin.core.requests import ControlSpec, GenerationParams
-from sfumato.protocol import CONTROL_TYPES, MAX_STEPS, SCHEDULERS, PreviewSettings
+from sfumato.protocol import CONTROL_TYPES, MAX_STEPS, SCHEDULERS, LoraWeight, ModelInfo, PreviewSettings
 
 from .app import SfumatoApp
 from .document import active_document
@@ -61,6 +62,35 @@ class ControlRow(QtWidgets.QWidget):
         )
 
 
+class LoraRow(QtWidgets.QWidget):
+    """One LoRA of the next jobs: which (those fitting the chosen model) and its weight."""
+
+    def __init__(self, on_remove: Any) -> None:
+        super().__init__()
+        lay = QtWidgets.QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.lora = QtWidgets.QComboBox()
+        self.weight = _dspin(-2, 2, 0.05, 0.8)
+        remove = QtWidgets.QToolButton()
+        remove.setText("✕")
+        remove.clicked.connect(lambda: on_remove(self))
+        lay.addWidget(self.lora, 1)
+        lay.addWidget(self.weight)
+        lay.addWidget(remove)
+
+    def offer(self, loras: list[ModelInfo]) -> None:
+        current = self.lora.currentData()
+        self.lora.clear()
+        for m in loras:
+            self.lora.addItem(describe(m), m.id)
+        index = self.lora.findData(current)
+        self.lora.setCurrentIndex(max(0, index))
+
+    def choice(self) -> LoraWeight | None:
+        lora_id = self.lora.currentData()
+        return LoraWeight(id=lora_id, weight=self.weight.value()) if lora_id else None
+
+
 class Section:
     """A titled part of the docker that folds away: a toggle button above a form."""
 
@@ -109,6 +139,7 @@ class SfumatoDocker(DockWidget):
         self.reconnect = QtWidgets.QPushButton("Connect")
         self.reconnect.clicked.connect(self._reconnect)
         self.model = QtWidgets.QComboBox()
+        self.model.currentIndexChanged.connect(lambda _: self._offer_loras())
         self.prompt = QtWidgets.QPlainTextEdit()
         self.prompt.setPlaceholderText("What to paint")
         self.prompt.setMaximumHeight(70)
@@ -135,6 +166,9 @@ class SfumatoDocker(DockWidget):
         self.batch.setRange(1, 8)  # until the backend says its max_batch (welcome.limits)
         self.batch.setValue(s.batch_size)
         self.controls_box = QtWidgets.QVBoxLayout()
+        self.loras_box = QtWidgets.QVBoxLayout()
+        add_lora = QtWidgets.QPushButton("+ LoRA")
+        add_lora.clicked.connect(self.add_lora)
         add_control = QtWidgets.QPushButton("+ ControlNet")
         add_control.clicked.connect(self.add_control)
         self.generate_button = QtWidgets.QPushButton("Generate")
@@ -175,6 +209,9 @@ class SfumatoDocker(DockWidget):
         self.options.form.addRow("Sampler", self.scheduler)
         self.options.form.addRow("Seed", seed_row)
         self.options.form.addRow("Batch", self.batch)
+        self.lora_section = Section("LoRA", form)
+        self.lora_section.form.addRow(self.loras_box)
+        self.lora_section.form.addRow(add_lora)
         self.controlnet = Section("ControlNet", form)
         self.controlnet.form.addRow(self.controls_box)
         self.controlnet.form.addRow(add_control)
@@ -214,6 +251,7 @@ class SfumatoDocker(DockWidget):
             scheduler=self.scheduler.currentText(),
             batch_size=self.batch.value(),
             controls=tuple(r.spec() for r in self.control_rows()),
+            loras=tuple({c.id: c for r in self.lora_rows() if (c := r.choice())}.values()),  # each LoRA once
             preview=PreviewSettings(enabled=True, max_per_second=self.app.settings.previews_per_second),
         )
 
@@ -230,6 +268,27 @@ class SfumatoDocker(DockWidget):
         self.controls_box.addWidget(row)
         self.controlnet.set_expanded(True)
         return row
+
+    def add_lora(self) -> LoraRow:
+        row = LoraRow(self._remove_lora)
+        self.loras_box.addWidget(row)
+        self.lora_section.set_expanded(True)
+        self._offer_loras()
+        return row
+
+    def lora_rows(self) -> list[LoraRow]:
+        items = (self.loras_box.itemAt(i).widget() for i in range(self.loras_box.count()))
+        return [w for w in items if isinstance(w, LoraRow)]
+
+    def _remove_lora(self, row: LoraRow) -> None:
+        self.loras_box.removeWidget(row)
+        row.deleteLater()
+
+    def _offer_loras(self) -> None:
+        welcome = self.app.connection.welcome
+        loras = loras_for(welcome.models, self.model.currentData() or "") if welcome is not None else []
+        for row in self.lora_rows():
+            row.offer(loras)
 
     def control_rows(self) -> list[ControlRow]:
         items = (self.controls_box.itemAt(i).widget() for i in range(self.controls_box.count()))
@@ -301,9 +360,10 @@ class SfumatoDocker(DockWidget):
         if welcome is not None:
             self.batch.setMaximum(welcome.limits.max_batch)
         if welcome is not None and self.model.count() == 0:
-            for m in welcome.models:
-                if m.kind == "checkpoint":
-                    self.model.addItem(m.label, m.id)
+            for m in checkpoints(welcome.models):
+                self.model.addItem(describe(m), m.id)
+                if m.problem:  # shown with the reason, never chosen
+                    self.model.model().item(self.model.count() - 1).setEnabled(False)
             index = self.model.findData(self.app.settings.model)
             if index >= 0:
                 self.model.setCurrentIndex(index)

@@ -180,6 +180,10 @@ def test_models_lists_usable_and_unusable(files: Path, capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert "builtin:tiny" in out and "test model" in out
     assert "unusable:" in out and "old" in out and "never unpickles" in out
+    old = next(line for line in out.splitlines() if "old " in line)
+    assert old.split()[1:4] == ["unusable", "unknown", "6"] and " B " in old  # kind, architecture, size on disk
+    tiny = next(line for line in out.splitlines() if line.split()[0] == "builtin:tiny")
+    assert tiny.split()[1:3] == ["checkpoint", "sd15-tiny"] and ("KB" in tiny or "MB" in tiny)
 
 
 def _no_backend(*args: object) -> NoReturn:

@@ -1,0 +1,38 @@
+"""What the editors' pickers show of the backend's catalogue (``welcome.models``): one wording for every editor."""
+
+from __future__ import annotations
+
+from sfumato.protocol import ModelInfo, arch_family
+
+
+def size_text(n: int) -> str:
+    """Bytes on disk in the unit painters read file sizes in."""
+    if n <= 0:
+        return ""
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def describe(m: ModelInfo) -> str:
+    """One picker line: name, architecture, kind, size, and why it cannot be used."""
+    details = ", ".join(p for p in (m.arch if m.arch != "unknown" else "", m.kind, size_text(m.size_bytes)) if p)
+    text = f"{m.label or m.id} ({details})"
+    return f"{text} — unusable: {m.problem}" if m.problem else text
+
+
+def checkpoints(models: tuple[ModelInfo, ...]) -> list[ModelInfo]:
+    """The model picker's entries: usable checkpoints, then unusable entries (shown, not choosable)."""
+    usable = [m for m in models if m.kind == "checkpoint" and not m.problem]
+    return usable + [m for m in models if m.problem]
+
+
+def loras_for(models: tuple[ModelInfo, ...], checkpoint: str) -> list[ModelInfo]:
+    """The LoRAs that fit the chosen checkpoint's family (all of them while it is unknown)."""
+    chosen = next((m for m in models if m.id == checkpoint), None)
+    return [
+        m
+        for m in models
+        if m.kind == "lora" and not m.problem and (chosen is None or arch_family(m.arch) == arch_family(chosen.arch))
+    ]
