@@ -341,6 +341,31 @@ async def test_a_flooding_a1111_client_cannot_starve_an_editor(engine: Any) -> N
         assert len(holding.order) == 8
 
 
+@aio
+async def test_shutdown_answers_requests_in_flight(engine: Any) -> None:
+    holding = HoldingEngine(engine)
+    server = Server(Config(port=0, a1111_api=True, a1111_port=0), holding)
+    await server.start()
+    api = A1111Api(server)
+    await api.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            body = img2img(pattern(64, 64), prompt="hold", steps=8)
+            running = asyncio.create_task(post(http, f"{api.url}/sdapi/v1/img2img", body))
+            await until(lambda: holding.reached.is_set(), timeout=60, what="the job to run")
+            waiting = asyncio.create_task(post(http, f"{api.url}/sdapi/v1/txt2img", {"steps": 2, "width": 64}))
+            await until(lambda: len(server.hub.queue) == 1, what="the second request to wait")
+            stopping = asyncio.create_task(server.stop(grace_s=5))  # what SIGTERM does first
+            await until(lambda: server.hub.closing, what="the hub to close")
+            holding.release.set()
+            for status, out in (await running, await waiting):
+                assert status == 503 and "shutting down" in out["detail"]
+            await stopping
+    finally:
+        holding.release.set()
+        await api.stop()
+
+
 # ---------------------------------------------------------------------------- security and limits
 
 
@@ -516,3 +541,31 @@ async def test_models_samplers_options_and_controlnet_lists(engine: Any) -> None
         assert {"none", "canny"} <= set(modules["module_list"])
         assert await get("/controlnet/version") == {"version": 2}
         assert await get("/sdapi/v1/loras") == []
+
+
+def test_sfumato_serve_answers_the_api_with_its_flag(model_cache: Path) -> None:
+    """The flag, as a painter starts it: a backend process with `--a1111-api 0`, and a clean shutdown."""
+    import os
+    import subprocess
+    import urllib.request
+
+    env = {**os.environ, "SFUMATO_CACHE_DIR": str(model_cache), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "sfumato.backend", "--port", "0", "--device", "cpu", "--a1111-api", "0"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
+        assert proc.stdout is not None
+        try:
+            lines = []
+            for line in proc.stdout:  # ends if the process dies
+                lines.append(line)
+                if line.strip().startswith("A1111:"):
+                    break
+            else:
+                raise AssertionError("no A1111 line:\n" + "".join(lines))
+            assert lines[0].startswith("listening on ws://"), "the first line stays the websocket's"
+            url = line.split()[1].removesuffix("/sdapi/v1/")
+            with urllib.request.urlopen(f"{url}/sdapi/v1/sd-models", timeout=30) as resp:
+                assert resp.status == 200 and "builtin:tiny" in resp.read().decode()
+        finally:
+            proc.terminate()
+            rest = proc.communicate(timeout=30)[0]
+        assert proc.returncode == 0, rest
