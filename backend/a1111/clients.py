@@ -135,7 +135,11 @@ class HttpClient:
             watch = Watch(req.job_id, loop.create_future(), longest)
             self.watches[req.job_id] = watch
             generation.watches.append(watch)
-            hub.submit(self.editor, req)
+            try:
+                hub.submit(self.editor, req)
+            except Exception:  # a bug: no job of this request may stay queued or watched
+                self.end(hub, generation)
+                raise
             refusal = watch.outcome.result() if watch.outcome.done() else None
             if isinstance(refusal, JobError):
                 self.end(hub, generation)

@@ -35,6 +35,8 @@ def decode(text: Any, loc: Loc, max_pixels: int) -> Any:
         image = Image.open(io.BytesIO(data))
     except (UnidentifiedImageError, OSError):
         raise FieldError(loc, "expected a PNG or JPEG image; these bytes are no image") from None
+    except Image.DecompressionBombError:
+        raise FieldError(loc, f"expected at most {max_pixels} pixels (the server's max_pixels)") from None
     if image.format not in FORMATS:
         raise FieldError(loc, f"expected a PNG, JPEG or WebP image, got {image.format}")
     w, h = image.size

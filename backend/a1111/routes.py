@@ -127,8 +127,8 @@ class Routes:
                 self.hub.result_frame(client.editor, w.job_id) for w, o in zip(run.watches, outcomes) if o is None
             ]
             interrupted = any(isinstance(o, Cancelled) for o in outcomes)
-            text = await self._off_loop(_answer, plan, [f for f in frames if f is not None], echo, interrupted)
-            return web.Response(text=text, content_type="application/json")
+            body = await self._off_loop(_answer, plan, [f for f in frames if f is not None], echo, interrupted)
+            return web.Response(body=body, content_type="application/json")
         finally:
             client.end(self.hub, run)
 
@@ -347,14 +347,14 @@ def field_error(exc: FieldError) -> web.Response:
 # ------------------------------------------------------------------ on the image threads
 
 
-def _answer(plan: generation.Plan, frames: list[bytes], echo: dict[str, Any], interrupted: bool) -> str:
+def _answer(plan: generation.Plan, frames: list[bytes], echo: dict[str, Any], interrupted: bool) -> bytes:
     results = []
     for frame in frames:
         limits = DecodeLimits(max_message_bytes=max(len(frame), 1024), max_pixels=HARD_MAX_PIXELS, max_batch=64)
         result = decode(frame, limits)
         assert isinstance(result, Result)
         results.append(result)
-    return json.dumps(generation.answer(plan, results, echo, interrupted))
+    return json.dumps(generation.answer(plan, results, echo, interrupted)).encode()
 
 
 def _preview_png(frame: bytes) -> str | None:
