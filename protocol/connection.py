@@ -1,6 +1,6 @@
 """The rules of one connection, Sans-I/O: frames in → events out, messages in → frames out.
 
-Both sides of the wire use these objects — the backend's session a :class:`ServerConnection`, the
+Both sides of the wire use these objects — the backend's connection a :class:`ServerConnection`, the
 editor's client a :class:`ClientConnection` — so the handshake (hello → welcome), version
 negotiation, capabilities, resume and which message is legal when are written once. Nothing here
 reads a socket, sleeps or knows about asyncio: the caller moves the bytes.
