@@ -12,6 +12,7 @@ the caller answers with); this side breaking one raises :class:`ProtocolViolatio
 
 from __future__ import annotations
 
+import dataclasses
 from enum import Enum
 from typing import ClassVar
 
@@ -24,12 +25,15 @@ from .messages import (
     CLIENT_MESSAGES,
     PROTOCOL_VERSION,
     SERVER_MESSAGES,
+    DeviceStatus,
     Error,
     Hello,
+    JobError,
     JobStatus,
     Limits,
     Message,
     ModelInfo,
+    Status,
     Submit,
     Welcome,
 )
@@ -44,6 +48,10 @@ EDITOR_LIMITS = DecodeLimits(max_message_bytes=1 << 30, max_pixels=1 << 26)
 # loras and vae; an older peer would refuse the new model kinds and silently ignore the new fields.
 DETAILS_SINCE = (1, 3)
 KINDS_BEFORE_DETAILS = ("checkpoint", "controlnet")
+
+# Since 1.4 welcome and status list each device's worker, and a job may fail with worker_failed;
+# an older editor gets neither (it would ignore the list, and read the code as internal anyway).
+DEVICES_SINCE = (1, 4)
 
 # Errors after which reconnecting with the same settings cannot help (or would fight another connection).
 NO_RECONNECT = frozenset((ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.SESSION_REPLACED))
@@ -105,9 +113,14 @@ class Connection:
         if self.state is ConnectionState.CLOSED:
             return []  # the connection is ending: nothing more goes out
         self._sending(message)
+        message = self._for_peer(message)
         if isinstance(message, Error) and message.fatal:
             self._close(message)
         return encode_frames(message, self.compress) if self.buffers else [encode(message, self.compress)]
+
+    def _for_peer(self, message: Message) -> Message:
+        """``message`` as the negotiated version knows it."""
+        return message
 
     def _negotiated(self, theirs: tuple[int, ...], field: str) -> None:
         self.version = negotiate(self.speaks, theirs, field)
@@ -169,12 +182,15 @@ class ServerConnection(Connection):
         models: tuple[ModelInfo, ...],
         device: str,
         compress: bool = False,
+        devices: tuple[DeviceStatus, ...] = (),
     ) -> list[Frame]:
         """Accept the hello. ``compress``: this link wants zlib images (it is not loopback-only)."""
         if self.state is not ConnectionState.AWAITING_WELCOME or self.hello is None:
             raise ProtocolViolation(f"expected to welcome after a hello, in state {self.state.value}", "state")
         if self.version is None or self.version < DETAILS_SINCE:
             models = tuple(m for m in models if m.kind in KINDS_BEFORE_DETAILS and not m.problem)
+        if self.version is None or self.version < DEVICES_SINCE:
+            devices = ()
         welcome = Welcome(
             version=self.speaks,
             server=self.server,
@@ -184,6 +200,7 @@ class ServerConnection(Connection):
             models=models,
             device=device,
             capabilities=self.capabilities,
+            devices=devices,
         )
         self.compress = compress and "zlib" in self.hello.capabilities
         self.state = ConnectionState.OPEN
@@ -192,6 +209,15 @@ class ServerConnection(Connection):
     def refuse(self, error: ProtocolError) -> list[Frame]:
         """End the handshake with a fatal error (every handshake error is fatal)."""
         return self.send(Error(code=error.code, message=error.message, field=error.field, fatal=True))
+
+    def _for_peer(self, message: Message) -> Message:
+        if self.version is not None and self.version >= DEVICES_SINCE:
+            return message
+        if isinstance(message, Status) and message.devices:
+            return dataclasses.replace(message, devices=())
+        if isinstance(message, JobError) and message.code == ErrorCode.WORKER_FAILED:
+            return dataclasses.replace(message, code=ErrorCode.INTERNAL)
+        return message
 
     def _sending(self, message: Message) -> None:
         if isinstance(message, Welcome):

@@ -25,6 +25,7 @@ class ErrorCode:
     OUT_OF_MEMORY = "out_of_memory"
     MISSING_WEIGHTS = "missing_weights"
     INTERNAL = "internal"
+    WORKER_FAILED = "worker_failed"  # since 1.4: the worker running the job failed and was replaced
     SHUTTING_DOWN = "shutting_down"
     SESSION_REPLACED = "session_replaced"  # a newer connection resumed this session
 

@@ -7,6 +7,7 @@ from . import (
     Cancel,
     Cancelled,
     Control,
+    DeviceStatus,
     Error,
     GetStatus,
     Hello,
@@ -79,8 +80,12 @@ def examples() -> dict[str, Message]:
                     problem="a pickled checkpoint, which can run code when loaded",
                 ),
             ),
-            device="cuda (NVIDIA H200)",
+            device="cuda:0 (NVIDIA H200)",
             capabilities=("zlib", "resume", "previews"),
+            devices=(
+                DeviceStatus(device="cuda:0 (NVIDIA H200)", state="running", loaded_models=("builtin:tiny",)),
+                DeviceStatus(device="cuda:1 (NVIDIA H200)", state="idle"),
+            ),
         ),
         "submit": Submit(
             job_id="krita-7",
@@ -122,7 +127,17 @@ def examples() -> dict[str, Message]:
         ),
         "cancelled": Cancelled(job_id="krita-7"),
         "job_status": JobStatus(job_id="krita-7", state="queued", position=0),
-        "status": Status(queue_length=3, running=1, editors=2, loaded_models=("builtin:tiny",), device="cpu"),
+        "status": Status(
+            queue_length=3,
+            running=1,
+            editors=2,
+            loaded_models=("builtin:tiny",),
+            device="cpu",
+            devices=(
+                DeviceStatus(device="cpu", state="running", loaded_models=("builtin:tiny",)),
+                DeviceStatus(device="cpu", state="starting"),
+            ),
+        ),
         "error": Error(
             code="bad_frame", message="expected a map at the top level, got int 0", field="frame", fatal=False
         ),

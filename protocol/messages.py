@@ -24,7 +24,8 @@ from .regions import Point, Rect
 from .schema import Bool, Float, Int, ListOf, Nested, Optional, Record, Str, Timings, wire
 from .states import JobState
 
-PROTOCOL_VERSION = (1, 3)  # 1.1: error.job_id, nil means absent everywhere; 1.2: buffer frames; 1.3: LoRAs, VAEs
+PROTOCOL_VERSION = (1, 4)  # 1.1: error.job_id, nil means absent everywhere; 1.2: buffer frames; 1.3: LoRAs, VAEs;
+# 1.4: devices in welcome and status, the worker_failed code
 
 MAX_TYPE_CHARS = 64  # a message type longer than this is a bad frame, not an unknown type
 
@@ -37,6 +38,8 @@ CLIENT_KINDS = ("krita", "gimp", "cli", "test", "other")
 JOB_STATES = tuple(state.value for state in JobState)
 MODEL_KINDS = ("checkpoint", "controlnet", "lora", "embedding", "vae", "unusable")  # before 1.3: the first two
 MAX_LORAS = 16
+WORKER_STATES = ("idle", "running", "starting")  # starting: a replacement for a worker that failed
+MAX_DEVICES = 64
 
 
 def arch_family(arch: str) -> str:
@@ -75,6 +78,16 @@ class ModelInfo(Record):
     test: bool = wire(Bool(), "a built-in test model with random weights", default=False)
     size_bytes: int = wire(Int(0, 1 << 50), "size on disk (since 1.3; 0 = unknown)", default=0)
     problem: str = wire(Str(0, 1000), "why it cannot be used (since 1.3, kind unusable); empty when usable", default="")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceStatus(Record):
+    """One worker of the backend (since 1.4): the device it runs jobs on, and what it does now."""
+
+    PATH = "device"
+    device: str = wire(Str(1, 128), "e.g. cuda:1 (NVIDIA H200), cpu")
+    state: str = wire(Str(choices=WORKER_STATES), "starting: replacing a worker that failed")
+    loaded_models: tuple[str, ...] = wire(ListOf(Str(1, 256), 0, 64), "models held on this device", default=())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,8 +260,11 @@ class Welcome(Message):
     resumed: bool = wire(Bool(), "true if hello.resume named a live session")
     limits: Limits = wire(Nested(Limits))
     models: tuple[ModelInfo, ...] = wire(ListOf(Nested(ModelInfo), 0, 4096))
-    device: str = wire(Str(1, 128), "e.g. cuda:0 (NVIDIA H200), cpu")
+    device: str = wire(Str(1, 128), "e.g. cuda:0 (NVIDIA H200), cpu; the first of several")
     capabilities: tuple[str, ...] = wire(ListOf(Str(1, 64), 0, 64), default=())
+    devices: tuple[DeviceStatus, ...] = wire(
+        ListOf(Nested(DeviceStatus), 0, MAX_DEVICES), "one per worker (since 1.4)", default=()
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -339,8 +355,11 @@ class Status(Message):
     queue_length: int = wire(Int(0, 1 << 20), "jobs waiting, all editors")
     running: int = wire(Int(0, 1024), "jobs running now")
     editors: int = wire(Int(0, 1 << 20), "connected editors")
-    loaded_models: tuple[str, ...] = wire(ListOf(Str(1, 256), 0, 64), default=())
-    device: str = wire(Str(1, 128), default="cpu")
+    loaded_models: tuple[str, ...] = wire(ListOf(Str(1, 256), 0, 64), "on any device", default=())
+    device: str = wire(Str(1, 128), "the first device of several", default="cpu")
+    devices: tuple[DeviceStatus, ...] = wire(
+        ListOf(Nested(DeviceStatus), 0, MAX_DEVICES), "one per worker (since 1.4)", default=()
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -385,9 +404,11 @@ __all__ = [
     "PROTOCOL_VERSION",
     "SERVER_MESSAGES",
     "TASKS",
+    "WORKER_STATES",
     "Cancel",
     "Cancelled",
     "Control",
+    "DeviceStatus",
     "Error",
     "GetStatus",
     "Hello",

@@ -17,6 +17,7 @@ from .messages import (
     ALL_MESSAGES,
     CLIENT_MESSAGES,
     Control,
+    DeviceStatus,
     InpaintOptions,
     Limits,
     LoraWeight,
@@ -84,6 +85,7 @@ def render() -> str:
         LoraWeight,
         PreviewSettings,
         InpaintOptions,
+        DeviceStatus,
     )
     for rec in nested:
         parts.append(f"### {rec.__name__}\n\n{table(rec)}\n")

@@ -15,7 +15,9 @@ from sfumato.protocol import (
     ClientConnection,
     ConnectionState,
     DecodeLimits,
+    DeviceStatus,
     Error,
+    ErrorCode,
     GetStatus,
     Hello,
     IllegalTransition,
@@ -37,6 +39,7 @@ from sfumato.protocol import (
     Result,
     ServerConnection,
     Started,
+    Status,
     Submit,
     Unknown,
     VersionMismatch,
@@ -426,3 +429,30 @@ def test_an_editor_does_not_send_loras_or_a_vae_to_a_1_2_backend() -> None:
 def test_a_lora_listed_twice_is_refused() -> None:
     with pytest.raises(InvalidMessage, match="each LoRA once"):
         Submit(job_id="j", task="img2img", model="m", image=PIXELS, loras=(LoraWeight(id="a"), LoraWeight(id="a")))
+
+
+# ---------------------------------------------------------------------------- 1.4: devices, worker_failed
+
+DEVICES = (
+    DeviceStatus(device="cuda:0", state="running", loaded_models=("ckpt",)),
+    DeviceStatus(device="cuda:1", state="idle"),
+)
+
+
+def test_a_1_4_editor_sees_every_device_and_a_1_3_editor_sees_the_first_only() -> None:
+    conn = server()
+    conn.receive(hello())
+    sent = decode(conn.welcome("S1", False, LIMITS, MODELS, "cuda:0", devices=DEVICES)[0])
+    assert isinstance(sent, Welcome) and sent.devices == DEVICES
+    status = Status(queue_length=0, running=1, editors=1, loaded_models=("ckpt",), device="cuda:0", devices=DEVICES)
+    assert decode(conn.send(status)[0]) == status
+    assert decode(conn.send(JobError(job_id="j", code=ErrorCode.WORKER_FAILED, message="m"))[0]).code == "worker_failed"
+
+    old = server()
+    old.receive(hello(version=[1, 3]))
+    raw = msgpack.unpackb(old.welcome("S1", False, LIMITS, MODELS, "cuda:0", devices=DEVICES)[0])
+    assert raw["devices"] == [] and raw["device"] == "cuda:0"
+    seen = decode(old.send(status)[0])
+    assert isinstance(seen, Status) and seen.devices == () and seen.loaded_models == ("ckpt",) and seen.running == 1
+    failed = decode(old.send(JobError(job_id="j", code=ErrorCode.WORKER_FAILED, message="m"))[0])
+    assert isinstance(failed, JobError) and failed.code == ErrorCode.INTERNAL  # a code 1.3 documents
