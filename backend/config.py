@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .models.placement import MEMORY_MODES
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10: the same parser, from PyPI
@@ -45,7 +47,7 @@ class Config:
     port: int = 7860
     model_dirs: list[Path] = field(default_factory=list)
     cache_dir: Path = field(default_factory=user_cache_dir)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    device: list[str] = field(default_factory=lambda: ["auto"])  # a worker per entry: auto|all|cpu|cuda|cuda:N|mps
     precision: str = "auto"  # auto | fp16 | bf16 | fp32
     token: str | None = None
     allowed_origins: list[str] = field(default_factory=list)
@@ -67,6 +69,7 @@ class Config:
     outbox_mib: int = 16  # events waiting for one editor (results and previews are not copied into it)
     hello_timeout_s: float = 10.0
     model_memory_gib: float = 12.0
+    memory: str = "auto"  # auto | high | medium | low: where model weights live (backend/models/placement.py)
     # the AUTOMATIC1111 HTTP API beside the websocket server (backend/a1111), on the same host
     a1111_api: bool = False
     a1111_port: int = 7861
@@ -86,6 +89,8 @@ class Config:
         for name in ("port", "a1111_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ConfigError(f"{name} must be 0..65535, got {getattr(self, name)}")
+        if self.memory not in MEMORY_MODES:
+            raise ConfigError(f"memory must be one of {', '.join(MEMORY_MODES)}, got {self.memory!r}")
         for origin in self.allowed_origins:
             if origin in ("*", "null"):
                 raise ConfigError(f"allowed origin {origin!r} would let any web page drive the backend")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,12 +28,12 @@ from sfumato.protocol import (
     Image,
     ModelInfo,
     PixelFormat,
-    ProtocolError,
     Rect,
     Submit,
     context_rect,
 )
 
+from .errors import JobFailure, is_out_of_memory
 from .imaging import masks, pixels
 from .imaging.control import control_map
 from .imaging.preview import LatentPreviewer
@@ -152,18 +153,21 @@ class Engine:
         device: str = "auto",
         precision: str = "auto",
         budget_bytes: int = 12 << 30,
+        memory: str = "auto",
     ) -> None:
         _quiet_libraries()
         self.catalogue = catalogue
         self.device = pick_device(device)
-        self.cache = PipelineCache(self.device, pick_dtype(self.device, precision), budget_bytes)
-        self._previewers: dict[int, LatentPreviewer] = {}
+        self.cache = PipelineCache(self.device, pick_dtype(self.device, precision), budget_bytes, memory=memory)
+        # one previewer per VAE object, forgotten with it (a VAE's id() may be reused by a later model)
+        self._previewers: weakref.WeakKeyDictionary[Any, LatentPreviewer] = weakref.WeakKeyDictionary()
 
     def device_label(self) -> str:
         import torch
 
         if self.device.startswith("cuda") and torch.cuda.is_available():
-            return f"{self.device} ({torch.cuda.get_device_name(0)})"
+            name = torch.cuda.get_device_name(torch.device(self.device))
+            return f"{self.device} ({name}), memory {self.cache.memory_mode}"[:128]
         return self.device
 
     def models(self) -> list[ModelInfo]:
@@ -179,7 +183,7 @@ class Engine:
         entry = self.catalogue.get(req.model)
         check_scheduler(req.scheduler)
         if req.strength > 0 and steps_run(req.steps, req.strength) < 1:
-            raise ProtocolError(
+            raise JobFailure(
                 f"steps × strength = {req.steps} × {req.strength:g} runs no denoising step; it must be at least 1: "
                 "raise steps or strength",
                 "submit.steps",
@@ -194,14 +198,14 @@ class Engine:
                 else self.catalogue.controlnet_for(c.type, entry.arch, f"{path}.model")
             )
             if cn.arch.split("-")[0] != entry.arch.split("-")[0]:
-                raise ProtocolError(
+                raise JobFailure(
                     f"ControlNet {cn.id!r} ({cn.arch}) does not fit {entry.id!r} ({entry.arch})",
                     f"{path}.model",
                     ErrorCode.INVALID_REQUEST,
                 )
             controls.append((c, cn))
         if req.task == "inpaint" and req.mask is not None and not req.mask.data.strip(b"\0"):
-            raise ProtocolError(
+            raise JobFailure(
                 "the selection is empty: select the part to repaint", "submit.mask", ErrorCode.INVALID_REQUEST
             )
         self.addons(req, entry)  # LoRAs, embeddings and a VAE that do not exist or fit are refused before queueing
@@ -296,9 +300,9 @@ class Engine:
             except JobCancelled:
                 raise
             except Exception as exc:
-                if type(exc).__name__ == "OutOfMemoryError":
-                    self.cache._free()
-                    raise ProtocolError(
+                if is_out_of_memory(exc):
+                    self.cache.clear()  # this job fails alone; the next one starts from a free card
+                    raise JobFailure(
                         "the GPU ran out of memory; try a smaller selection, a smaller batch or fewer controls",
                         "",
                         ErrorCode.OUT_OF_MEMORY,
@@ -376,12 +380,12 @@ class Engine:
         return on_step_end
 
     def _preview(self, job: _Job, pipe: Any, latents: Any) -> Image:
-        previewer = self._previewers.get(id(pipe.vae))
+        previewer = self._previewers.get(pipe.vae)
         if previewer is None:
             decoder = self.catalogue.preview_decoder_for(job.entry.arch)
             tiny_vae = self.cache.preview_decoder(decoder) if decoder is not None else None
-            previewer = self._previewers[id(pipe.vae)] = LatentPreviewer(pipe, tiny_vae)
-        rgb = previewer.rgb(latents)
+            previewer = self._previewers[pipe.vae] = LatentPreviewer(tiny_vae)
+        rgb = previewer.rgb(latents, pipe.vae)
         h, w = rgb.shape[:2]
         c, r = job.context, job.result
         x0, y0 = (r.x - c.x) * w // c.w, (r.y - c.y) * h // c.h

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import signal
 import sys
@@ -11,12 +12,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import Config, ConfigError, load_config
+from .devices import DEVICE_NAMES
+from .models.placement import MEMORY_MODES
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .models.catalogue import Catalogue
+    from .server.hub import EngineLike
 
 
-def build_engine(config: Config) -> Engine:
+def build_engines(config: Config) -> list[Engine]:
+    """One engine per device of ``config.device`` (one worker each), sharing one catalogue."""
     import os
 
     if not config.allow_download:  # before the hub library is imported: it reads this once
@@ -24,22 +30,41 @@ def build_engine(config: Config) -> Engine:
     from .quiet import quiet_libraries
 
     quiet_libraries()
-    from .engine import Engine
+    from .devices import expand, share_cpu
     from .models.catalogue import Catalogue
 
     catalogue = Catalogue.scan(
         config.model_dirs, config.cache_dir, builtin=config.builtin_models, allow_hub=config.allow_download
     )
-    return Engine(catalogue, config.device, config.precision, int(config.model_memory_gib * (1 << 30)))
+    devices = expand(config.device)
+    share_cpu(devices)
+    return [_engine(config, catalogue, device) for device in devices]
 
 
-def banner(config: Config, engine: Engine, url: str) -> str:
+def _engine(config: Config, catalogue: Catalogue, device: str) -> Engine:
+    from .engine import Engine
+
+    return Engine(catalogue, device, config.precision, int(config.model_memory_gib * (1 << 30)), memory=config.memory)
+
+
+def renew_engine(config: Config, old: EngineLike) -> Engine:
+    """A fresh engine (an empty pipeline cache) on a failed worker's device."""
+    from .engine import Engine
+
+    assert isinstance(old, Engine)
+    return _engine(config, old.catalogue, old.device)
+
+
+def banner(config: Config, engines: list[Engine], url: str) -> str:
     """What a painter needs to know next, in a few lines."""
-    models = engine.models()
+    models = engines[0].models()
     checkpoints = [m for m in models if m.kind == "checkpoint" and not m.test]
     controlnets = [m for m in models if m.kind == "controlnet" and not m.test]
-    device = engine.device_label()
-    lines = [f"  device:  {device}" + ("  (no GPU found: real models will be slow)" if device == "cpu" else "")]
+    labels = [e.device_label() for e in engines]
+    no_gpu = all(label == "cpu" for label in labels)
+    lines = [f"  device:  {', '.join(labels)}" + ("  (no GPU found: real models will be slow)" if no_gpu else "")]
+    if len(engines) > 1:
+        lines[0] += f"  (a worker on each: {len(engines)} jobs at once)"
     if checkpoints:
         lines.append(f"  models:  {len(checkpoints)} checkpoints, {len(controlnets)} ControlNets (`sfumato models`)")
     else:
@@ -63,8 +88,18 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="a model folder (repeatable); A1111/ComfyUI 'models' folders work",
     )
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument(
+        "--device",
+        action="append",
+        help=f"{DEVICE_NAMES}; repeat it for a worker on each device (all: every GPU)",
+    )
     p.add_argument("--precision", choices=("auto", "fp16", "bf16", "fp32"))
+    p.add_argument(
+        "--memory",
+        choices=MEMORY_MODES,
+        help="where model weights live: all on the GPU (high), moved in per component (medium), per layer "
+        "(low); auto (default) picks from the free GPU memory and the model's size",
+    )
     p.add_argument("--token", help="shared secret editors must present (required off loopback)")
     p.add_argument(
         "--allow-origin",
@@ -101,6 +136,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "model_dirs",
         "device",
         "precision",
+        "memory",
         "token",
         "allowed_origins",
         "allow_download",
@@ -120,11 +156,11 @@ async def serve(config: Config) -> None:
 
     return_large_blocks()
 
-    engine = build_engine(config)
-    server = Server(config, engine)
+    engines = build_engines(config)
+    server = Server(config, engines, renew=functools.partial(renew_engine, config))
     await server.start()
     print(f"listening on {server.url}", flush=True)  # the first line: scripts and tests wait for it
-    print(banner(config, engine, server.url), flush=True)
+    print(banner(config, engines, server.url), flush=True)
     api = None
     if config.a1111_api:
         from .a1111.server import A1111Api

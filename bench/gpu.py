@@ -162,15 +162,15 @@ def preview_cost(pipe: Any, latent_side: int, device: str, dtype: Any) -> dict[s
     from sfumato.backend.imaging.preview import LatentPreviewer
 
     lat = torch.randn(1, 4, latent_side, latent_side, device=device, dtype=dtype)
-    linear = LatentPreviewer(pipe)
-    linear.rgb(lat)  # fit once
+    linear = LatentPreviewer()
+    linear.rgb(lat, pipe.vae)  # fit once
     with torch.device(device):
-        taesd = LatentPreviewer(pipe, tiny_vae=AutoencoderTiny().to(dtype))
+        taesd = LatentPreviewer(tiny_vae=AutoencoderTiny().to(dtype))
     vae = pipe.vae
     with torch.no_grad():
         return {
-            "latent_rgb_ms": _timed(lambda: linear.rgb(lat), device) * 1000,
-            "taesd_ms": _timed(lambda: taesd.rgb(lat), device) * 1000,
+            "latent_rgb_ms": _timed(lambda: linear.rgb(lat, vae), device) * 1000,
+            "taesd_ms": _timed(lambda: taesd.rgb(lat, vae), device) * 1000,
             "full_vae_ms": _timed(
                 lambda: vae.decode((lat / vae.config.scaling_factor).to(vae.dtype)).sample.cpu(), device
             )

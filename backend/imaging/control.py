@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from sfumato.protocol import ErrorCode, ProtocolError
+from sfumato.protocol import ErrorCode
+
+from ..errors import JobFailure
 
 
 def control_map(kind: str, rgba: np.ndarray, preprocess: bool, field: str) -> np.ndarray:
@@ -21,7 +23,7 @@ def control_map(kind: str, rgba: np.ndarray, preprocess: bool, field: str) -> np
         return np.repeat(edges[..., None].astype(np.float32), 3, axis=2)
     if kind in ("scribble", "tile"):
         return rgb
-    raise ProtocolError(
+    raise JobFailure(
         f"the {kind} preprocessor needs annotator weights that are not installed; paint or import a "
         f"ready {kind} map into a layer and use it with preprocess off",
         field,

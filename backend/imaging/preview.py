@@ -13,14 +13,16 @@ import numpy as np
 
 
 class LatentPreviewer:
-    def __init__(self, pipe: Any, tiny_vae: Any | None = None) -> None:
-        self.pipe, self.tiny_vae = pipe, tiny_vae
+    """Latents → a quick RGB look, for one VAE. Holds no model of its own beyond the optional tiny decoder:
+    the VAE is passed in each time, so a previewer never keeps an evicted pipeline alive."""
+
+    def __init__(self, tiny_vae: Any | None = None) -> None:
+        self.tiny_vae = tiny_vae
         self._matrix: np.ndarray | None = None
 
-    def _fit(self) -> np.ndarray:
+    def _fit(self, vae: Any) -> np.ndarray:
         import torch
 
-        vae = self.pipe.vae
         scale = 2 ** (len(vae.config.block_out_channels) - 1)
         patch, n = 4 * scale, 6
         rng = np.random.default_rng(0)
@@ -36,7 +38,7 @@ class LatentPreviewer:
         matrix, *_ = np.linalg.lstsq(feats, colours, rcond=None)
         return matrix.astype(np.float32)  # (C + 1, 3)
 
-    def rgb(self, latents: Any) -> np.ndarray:
+    def rgb(self, latents: Any, vae: Any) -> np.ndarray:
         """First image of the batch as float RGB (h, w, 3) in 0..1, at latent or TAESD resolution."""
         import torch
 
@@ -46,7 +48,7 @@ class LatentPreviewer:
                 out = self.tiny_vae.decode(first.to(self.tiny_vae.dtype)).sample[0]
                 return np.clip(out.float().permute(1, 2, 0).cpu().numpy() * 0.5 + 0.5, 0, 1)
             if self._matrix is None:
-                self._matrix = self._fit()
+                self._matrix = self._fit(vae)
             lat = first[0].float().permute(1, 2, 0).cpu().numpy()
         h, w, c = lat.shape
         feats = np.concatenate([lat.reshape(-1, c), np.ones((h * w, 1), np.float32)], axis=1)

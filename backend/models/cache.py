@@ -11,13 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sfumato.protocol import ErrorCode, ProtocolError
+from sfumato.protocol import ErrorCode
 
+from ..errors import JobFailure, is_out_of_memory
 from .catalogue import ModelEntry
+from .placement import Placement, choose, component_bytes, free_memory, place
 from .single_file import CONFIGS, load_checkpoint, load_controlnet
 from .vaes import Vaes
 
 log = logging.getLogger(__name__)
+HIGH = Placement("high", "")
 
 # task → (SD1.x/2.x class name, SDXL class name)
 PIPELINE_CLASSES = {
@@ -53,8 +56,12 @@ class LoadedModel:
 
 
 class PipelineCache:
-    def __init__(self, device: str, dtype: Any, budget_bytes: int, configs: Path = CONFIGS) -> None:
+    def __init__(
+        self, device: str, dtype: Any, budget_bytes: int, configs: Path = CONFIGS, memory: str = "auto"
+    ) -> None:
         self.device, self.dtype, self.budget = device, dtype, budget_bytes
+        self.memory = memory  # the requested memory mode; each model's placement is chosen when it loads
+        self.placements: dict[str, Placement] = {}
         self.configs = configs  # architecture configs of single files (tests point it at tiny ones)
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._controlnets: OrderedDict[str, Any] = OrderedDict()
@@ -84,6 +91,8 @@ class PipelineCache:
                 nets = [self._controlnet(c) for c in controlnets]
                 extra["controlnet"] = nets[0] if len(nets) == 1 else MultiControlNetModel(nets)
             pipe = cls.from_pipe(model.base, **extra)  # shares the weights, keeps the dtype
+            if self.placements.get(entry.id, HIGH).mode == "medium":  # offload hooks belong to a pipeline
+                pipe.enable_model_cpu_offload(device=self.device)
             pipe.set_progress_bar_config(disable=True)
             model.derived[key] = pipe
         return pipe
@@ -98,12 +107,31 @@ class PipelineCache:
         self._evict(keep=entry.id)
         return loaded
 
+    def held_bytes(self) -> int:
+        """Weights held now: checkpoints (with the LoRA adapters loaded into them), ControlNets, preview decoders."""
+        models = sum(module_bytes(*m.base.components.values()) for m in self._models.values())
+        return models + module_bytes(*self._controlnets.values(), *self._decoders.values())
+
     def _evict(self, keep: str) -> None:
-        while sum(m.bytes for m in self._models.values()) > self.budget and len(self._models) > 1:
-            victim = next(k for k in self._models if k != keep)
-            log.info("evicting %s from the pipeline cache", victim)
-            del self._models[victim]
+        """Least recently used first: checkpoints other than ``keep``, then ControlNets."""
+        while self.held_bytes() > self.budget:
+            victims = [k for k in self._models if k != keep]
+            if victims:
+                log.info("evicting %s from the pipeline cache", victims[0])
+                del self._models[victims[0]]
+                self.placements.pop(victims[0], None)
+            elif len(self._controlnets) > 1:
+                self._controlnets.popitem(last=False)
+            else:
+                break  # what is left is what the job needs
             self._free()
+
+    def clear(self) -> None:
+        """Drop every model (after running out of memory): the next job loads what it needs afresh."""
+        self._models.clear()
+        self._controlnets.clear()
+        self.placements.clear()
+        self._free()
 
     def _free(self) -> None:
         import gc
@@ -129,18 +157,28 @@ class PipelineCache:
                 pipe = cls.from_pretrained(str(entry.path), **kwargs)
             else:
                 pipe = load_checkpoint(entry.path, entry.arch, self.dtype, self.configs)
-        except ProtocolError:
+        except JobFailure:
             raise
         except Exception as exc:  # any loading failure is this job's, with words the painter can act on
-            if type(exc).__name__ == "OutOfMemoryError":
+            if is_out_of_memory(exc):
                 raise
-            raise ProtocolError(
+            raise JobFailure(
                 f"could not load {entry.id!r}: {type(exc).__name__}: {exc}",
                 "submit.model",
                 ErrorCode.MISSING_WEIGHTS,
             ) from None
         pipe.set_progress_bar_config(disable=True)
-        return pipe.to(self.device)
+        sizes = component_bytes(pipe)
+        placement = choose(self.memory, self.device, free_memory(self.device), sum(sizes), max(sizes, default=0))
+        log.info("%s: memory %s", entry.id, placement.reason)
+        self.placements[entry.id] = placement
+        return place(pipe, placement, self.device)
+
+    @property
+    def memory_mode(self) -> str:
+        """The placement of the model loaded last, or the requested mode before any has loaded."""
+        loaded = [self.placements[m] for m in self._models if m in self.placements]
+        return loaded[-1].mode if loaded else self.memory
 
     def preview_decoder(self, entry: ModelEntry) -> Any:
         """A TAESD (AutoencoderTiny) decoder, loaded once."""
@@ -163,11 +201,12 @@ class PipelineCache:
             else:
                 net = load_controlnet(entry.path, entry.arch, self.dtype, self.configs)
         except (OSError, ValueError) as exc:
-            raise ProtocolError(
+            raise JobFailure(
                 f"could not load ControlNet {entry.id!r}: {exc}", "submit.controls", ErrorCode.MISSING_WEIGHTS
             ) from None
         net = net.to(self.device)
         self._controlnets[entry.id] = net
         while len(self._controlnets) > 4:
             self._controlnets.popitem(last=False)
+        self._evict(keep=next(reversed(self._models), ""))
         return net

@@ -13,8 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from sfumato.protocol import ErrorCode, ModelInfo, ProtocolError
+from sfumato.protocol import ErrorCode, ModelInfo
 
+from ..errors import JobFailure
 from .builtin import TINY_CONTROLNET_ID, TINY_ID, TINY_NATIVE_SIZE, ensure_builtin
 from .detect import NotAModel, detect_diffusers_folder, detect_single_file
 
@@ -139,17 +140,15 @@ class Catalogue:
         if entry is None and model_id.startswith(HUB_PREFIX) and kind == "checkpoint":
             return self._hub_entry(model_id, field)
         if entry is None:
-            raise ProtocolError(
+            raise JobFailure(
                 f"unknown model {model_id!r}; ask for the catalogue with `sfumato models`",
                 field,
                 ErrorCode.UNKNOWN_MODEL,
             )
         if not entry.usable:
-            raise ProtocolError(f"model {model_id!r} cannot be used: {entry.problem}", field, ErrorCode.UNKNOWN_MODEL)
+            raise JobFailure(f"model {model_id!r} cannot be used: {entry.problem}", field, ErrorCode.UNKNOWN_MODEL)
         if entry.kind != kind:
-            raise ProtocolError(
-                f"model {model_id!r} is a {entry.kind}, expected a {kind}", field, ErrorCode.UNKNOWN_MODEL
-            )
+            raise JobFailure(f"model {model_id!r} is a {entry.kind}, expected a {kind}", field, ErrorCode.UNKNOWN_MODEL)
         return entry
 
     def named(self, kind: str, name: str, field: str) -> ModelEntry:
@@ -157,7 +156,7 @@ class Catalogue:
         found = [e for e in self.usable() if e.kind == kind and name in (e.id, e.name)]
         found = found or [e for e in self.usable() if e.kind == kind and name.lower() == e.name.lower()]
         if not found:
-            raise ProtocolError(
+            raise JobFailure(
                 f"no {kind} named {name!r} in the model folders (`sfumato models` lists them)",
                 field,
                 ErrorCode.UNKNOWN_MODEL,
@@ -171,11 +170,11 @@ class Catalogue:
         """``hf:owner/name``: a diffusers repository on Hugging Face, only when downloads are allowed."""
         repo = model_id[len(HUB_PREFIX) :]
         if not HUB_REPO.fullmatch(repo) or ".." in repo:  # never a path: "hf:../x" must not reach the disk
-            raise ProtocolError(
+            raise JobFailure(
                 f"{model_id!r} is not a Hugging Face repository id (hf:owner/name)", field, ErrorCode.UNKNOWN_MODEL
             )
         if not self.allow_hub:
-            raise ProtocolError(
+            raise JobFailure(
                 f"{model_id!r} would be downloaded from Hugging Face, but downloads are off: start the server with "
                 "--allow-download while online, or put the model into a model folder",
                 field,
@@ -201,7 +200,7 @@ class Catalogue:
             and (e.control_type == control_type or (e.test and arch.endswith("tiny")))
         ]
         if not candidates:
-            raise ProtocolError(
+            raise JobFailure(
                 f"no {control_type} ControlNet for {family} models was found in the model folders; "
                 f"put one (e.g. a *{control_type}*.safetensors ControlNet) there",
                 field,

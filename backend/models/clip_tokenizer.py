@@ -15,7 +15,9 @@ import importlib.metadata
 from pathlib import Path
 from typing import Any
 
-from sfumato.protocol import ErrorCode, ProtocolError
+from sfumato.protocol import ErrorCode
+
+from ..errors import JobFailure
 
 VOCAB_PACKAGE = "open-clip-torch"
 VOCAB_FILE = "open_clip/bpe_simple_vocab_16e6.txt.gz"
@@ -31,7 +33,7 @@ def _read_merges() -> list[str]:
         dist = importlib.metadata.distribution(VOCAB_PACKAGE)
         data = gzip.decompress(Path(str(dist.locate_file(VOCAB_FILE))).read_bytes())
     except (importlib.metadata.PackageNotFoundError, OSError) as exc:
-        raise ProtocolError(
+        raise JobFailure(
             f"the CLIP tokenizer's vocabulary is missing ({exc}); install it with "
             f"`.venv/bin/python -m pip install --no-deps {VOCAB_PACKAGE}` (./install/start does this)",
             "submit.model",
@@ -54,7 +56,7 @@ def clip_vocab() -> tuple[dict[str, int], tuple[tuple[str, str], ...]]:
     """CLIP's vocabulary (token → id) and merges (pairs), as its ``vocab.json`` and ``merges.txt`` hold them."""
     merges = [tuple(line.split()) for line in _read_merges()]
     if len(merges) != MERGES or any(len(m) != 2 for m in merges):
-        raise ProtocolError(
+        raise JobFailure(
             f"{VOCAB_FILE} in {VOCAB_PACKAGE} is not CLIP's merge list; reinstall {VOCAB_PACKAGE}",
             "submit.model",
             ErrorCode.MISSING_WEIGHTS,

@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sfumato.protocol import ErrorCode, ProtocolError
+from sfumato.protocol import ErrorCode
 from sfumato.protocol import arch_family as family
 
+from ..errors import JobFailure
 from .catalogue import Catalogue, ModelEntry
 
 
@@ -59,7 +60,7 @@ def applied(pipe: Any, checkpoint: ModelEntry, embeddings: list[ModelEntry]) -> 
                 tokenizer = getattr(pipe, encoder_name.replace("text_encoder", "tokenizer"), None)
                 encoder = getattr(pipe, encoder_name, None)
                 if tokenizer is None or encoder is None:
-                    raise ProtocolError(
+                    raise JobFailure(
                         f"embedding {entry.id!r} does not fit {checkpoint.id!r}",
                         "submit.prompt",
                         ErrorCode.INVALID_REQUEST,
@@ -68,7 +69,7 @@ def applied(pipe: Any, checkpoint: ModelEntry, embeddings: list[ModelEntry]) -> 
                 try:
                     pipe.load_textual_inversion(vectors, token=token(entry), tokenizer=tokenizer, text_encoder=encoder)
                 except (ValueError, RuntimeError) as exc:
-                    raise ProtocolError(
+                    raise JobFailure(
                         f"embedding {entry.id!r} does not fit {checkpoint.id!r}: {str(exc)[:500]}",
                         "submit.prompt",
                         ErrorCode.INVALID_REQUEST,

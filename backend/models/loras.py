@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sfumato.protocol import ErrorCode, ProtocolError, Submit
+from sfumato.protocol import ErrorCode, Submit
 from sfumato.protocol import arch_family as family
 
+from ..errors import JobFailure
 from .catalogue import Catalogue, ModelEntry
 
 # A1111's extra-network syntax: <lora:NAME>, <lora:NAME:WEIGHT> (it also knows separate text-encoder
@@ -34,7 +35,7 @@ def split_prompt(prompt: str, field: str = "submit.prompt") -> tuple[str, list[t
     for m in PROMPT_TAG.finditer(prompt):
         weights = m[2].split(":")[1:]
         if len(weights) > 1:
-            raise ProtocolError(
+            raise JobFailure(
                 f"{m[0]}: separate text-encoder and UNet weights are not supported; give one weight",
                 field,
                 ErrorCode.INVALID_REQUEST,
@@ -42,7 +43,7 @@ def split_prompt(prompt: str, field: str = "submit.prompt") -> tuple[str, list[t
         try:
             weight = float(weights[0]) if weights and weights[0].strip() else 1.0
         except ValueError:
-            raise ProtocolError(f"{m[0]}: the weight is not a number", field, ErrorCode.INVALID_REQUEST) from None
+            raise JobFailure(f"{m[0]}: the weight is not a number", field, ErrorCode.INVALID_REQUEST) from None
         found.append((m[1].strip(), weight))
     return " ".join(PROMPT_TAG.sub(" ", prompt).split()) if found else prompt, found
 
@@ -60,7 +61,7 @@ def resolve(req: Submit, catalogue: Catalogue, checkpoint: ModelEntry) -> tuple[
             chosen.append((entry, weight))
     for entry, _ in chosen:
         if family(entry.arch) != family(checkpoint.arch):
-            raise ProtocolError(
+            raise JobFailure(
                 f"LoRA {entry.id!r} is for {family(entry.arch)} models; {checkpoint.id!r} is {family(checkpoint.arch)}",
                 "submit.loras",
                 ErrorCode.INVALID_REQUEST,
@@ -110,7 +111,7 @@ def _load(pipe: Any, checkpoint: ModelEntry, entry: ModelEntry) -> str:
             if name in _loaded(pipe):  # a partly injected adapter must not linger
                 pipe.delete_adapters(name)
             pipe.disable_lora()
-            raise ProtocolError(
+            raise JobFailure(
                 f"LoRA {entry.id!r} does not fit {checkpoint.id!r}: {str(exc)[:500]}",
                 "submit.loras",
                 ErrorCode.INVALID_REQUEST,

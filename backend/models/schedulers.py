@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from sfumato.protocol import SCHEDULERS as NAMES
-from sfumato.protocol import ErrorCode, ProtocolError
+from sfumato.protocol import ErrorCode
+
+from ..errors import JobFailure
 
 # protocol name → (diffusers class, extra config); tests/backend/test_engine.py checks it covers NAMES
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -23,7 +25,7 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 
 def check_scheduler(name: str) -> None:
     if name not in SCHEDULERS:
-        raise ProtocolError(
+        raise JobFailure(
             f"unknown scheduler {name!r}; expected one of {', '.join(NAMES)}",
             "submit.scheduler",
             ErrorCode.INVALID_REQUEST,

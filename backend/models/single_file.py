@@ -16,8 +16,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sfumato.protocol import ErrorCode, ProtocolError
+from sfumato.protocol import ErrorCode
 
+from ..errors import JobFailure, is_out_of_memory
 from .clip_tokenizer import clip_tokenizer
 
 CONFIGS = Path(__file__).with_name("configs")
@@ -30,7 +31,7 @@ def config_folder(arch: str, root: Path = CONFIGS, field: str = "submit.model") 
     folder = root / arch
     if not folder.is_dir():
         known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-        raise ProtocolError(
+        raise JobFailure(
             f"no architecture configuration for {arch!r} in {root} (known: {', '.join(known) or 'none'}). "
             "Sfumato never downloads configurations: reinstall Sfumato (./install/start) to restore "
             "backend/models/configs, or convert the model to a diffusers folder",
@@ -67,9 +68,9 @@ def _part(what: str, path: Path, load: Any) -> Any:
     try:
         return load()
     except (ValueError, KeyError, RuntimeError) as exc:
-        if type(exc).__name__ == "OutOfMemoryError":
+        if is_out_of_memory(exc):
             raise
-        raise ProtocolError(
+        raise JobFailure(
             f"{path.name}: its {what} does not match the architecture detected from its tensors ({exc}); "
             "the file may be damaged or a variant Sfumato does not know",
             "submit.model",
@@ -102,7 +103,7 @@ def _components(path: Path, state: dict[str, Any], folder: Path, arch: str, dtyp
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     if not any(k.startswith(("first_stage_model.", "vae.")) for k in state):
-        raise ProtocolError(
+        raise JobFailure(
             f"{path.name} has no VAE inside; checkpoints without a baked-in VAE are not supported yet",
             "submit.model",
             ErrorCode.MISSING_WEIGHTS,
@@ -145,7 +146,7 @@ def load_controlnet(path: Path, arch: str, dtype: Any, configs: Path = CONFIGS) 
             state, config=str(folder), subfolder="controlnet", torch_dtype=dtype, local_files_only=True
         )
     except (ValueError, KeyError, RuntimeError) as exc:
-        raise ProtocolError(
+        raise JobFailure(
             f"{path.name} does not match the {arch} ControlNet architecture ({exc}); smaller variants "
             "(SDXL mid/small) are not supported yet",
             "submit.controls",

@@ -16,9 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sfumato.protocol import ErrorCode, ProtocolError, Submit
+from sfumato.protocol import ErrorCode, Submit
 from sfumato.protocol import arch_family as family
 
+from ..errors import JobFailure
 from .catalogue import Catalogue, ModelEntry
 
 FP16_SAFE = re.compile(r"fp16[-_ .]?fix", re.IGNORECASE)  # how the fixed VAEs are published and named
@@ -45,7 +46,7 @@ def config_source(checkpoint: ModelEntry, configs: Path) -> Path:
         return checkpoint.path
     if checkpoint.format == "single_file":
         return configs / checkpoint.arch
-    raise ProtocolError(
+    raise JobFailure(
         f"a VAE can be chosen for checkpoints in the model folders, not for {checkpoint.id!r}",
         "submit.vae",
         ErrorCode.INVALID_REQUEST,
@@ -74,7 +75,7 @@ class Vaes:
                 read_state(vae.path), config=str(source), subfolder="vae", torch_dtype=self.dtype, local_files_only=True
             )
         except (ValueError, KeyError, RuntimeError) as exc:
-            raise ProtocolError(
+            raise JobFailure(
                 f"VAE {vae.id!r} does not fit {checkpoint.id!r}: {str(exc)[:500]}",
                 "submit.vae",
                 ErrorCode.INVALID_REQUEST,

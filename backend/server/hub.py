@@ -1,7 +1,7 @@
 """The hub: which editors exist, which jobs are theirs, and where every event goes.
 
 Every job event goes to the job's owner only. The only broadcast is the server status (queue
-length, running jobs, loaded models, device), and it is sent explicitly by :meth:`broadcast_status`.
+length, running jobs, loaded models, devices), and it is sent explicitly by :meth:`broadcast_status`.
 The hub owns the whole life of a job (accept, position, start, finish, result delivery) and of the
 memory it holds (see budget.py). All methods run on the event loop.
 """
@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from sfumato.protocol import (
     Cancelled,
     DecodeLimits,
+    DeviceStatus,
     Error,
     ErrorCode,
     Hello,
@@ -31,10 +32,10 @@ from sfumato.protocol import (
     Started,
     Status,
     Submit,
-    encode,
 )
 
 from ..config import Config
+from ..errors import JobFailure
 from .budget import MemoryBudget, job_bytes
 from .jobs import EditorState, Job
 from .queue import FairQueue
@@ -52,11 +53,14 @@ class EngineLike(Protocol):
     def loaded_models(self) -> list[str]: ...
 
 
+class DevicesLike(Protocol):
+    def status(self) -> tuple[DeviceStatus, ...]: ...
+
+
 class ConnectionLike(Protocol):
     editor: EditorState | None
 
     def send(self, message: Message, job_id: str | None = None) -> None: ...
-    def send_frame(self, frame: bytes, job_id: str | None = None) -> None: ...
     def send_latest(self, job_id: str, frame: bytes) -> None: ...
     def send_result(self, job_id: str) -> None: ...
     def close(self, reason: str) -> None: ...
@@ -65,7 +69,8 @@ class ConnectionLike(Protocol):
 class Hub:
     def __init__(self, config: Config, engine: EngineLike) -> None:
         self.config = config
-        self.engine = engine
+        self.engine = engine  # the first device's: it answers for the catalogue every worker shares
+        self.devices: DevicesLike | None = None  # the workers, once the server started them
         self.queue = FairQueue()
         self.editors: dict[str, EditorState] = {}
         self.running: set[Job] = set()
@@ -198,7 +203,7 @@ class Hub:
             return ErrorCode.QUEUE_FULL, f"you already have {cap} jobs waiting; wait or cancel some", ""
         try:
             self.engine.check(req)
-        except ProtocolError as exc:
+        except (JobFailure, ProtocolError) as exc:
             return exc.code, exc.message, exc.field
         return None
 
@@ -303,13 +308,19 @@ class Hub:
 
     # ------------------------------------------------------------------ status (the only broadcast)
 
+    def device_status(self) -> tuple[DeviceStatus, ...]:
+        return self.devices.status() if self.devices is not None else ()
+
     def status(self) -> Status:
+        devices = self.device_status()
+        loaded = dict.fromkeys(m for d in devices for m in d.loaded_models) if devices else self.engine.loaded_models()
         return Status(
             queue_length=len(self.queue),
             running=len(self.running),
             editors=sum(1 for e in self.editors.values() if e.connection is not None),
-            loaded_models=tuple(self.engine.loaded_models()[:64]),
+            loaded_models=tuple(loaded)[:64],
             device=self.engine.device_label(),
+            devices=devices,
         )
 
     def broadcast_status(self) -> None:
@@ -320,10 +331,10 @@ class Hub:
 
         def send() -> None:
             self._status_pending = False
-            frame = encode(self.status())
+            status = self.status()
             for editor in self.editors.values():
                 if editor.connection is not None:
-                    editor.connection.send_frame(frame)
+                    editor.connection.send(status)  # shaped for each editor's protocol version
 
         asyncio.get_running_loop().call_later(0.1, send)
 

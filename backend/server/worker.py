@@ -1,7 +1,12 @@
-"""One worker per device: runs the blocking pipeline calls on its own thread, one job at a time.
+"""A worker runs jobs on one device, one at a time, on a thread of its own.
 
-Events cross from the worker thread into asyncio with ``call_soon_threadsafe``. Large frames
-(results, previews) are encoded on the worker thread so the event loop never spends time on them.
+The event loop hands it a job (:meth:`Worker.give`); its thread runs the engine and hands the
+outcome back with ``call_soon_threadsafe``. Large frames (results, previews) are encoded on the
+thread so the event loop never spends time on them.
+
+A worker *dies* when its thread leaves its loop: an exception the loop does not expect, or a failure
+that means its device is lost (``devices.is_device_lost``). Its job alone fails, with
+``worker_failed``, and whoever started it (server/workers.py) replaces it.
 """
 
 from __future__ import annotations
@@ -9,17 +14,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
+import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Any
 
 from sfumato.protocol import (
     Cancelled,
+    DeviceStatus,
     ErrorCode,
     Image,
     JobError,
     JobEvent,
+    Message,
     Progress,
     ProtocolError,
     Result,
@@ -27,13 +36,18 @@ from sfumato.protocol import (
     encode,
 )
 
+from ..devices import bind_thread, is_device_lost
 from ..engine import JobCancelled
-from .hub import Hub
+from ..errors import JobFailure
+from .hub import EngineLike, Hub
 from .jobs import Job
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.1  # progress without a preview: at most 10 per second per job, plus the last step
+MAX_MODELS_SHOWN = 64  # DeviceStatus.loaded_models holds at most this many
+
+Outcome = tuple[JobEvent, Message | None, bytes | None]  # how a job ended: event, message, result frame
 
 
 class _Hooks:
@@ -48,7 +62,7 @@ class _Hooks:
         self.step = (0, 0)
 
     def _call(self, fn: Any, *args: Any) -> None:
-        self.worker.loop.call_soon_threadsafe(fn, *args)
+        self.worker.post(fn, *args)
 
     def started(self, steps: int, steps_requested: int, width: int, height: int, seeds: list[int]) -> None:
         msg = Started(
@@ -88,55 +102,108 @@ class _Hooks:
 
 
 class Worker:
-    def __init__(self, hub: Hub, name: str = "worker") -> None:
-        self.hub = hub
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sfumato-{name}")
+    """One device's worker. Its attributes are read and written on the event loop only."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        engine: EngineLike,
+        name: str,
+        on_free: Callable[[Worker], None],
+        on_death: Callable[[Worker], None],
+    ) -> None:
+        self.hub, self.engine, self.name = hub, engine, name
         self.loop = asyncio.get_running_loop()
+        self.label = engine.device_label()
         self.current: Job | None = None
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self.dead = False
+        self.models = tuple(engine.loaded_models())  # as of its last job: the loop never reads the cache itself
+        self.free_since = time.monotonic()
+        self._on_free, self._on_death = on_free, on_death
+        self._inbox: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name=f"sfumato-{name}", daemon=True)
+        self._thread.start()
 
-    async def run(self) -> None:
-        while True:
-            job = await self.hub.queue.pop()
-            self.current = job
-            self._idle.clear()
-            try:
-                await self._run(job)
-            finally:
-                self.current = None
-                self._idle.set()
+    def status(self) -> DeviceStatus:
+        state = "starting" if self.dead else ("idle" if self.current is None else "running")
+        return DeviceStatus(device=self.label[:128], state=state, loaded_models=self.models[:MAX_MODELS_SHOWN])
 
-    async def idle(self, timeout: float) -> bool:
-        """Wait until no job runs (at most ``timeout`` s); whether it is idle."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        return self._idle.is_set()
+    def give(self, job: Job) -> None:
+        """Run ``job`` here; the worker must be free."""
+        assert self.current is None and not self.dead, f"{self.name} is not free"
+        self.current = job
+        self.hub.job_started(job)
+        self._inbox.put(job)
 
-    async def _run(self, job: Job) -> None:
-        hub = self.hub
-        hub.job_started(job)
+    def stop(self) -> None:
+        """Let the thread end once its job (if any) is done."""
+        self._inbox.put(None)
+
+    async def join(self, timeout: float) -> bool:
+        """Wait for the thread to end (at most ``timeout`` s); whether it has."""
+        await asyncio.to_thread(self._thread.join, max(0.0, timeout))
+        return not self._thread.is_alive()
+
+    def post(self, fn: Any, *args: Any) -> None:
+        """From the thread: call ``fn`` on the event loop (nothing, once the loop is gone)."""
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is left to tell
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    # ------------------------------------------------------------------ on the worker's thread
+
+    def _loop(self) -> None:
         try:
-            frame = await self.loop.run_in_executor(self.executor, self._generate, job)
+            bind_thread(getattr(self.engine, "device", ""))  # test engines have no device
+            while (job := self._inbox.get()) is not None:
+                outcome = self._attempt(job)
+                self.post(self._done, job, outcome, tuple(self.engine.loaded_models()))
+        except BaseException as exc:  # out of its loop: this worker is done for; the loop learns why
+            self.post(self._died, exc)
+
+    def _attempt(self, job: Job) -> Outcome:
+        try:
+            frame = self._generate(job)
         except JobCancelled:
-            hub.finish(job, JobEvent.CANCELLED, Cancelled(job_id=job.id))
-        except ProtocolError as exc:
-            hub.finish(
-                job, JobEvent.ERROR, JobError(job_id=job.id, code=exc.code, message=exc.message, field=exc.field)
-            )
-        except Exception as exc:  # a bug or a library failure: fail this job, keep serving
-            log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+            return JobEvent.CANCELLED, Cancelled(job_id=job.id), None
+        except (JobFailure, ProtocolError) as exc:  # the request cannot run here, in words for the painter
+            return JobEvent.ERROR, JobError(job_id=job.id, code=exc.code, message=exc.message, field=exc.field), None
+        except Exception as exc:
+            if is_device_lost(exc):
+                raise
+            log.error("job %s failed:\n%s", job.id, traceback.format_exc())  # a bug or a library failure
             message = f"the backend failed on this job: {type(exc).__name__}: {exc}"[:2000]
-            hub.finish(job, JobEvent.ERROR, JobError(job_id=job.id, code=ErrorCode.INTERNAL, message=message))
-        else:
-            hub.finish(job, JobEvent.RESULT, result=frame)
+            return JobEvent.ERROR, JobError(job_id=job.id, code=ErrorCode.INTERNAL, message=message), None
+        return JobEvent.RESULT, None, frame
 
     def _generate(self, job: Job) -> bytes:
-        """On the worker thread: run the engine and encode the result frame."""
-        out = self.hub.engine.run(job.submit, job.seed, _Hooks(self, job))
+        """Run the engine and encode the result frame."""
+        out = self.engine.run(job.submit, job.seed, _Hooks(self, job))
         return encode(
             Result(job_id=job.id, images=tuple(out.images), rect=out.rect, seeds=tuple(out.seeds), timings=out.timings)
         )
 
-    def shutdown(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+    # ------------------------------------------------------------------ back on the event loop
+
+    def _done(self, job: Job, outcome: Outcome, models: tuple[str, ...]) -> None:
+        self.current, self.models, self.free_since = None, models, time.monotonic()
+        event, message, frame = outcome
+        self.hub.finish(job, event, message, result=frame)
+        self._on_free(self)
+
+    def _died(self, exc: BaseException) -> None:
+        self.dead = True
+        job, self.current = self.current, None
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        log.error("the worker on %s failed and is replaced:\n%s", self.label, trace)
+        if job is not None and not job.state.finished:
+            if job.cancel.is_set():  # what its owner asked for happened anyway
+                self.hub.finish(job, JobEvent.CANCELLED, Cancelled(job_id=job.id))
+            else:
+                message = (
+                    f"the worker on {self.label} failed ({type(exc).__name__}: {exc}) and was replaced; "
+                    "submit the job again"
+                )
+                self.hub.finish(
+                    job, JobEvent.ERROR, JobError(job_id=job.id, code=ErrorCode.WORKER_FAILED, message=message[:2000])
+                )
+        self._on_death(self)

@@ -21,6 +21,7 @@ from helpers import aio, backend_process, submit
 from websockets.asyncio.client import connect
 
 from sfumato.backend.engine import Engine
+from sfumato.backend.errors import JobFailure
 from sfumato.backend.models import loras, vaes
 from sfumato.backend.models.builtin import ensure_builtin
 from sfumato.backend.models.catalogue import Catalogue, ModelEntry
@@ -30,7 +31,6 @@ from sfumato.protocol import (
     Hello,
     JobError,
     LoraWeight,
-    ProtocolError,
     Result,
     Submit,
     Welcome,
@@ -148,16 +148,16 @@ def _mask() -> Any:
 
 
 def test_loras_that_do_not_fit_are_typed_errors_and_leave_nothing_behind(painter: Engine, engine: Engine) -> None:
-    with pytest.raises(ProtocolError) as caught:
+    with pytest.raises(JobFailure) as caught:
         painter.check(job(loras=(LoraWeight(id="Lora/xl-style"),)))
     assert caught.value.code == ErrorCode.INVALID_REQUEST and "for sdxl models" in caught.value.message
-    with pytest.raises(ProtocolError) as caught:
+    with pytest.raises(JobFailure) as caught:
         painter.check(job(prompt="a test <lora:no-such-lora:1>"))
     assert caught.value.code == ErrorCode.UNKNOWN_MODEL and caught.value.field == "submit.prompt"
-    with pytest.raises(ProtocolError) as caught:
+    with pytest.raises(JobFailure) as caught:
         painter.check(job(loras=(LoraWeight(id="VAE/painter-vae"),)))
     assert caught.value.code == ErrorCode.UNKNOWN_MODEL and "is a vae" in caught.value.message
-    with pytest.raises(ProtocolError) as caught:  # same family, other shapes: found out when loading
+    with pytest.raises(JobFailure) as caught:  # same family, other shapes: found out when loading
         painter.run(job(loras=(LoraWeight(id="Lora/sd15-wide"),)), 1)
     assert caught.value.code == ErrorCode.INVALID_REQUEST and "does not fit" in caught.value.message
     assert np.array_equal(pixels(painter, job()), pixels(engine, job()))
@@ -170,7 +170,7 @@ def test_prompt_tags_are_parsed_once_by_one_rule() -> None:
     )
     assert loras.split_prompt("plain") == ("plain", [])
     for bad in ("<lora:x:abc>", "<lora:x:0.5:0.7>"):
-        with pytest.raises(ProtocolError):
+        with pytest.raises(JobFailure):
             loras.split_prompt(bad)
 
 
@@ -196,7 +196,7 @@ def test_a_standalone_vae_changes_the_decode_for_its_job_only(painter: Engine, e
     assert np.abs(chosen - fresh).mean() > 1.0
     pipe = painter.cache.pipeline(painter.catalogue.get("builtin:tiny"), "img2img", [])
     assert np.array_equal(pixels(painter, job()), fresh) and pipe.vae is painter.cache._models["builtin:tiny"].base.vae
-    with pytest.raises(ProtocolError) as caught:
+    with pytest.raises(JobFailure) as caught:
         painter.check(job(vae="Lora/detail"))
     assert caught.value.code == ErrorCode.UNKNOWN_MODEL
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from sfumato.backend.errors import JobFailure
 from sfumato.backend.models.catalogue import Catalogue
-from sfumato.protocol import ProtocolError
 
 
 def fake(path: Path, shapes: dict[str, tuple[int, ...]]) -> Path:
@@ -118,7 +118,7 @@ def test_ids_resolve_inside_the_roots_only(tmp_path: Path) -> None:
     cat = Catalogue.scan([root], tmp_path / "cache", builtin=False)
     assert cat.get("ok").usable
     for bad in ("../elsewhere/secret", str(outside / "secret.safetensors"), "link"):
-        with pytest.raises(ProtocolError) as err:
+        with pytest.raises(JobFailure) as err:
             cat.get(bad)
         assert err.value.code == "unknown_model"
     assert "outside the model folder" in {e.id: e for e in cat.all()}["link"].problem
@@ -193,7 +193,7 @@ def test_incomplete_single_file_fails_fast_and_clearly_without_a_network(tmp_pat
     fake(tmp_path / "models" / "dreamy.safetensors", SD15)
     engine = Engine(Catalogue.scan([tmp_path / "models"], model_cache, builtin=False), device="cpu")
     t = time.monotonic()
-    with pytest.raises(ProtocolError) as err:
+    with pytest.raises(JobFailure) as err:
         engine.run(submit("s", model="dreamy"), 1)
     assert time.monotonic() - t < 30  # no hang waiting for a network that is not there
     assert err.value.code == "missing_weights" and "no VAE inside" in err.value.message
@@ -201,14 +201,14 @@ def test_incomplete_single_file_fails_fast_and_clearly_without_a_network(tmp_pat
 
 def test_hugging_face_ids_need_downloads_allowed(tmp_path: Path, model_cache: Path) -> None:
     offline = Catalogue.scan([], model_cache, builtin=False)
-    with pytest.raises(ProtocolError) as err:
+    with pytest.raises(JobFailure) as err:
         offline.get("hf:someone/some-sdxl-model")
     assert err.value.code == "missing_weights" and "downloads are off" in err.value.message
     online = Catalogue.scan([], model_cache, builtin=False, allow_hub=True)
     entry = online.get("hf:someone/some-sdxl-model")
     assert (entry.arch, entry.format, entry.native_size) == ("sdxl", "hub", 1024)
     for path_like in ("hf:../../etc", "hf:../x", "hf:./x", "hf:x/..", "hf:-x/y", "hf:a/b..c"):
-        with pytest.raises(ProtocolError, match="not a Hugging Face repository id"):
+        with pytest.raises(JobFailure, match="not a Hugging Face repository id"):
             online.get(path_like)  # never a folder outside the model folders
 
 

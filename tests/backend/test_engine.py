@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers import pattern_rgba, rect_mask
 
 from sfumato.backend.engine import JobCancelled, NoHooks
-from sfumato.protocol import SCHEDULERS, Control, Image, InpaintOptions, ProtocolError, Rect, Submit
+from sfumato.backend.errors import JobFailure
+from sfumato.protocol import SCHEDULERS, Control, Image, InpaintOptions, Rect, Submit
 
 
 def req(task: str = "img2img", size: int = 64, **kw: Any) -> Submit:
@@ -315,7 +316,7 @@ def test_canny_keeps_weak_edges_only_where_they_continue_strong_ones() -> None:
 
 def test_missing_preprocessor_weights_are_named(engine: Any) -> None:
     depth = Control(type="depth", image=pattern_rgba(64, 64))
-    with pytest.raises(ProtocolError) as err:
+    with pytest.raises(JobFailure) as err:
         engine.run(req(controls=(depth,)), seed=1)
     assert err.value.code == "missing_weights" and "depth" in err.value.message
     assert "preprocess off" in err.value.message
@@ -351,7 +352,7 @@ def test_engine_errors_are_clear(engine: Any, kwargs: dict[str, Any], code: str,
     bad = Submit(
         **{**{f: getattr(base, f) for f in base.__dataclass_fields__ if f not in ("PATH", "TYPE")}, "model": model}
     )
-    with pytest.raises(ProtocolError) as err:
+    with pytest.raises(JobFailure) as err:
         engine.check(bad)
     assert (err.value.code, err.value.field) == (code, field)
     assert words in err.value.message
@@ -368,7 +369,7 @@ def test_protocol_level_errors_are_clear() -> None:
 
 
 def test_empty_selection_is_refused(engine: Any) -> None:
-    with pytest.raises(ProtocolError, match="selection is empty"):
+    with pytest.raises(JobFailure, match="selection is empty"):
         engine.check(req("inpaint", mask=rect_mask(64, 64, 0, 0, 0, 0)))
 
 

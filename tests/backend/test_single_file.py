@@ -23,10 +23,11 @@ from helpers import aio, backend_process, pattern_rgba, rect_mask, submit
 from original_layout import checkpoint_to_original, controlnet_to_original, random_checkpoint, save
 
 from sfumato.backend.engine import Engine
+from sfumato.backend.errors import JobFailure
 from sfumato.backend.models.catalogue import Catalogue, ModelEntry
 from sfumato.backend.models.clip_tokenizer import clip_tokenizer, clip_vocab
 from sfumato.backend.models.single_file import CONFIGS, load_checkpoint, load_controlnet, read_state
-from sfumato.protocol import PROTOCOL_VERSION, Control, Hello, JobError, ProtocolError, Result, Welcome, decode, encode
+from sfumato.protocol import PROTOCOL_VERSION, Control, Hello, JobError, Result, Welcome, decode, encode
 
 TEXT = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4)
 TEXT_2 = dict(hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, projection_dim=64)
@@ -228,7 +229,7 @@ def test_a_missing_config_is_a_typed_error_that_says_what_to_do(tmp_path: Path, 
     path = save(checkpoint_to_original(tiny_parts(tiny_configs, "sd15")), tmp_path / "x.safetensors")
     empty = tmp_path / "no-configs"
     empty.mkdir()
-    with pytest.raises(ProtocolError) as err:
+    with pytest.raises(JobFailure) as err:
         load_checkpoint(path, "sd15", torch.float32, empty)
     assert err.value.code == "missing_weights"
     assert "never downloads" in err.value.message and "reinstall" in err.value.message
