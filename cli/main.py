@@ -162,10 +162,10 @@ def _embedded_config() -> Any:
 
 @contextlib.asynccontextmanager
 async def _embedded_backend(cfg: Any) -> AsyncIterator[str]:
-    from sfumato.backend.main import build_engine
+    from sfumato.backend.main import build_engines
     from sfumato.backend.server.app import Server
 
-    server = Server(cfg, await asyncio.to_thread(build_engine, cfg))
+    server = Server(cfg, await asyncio.to_thread(build_engines, cfg))
     await server.start()
     try:
         yield server.url

@@ -93,7 +93,7 @@ class HttpClient:
 
     def send(self, message: Message, job_id: str | None = None) -> None:
         watch = self.watches.get(getattr(message, "job_id", None) or "")
-        if watch is None:
+        if watch is None:  # also status broadcasts: A1111 clients poll /sdapi/v1/progress instead
             return
         if isinstance(message, Queued):
             watch.position = message.position
@@ -103,9 +103,6 @@ class HttpClient:
             watch.finish(message)
         elif isinstance(message, Error):  # about a job, but not its end (a duplicate id): cannot happen here
             log.warning("A1111 client %s: %s", self.key, message.message)
-
-    def send_frame(self, frame: bytes, job_id: str | None = None) -> None:
-        """Status broadcasts: A1111 clients poll /sdapi/v1/progress instead."""
 
     def send_latest(self, job_id: str, frame: bytes) -> None:
         watch = self.watches.get(job_id)

@@ -1,10 +1,11 @@
-"""The websockets server: security checks on the upgrade, a Connection per websocket, one worker."""
+"""The websockets server: security checks on the upgrade, a Connection per websocket, a worker per device."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from typing import Any
@@ -18,7 +19,7 @@ from ..config import Config
 from .auth import Gate
 from .connection import Connection
 from .hub import EngineLike, Hub
-from .worker import Worker
+from .workers import Renew, Workers
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +28,19 @@ DECODER_THREADS = 2
 
 
 class Server:
-    def __init__(self, config: Config, engine: EngineLike) -> None:
+    def __init__(self, config: Config, engines: EngineLike | Sequence[EngineLike], renew: Renew | None = None) -> None:
+        """``engines``: one per device, each run by its own worker; ``renew`` replaces a failed worker's engine."""
         config.check()
         self.config = config
-        self.hub = Hub(config, engine)
+        self.engines = list(engines) if isinstance(engines, Sequence) else [engines]
+        self.renew = renew
+        self.hub = Hub(config, self.engines[0])
         self.gate = Gate(config.token)
         self.decoder = ThreadPoolExecutor(DECODER_THREADS, thread_name_prefix="sfumato-decode")
         self.connections: set[Connection] = set()
         self._server: Any = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.worker: Worker | None = None
+        self.workers: Workers | None = None
         self.port = 0
 
     @property
@@ -56,8 +60,8 @@ class Server:
         return None
 
     async def start(self) -> None:
-        self.worker = Worker(self.hub)
-        self._tasks = [asyncio.create_task(self.worker.run()), asyncio.create_task(self._reaper())]
+        self.workers = self.hub.devices = Workers(self.hub, self.engines, self.renew)
+        self._tasks = [asyncio.create_task(self.workers.run()), asyncio.create_task(self._reaper())]
         self._server = await serve(
             self._handle,
             self.config.host,
@@ -90,12 +94,12 @@ class Server:
         await self._server.serve_forever()
 
     async def stop(self, grace_s: float = 10.0) -> None:
-        """Graceful shutdown: cancel every job, tell every editor, then close."""
+        """Graceful shutdown: cancel every job, wait for every worker, tell every editor, then close."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
         self.hub.shutdown()
-        if self.worker is not None:
-            await self.worker.idle(grace_s)
+        if self.workers is not None:
+            await self.workers.idle(grace_s)
         bye = Error(code=ErrorCode.SHUTTING_DOWN, message="the server is shutting down", fatal=True)
         connections = list(self.connections)
         for connection in connections:
@@ -113,6 +117,6 @@ class Server:
             except asyncio.TimeoutError:
                 for connection in list(self.connections):  # editors that would not take their last frames
                     connection.abort()
-        if self.worker is not None:
-            self.worker.shutdown()
+        if self.workers is not None:
+            await self.workers.stop(max(0.1, deadline - loop.time()))
         self.decoder.shutdown(wait=False, cancel_futures=True)

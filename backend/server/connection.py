@@ -108,6 +108,7 @@ class Connection:
             models=tuple(self.hub.engine.models()),
             device=self.hub.engine.device_label(),
             compress=not self.hub.config.is_loopback(),
+            devices=self.hub.device_status(),
         )
         for frame in welcome:
             self.send_frame(frame)
