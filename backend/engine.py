@@ -41,6 +41,7 @@ from .imaging.resolution import Plan, plan
 from .models import addons
 from .models.cache import PipelineCache
 from .models.catalogue import Catalogue, ModelEntry
+from .models.loading import LOADING, entered_and_left_locked
 from .models.schedulers import check_scheduler, make_scheduler
 
 log = logging.getLogger(__name__)
@@ -330,7 +331,8 @@ class Engine:
 
         req = job.req
         task = req.task + ("+control" if job.controls else "")
-        pipe = self.cache.pipeline(job.entry, task, [cn for _, cn in job.controls])
+        with LOADING:  # workers on other devices may be loading too (models/loading.py)
+            pipe = self.cache.pipeline(job.entry, task, [cn for _, cn in job.controls])
         pipe.scheduler = make_scheduler(req.scheduler, pipe.scheduler.config)
         per_item = isinstance(source, list)
         batch = len(job.seeds)
@@ -362,7 +364,7 @@ class Engine:
             )
             kwargs["control_guidance_start"] = [c.start for c, _ in job.controls] if many else job.controls[0][0].start
             kwargs["control_guidance_end"] = [c.end for c, _ in job.controls] if many else job.controls[0][0].end
-        with addons.applied(pipe, job.entry, job.addons, self.cache):  # for this job only
+        with entered_and_left_locked(addons.applied(pipe, job.entry, job.addons, self.cache)):  # this job only
             out = pipe(**kwargs).images  # (B, H, W, 3) float
         if hooks.cancelled():
             raise JobCancelled
@@ -383,7 +385,8 @@ class Engine:
         previewer = self._previewers.get(pipe.vae)
         if previewer is None:
             decoder = self.catalogue.preview_decoder_for(job.entry.arch)
-            tiny_vae = self.cache.preview_decoder(decoder) if decoder is not None else None
+            with LOADING:
+                tiny_vae = self.cache.preview_decoder(decoder) if decoder is not None else None
             previewer = self._previewers[pipe.vae] = LatentPreviewer(tiny_vae)
         rgb = previewer.rgb(latents, pipe.vae)
         h, w = rgb.shape[:2]

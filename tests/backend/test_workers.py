@@ -1,0 +1,258 @@
+"""A worker per device: jobs of two editors run at once, placement never bends the fair order, cancel
+holds, a worker that dies fails its job alone and is replaced, and shutdown waits for every worker.
+
+The jobs that run for real use two CPU workers with the built-in tiny model; torch's intra-op pool is
+one per process, so ``share_cpu`` sizes it to cores // 2 (one thread each on a 2-core machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from helpers import aio, connected_client, running_server, submit, until
+
+from sfumato.backend.config import Config
+from sfumato.backend.devices import DeviceLost, share_cpu
+from sfumato.backend.server.app import Server
+from sfumato.backend.server.hub import Hub
+from sfumato.backend.server.workers import Workers, place
+from sfumato.protocol import (
+    Cancelled,
+    ErrorCode,
+    Hello,
+    Image,
+    JobError,
+    ModelInfo,
+    Progress,
+    Rect,
+    Result,
+    Status,
+    Submit,
+)
+
+# ---------------------------------------------------------------------------- placement alone
+
+
+def _worker(name: str, models: tuple[str, ...], free_since: float) -> Any:
+    return SimpleNamespace(name=name, models=models, free_since=free_since)
+
+
+def test_a_job_goes_to_a_free_worker_holding_its_model_else_to_the_least_loaded() -> None:
+    job = SimpleNamespace(submit=SimpleNamespace(model="m"))
+    holds = _worker("holds", ("x", "m"), 5.0)
+    empty = _worker("empty", (), 9.0)
+    other = _worker("other", ("x",), 1.0)
+    assert place(job, [empty, holds, other]).name == "holds"  # no load, even though it holds more
+    assert place(job, [other, empty]).name == "empty"  # loading there evicts nothing
+    assert place(job, [_worker("late", (), 7.0), _worker("early", (), 2.0)]).name == "early"
+
+
+# ---------------------------------------------------------------------------- the fair order, with gated engines
+
+
+class GatedEngine:
+    """Runs a job only when the test opens its gate; says which models it holds."""
+
+    def __init__(self, name: str, holds: tuple[str, ...], log: list[tuple[str, str]]) -> None:
+        self.name, self.holds, self.log = name, list(holds), log
+        self.gates: dict[str, threading.Event] = {}
+
+    def gate(self, job_id: str) -> threading.Event:
+        return self.gates.setdefault(job_id, threading.Event())
+
+    def check(self, req: Submit) -> None:
+        pass
+
+    def run(self, req: Submit, seed: int, hooks: Any) -> Any:
+        self.log.append((req.job_id, self.name))  # on the worker's thread: the order jobs really started
+        hooks.started(1, 1, 1, 1, [seed])
+        assert self.gate(req.job_id).wait(30), f"gate of {req.job_id} never opened"
+        if req.model not in self.holds:
+            self.holds.append(req.model)
+        pixel = Image(width=1, height=1, format="rgba8", data=bytes(4))
+        return SimpleNamespace(images=[pixel], rect=Rect(x=0, y=0, w=1, h=1), seeds=[seed], timings={})
+
+    def device_label(self) -> str:
+        return f"fake:{self.name}"
+
+    def models(self) -> list[ModelInfo]:
+        return []
+
+    def loaded_models(self) -> list[str]:
+        return list(self.holds)
+
+
+class Recording:
+    def __init__(self) -> None:
+        self.editor: Any = None
+        self.sent: list[Any] = []
+
+    def send(self, message: Any, job_id: str | None = None) -> None:
+        self.sent.append(message)
+
+    def send_latest(self, job_id: str, frame: bytes) -> None:
+        pass
+
+    def send_result(self, job_id: str) -> None:
+        self.sent.append(("result", job_id))
+
+    def close(self, reason: str) -> None:
+        pass
+
+
+@aio
+async def test_model_affinity_never_lets_a_later_job_overtake_the_fair_order() -> None:
+    log: list[tuple[str, str]] = []
+    holds_m = GatedEngine("holds-m", ("m",), log)
+    plain = GatedEngine("plain", (), log)
+    hub = Hub(Config(), holds_m)
+    workers = hub.devices = Workers(hub, [holds_m, plain])
+    dispatcher = asyncio.create_task(workers.run())
+    try:
+        x, _ = hub.attach(Hello(version=(1, 4), client="x", kind="test"), Recording())
+        y, _ = hub.attach(Hello(version=(1, 4), client="y", kind="test"), Recording())
+        hub.submit(x, submit("busy-0", model="m"))
+        hub.submit(y, submit("busy-1", model="n"))
+        await until(lambda: len(log) == 2, what="both workers busy")
+        # the fair order is x1, y1, x2; x1 needs n, the other two need the m that holds-m has loaded
+        hub.submit(x, submit("x1", model="n"))
+        hub.submit(y, submit("y1", model="m"))
+        hub.submit(x, submit("x2", model="m"))
+        assert [j.id for j in hub.queue.order()] == ["x1", "y1", "x2"]
+        where = dict(log)
+        (holds_m if where["busy-0"] == "holds-m" else plain).gate("busy-0").set()
+        (holds_m if where["busy-1"] == "holds-m" else plain).gate("busy-1").set()
+        await until(lambda: len(log) == 4, what="two more jobs started")
+        for engine in (holds_m, plain):
+            for job_id in ("x1", "y1", "x2"):
+                engine.gate(job_id).set()
+        await until(lambda: len(log) == 5, what="every job started")
+        assert [job_id for job_id, _ in log[2:]] == ["x1", "y1", "x2"]  # started in the fair order
+        assert hub.device_status()[0].loaded_models  # each device says what it holds
+    finally:
+        dispatcher.cancel()
+        await workers.stop(5)
+
+
+# ---------------------------------------------------------------------------- two CPU workers, the tiny model
+
+
+@pytest.fixture(scope="module")
+def two_cpus(model_cache: Path) -> Iterator[list[Any]]:
+    import torch
+
+    from sfumato.backend.engine import Engine
+    from sfumato.backend.models.catalogue import Catalogue
+
+    threads = torch.get_num_threads()
+    share_cpu(["cpu", "cpu"])
+    catalogue = Catalogue.scan([], model_cache)  # one catalogue, an engine (and pipeline cache) per worker
+    try:
+        yield [Engine(catalogue, device="cpu"), Engine(catalogue, device="cpu")]
+    finally:
+        torch.set_num_threads(threads)  # the process's pool: other tests keep their default
+
+
+@aio
+async def test_two_editors_jobs_run_at_the_same_time_and_cancel_still_holds(two_cpus: list[Any]) -> None:
+    async with (
+        running_server(two_cpus) as server,
+        connected_client(server.url, "a") as (a, ra),
+        connected_client(server.url, "b") as (b, rb),
+    ):
+        assert a.welcome is not None and len(a.welcome.devices) == 2
+        await a.submit(submit("a-long", size=128, steps=200, strength=1.0))
+        await b.submit(submit("b-long", size=128, steps=200, strength=1.0))
+        await ra.wait_for(Progress, "a-long")
+        await rb.wait_for(Progress, "b-long")
+        # both jobs report progress before either ends, and both workers hold a job at the same moment
+        assert not ra.of(Result) and not rb.of(Result)
+        running = [w.current.id for w in server.workers.all if w.current is not None]
+        assert sorted(running) == ["a-long", "b-long"]
+        await a.request_status()
+        status = await ra.wait_for(Status, timeout=5, count=len(ra.of(Status)) + 1)
+        assert [d.state for d in status.devices] == ["running", "running"] and status.running == 2
+        steps_before = len(rb.of(Progress, "b-long"))
+        await a.cancel("a-long")
+        await ra.wait_for(Cancelled, "a-long", timeout=10)
+        await rb.wait_for(Progress, "b-long", count=steps_before + 1)  # the other job carries on
+        await b.cancel("b-long")
+        await rb.wait_for(Cancelled, "b-long", timeout=10)
+        await a.submit(submit("a-next", steps=4))
+        await ra.wait_for(Result, "a-next", timeout=60)
+
+
+class Breakable:
+    """A real engine that fails the way a dying worker does when the prompt asks for it."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def run(self, req: Submit, seed: int, hooks: Any) -> Any:
+        if req.prompt == "lose the device":
+            raise DeviceLost("CUDA error: an illegal memory access was encountered")
+        if req.prompt == "kill the thread":
+            raise KilledThread
+        return self.engine.run(req, seed, hooks)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+
+class KilledThread(BaseException):
+    """Not an Exception: nothing in the worker's loop expects it, so it leaves the loop."""
+
+
+@aio
+async def test_a_worker_that_dies_fails_its_job_alone_and_is_replaced(two_cpus: list[Any]) -> None:
+    renewed: list[Any] = []
+
+    def renew(old: Any) -> Any:
+        renewed.append(old)
+        return old
+
+    server = Server(Config(port=0), [Breakable(e) for e in two_cpus], renew=renew)
+    await server.start()
+    try:
+        async with connected_client(server.url, "a") as (a, ra), connected_client(server.url, "b") as (b, rb):
+            await a.submit(submit("long", size=128, steps=120, strength=1.0))
+            await ra.wait_for(Progress, "long")
+            for n, how in enumerate(("kill the thread", "lose the device")):
+                before = list(server.workers.all)
+                await b.submit(submit(f"dies-{n}", prompt=how))
+                failed = await rb.wait_for(JobError, f"dies-{n}", timeout=30)
+                assert failed.code == ErrorCode.WORKER_FAILED and "replaced" in failed.message
+                await until(lambda old=before: server.workers.all != old, what="a replacement worker")
+                await until(lambda: len(server.workers.free()) == 1, what="the replacement to be free")
+                assert not ra.of(JobError) and not ra.of(Cancelled)  # the other worker's job carries on
+            assert len(renewed) == 2
+            await b.submit(submit("next", steps=4))
+            await rb.wait_for(Result, "next", timeout=60)  # served by the replacement
+            await ra.wait_for(Result, "long", timeout=120)
+    finally:
+        await server.stop(grace_s=5)
+
+
+@aio
+async def test_shutdown_waits_for_every_worker(two_cpus: list[Any]) -> None:
+    server = Server(Config(port=0), two_cpus)
+    await server.start()
+    try:
+        async with connected_client(server.url, "a") as (a, ra), connected_client(server.url, "b") as (b, rb):
+            await a.submit(submit("a-long", size=128, steps=200, strength=1.0))
+            await b.submit(submit("b-long", size=128, steps=200, strength=1.0))
+            await ra.wait_for(Progress, "a-long")
+            await rb.wait_for(Progress, "b-long")
+            workers = list(server.workers.all)
+            await server.stop(grace_s=10)
+            assert not any(w._thread.is_alive() for w in workers)  # every worker's thread has ended
+            await ra.wait_for(Cancelled, "a-long", timeout=10)
+            await rb.wait_for(Cancelled, "b-long", timeout=10)
+    finally:
+        await server.stop(grace_s=1)
