@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from helpers import aio, connected_client, running_server, submit, until
+from helpers import aio, backend_process, connected_client, next_of, raw_client, running_server, submit, until
 
 from sfumato.backend.config import Config
 from sfumato.backend.devices import DeviceLost, share_cpu
@@ -25,6 +25,7 @@ from sfumato.backend.server.workers import Workers, place
 from sfumato.protocol import (
     Cancelled,
     ErrorCode,
+    GetStatus,
     Hello,
     Image,
     JobError,
@@ -34,6 +35,7 @@ from sfumato.protocol import (
     Result,
     Status,
     Submit,
+    encode,
 )
 
 # ---------------------------------------------------------------------------- placement alone
@@ -126,14 +128,20 @@ async def test_model_affinity_never_lets_a_later_job_overtake_the_fair_order() -
         hub.submit(x, submit("x2", model="m"))
         assert [j.id for j in hub.queue.order()] == ["x1", "y1", "x2"]
         where = dict(log)
-        (holds_m if where["busy-0"] == "holds-m" else plain).gate("busy-0").set()
-        (holds_m if where["busy-1"] == "holds-m" else plain).gate("busy-1").set()
-        await until(lambda: len(log) == 4, what="two more jobs started")
-        for engine in (holds_m, plain):
-            for job_id in ("x1", "y1", "x2"):
-                engine.gate(job_id).set()
-        await until(lambda: len(log) == 5, what="every job started")
-        assert [job_id for job_id, _ in log[2:]] == ["x1", "y1", "x2"]  # started in the fair order
+        busy_on_m = next(job_id for job_id, name in where.items() if name == "holds-m")
+        busy_on_plain = next(job_id for job_id, name in where.items() if name == "plain")
+        holds_m.gate(busy_on_m).set()  # only the worker holding m is free: y1 and x2 would fit it, x1 is next
+        await until(lambda: len(log) == 3, what="the next job started")
+        assert log[2] == ("x1", "holds-m")
+        plain.gate(busy_on_plain).set()
+        await until(lambda: len(log) == 4, what="the next job started")
+        assert log[3] == ("y1", "plain")
+        holds_m.gate("x1").set()
+        await until(lambda: len(log) == 5, what="the last job started")
+        assert log[4] == ("x2", "holds-m")  # free, and it holds m
+        plain.gate("y1").set()
+        holds_m.gate("x2").set()
+        await until(lambda: not hub.running, what="every job done")
         assert hub.device_status()[0].loaded_models  # each device says what it holds
     finally:
         dispatcher.cancel()
@@ -256,3 +264,39 @@ async def test_shutdown_waits_for_every_worker(two_cpus: list[Any]) -> None:
             await rb.wait_for(Cancelled, "b-long", timeout=10)
     finally:
         await server.stop(grace_s=1)
+
+
+# ---------------------------------------------------------------------------- starting it
+
+
+def test_devices_come_from_flags_the_environment_and_the_config_file(tmp_path: Path) -> None:
+    import torch
+
+    from sfumato.backend.config import load_config
+    from sfumato.backend.devices import expand
+    from sfumato.backend.engine import pick_device
+
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    assert load_config(empty, env={}).device == ["auto"]  # one worker, on the best device
+    assert load_config(empty, env={"SFUMATO_DEVICE": "cuda:0,cuda:1"}).device == ["cuda:0", "cuda:1"]
+    listed = tmp_path / "config.toml"
+    listed.write_text('[server]\ndevice = ["cpu", "cpu"]\n')
+    assert load_config(listed, env={}).device == ["cpu", "cpu"]
+    assert load_config(listed, env={}, device=["cpu"]).device == ["cpu"]  # flags win
+    assert expand(["cpu", "cpu"]) == ["cpu", "cpu"]
+    gpus = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    assert expand(["all"]) == (gpus or [pick_device("auto")])
+
+
+@aio
+async def test_a_backend_started_with_two_devices_shows_both(model_cache: Path) -> None:
+    with backend_process(model_cache, "--device", "cpu") as (url, _):  # the helper passes --device cpu too
+        ws = await raw_client(url)
+        try:
+            await ws.send(encode(GetStatus()))
+            status = await next_of(ws, Status)
+            assert [d.device for d in status.devices] == ["cpu", "cpu"]
+            assert [d.state for d in status.devices] == ["idle", "idle"]
+        finally:
+            await ws.close()
