@@ -14,6 +14,7 @@ from helpers import pattern_rgba
 from sfumato.backend.engine import Engine, NoHooks
 from sfumato.backend.errors import JobFailure
 from sfumato.backend.models.catalogue import Catalogue
+from sfumato.backend.tasks import passes
 from sfumato.protocol import Control, PreviewSettings, Submit
 
 
@@ -72,7 +73,7 @@ def test_out_of_memory_fails_that_job_alone_and_frees_the_cache(engine: Engine, 
 
     engine.run(submit("builtin:tiny"), 1)
     assert engine.loaded_models() == ["builtin:tiny"]
-    real_pass = engine._pass
+    real_pass = passes.run_pass
     calls = {"n": 0}
 
     def exhausted(*args: Any, **kw: Any) -> Any:
@@ -81,7 +82,7 @@ def test_out_of_memory_fails_that_job_alone_and_frees_the_cache(engine: Engine, 
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_pass(*args, **kw)
 
-    monkeypatch.setattr(engine, "_pass", exhausted)
+    monkeypatch.setattr(passes, "run_pass", exhausted)
     with pytest.raises(JobFailure) as failure:
         engine.run(submit("builtin:tiny"), 1)
     assert failure.value.code == "out_of_memory" and "smaller" in failure.value.message

@@ -160,12 +160,12 @@ def test_output_equals_a_plain_diffusers_call(engine: Any, model_cache: Path) ->
 def test_every_scheduler_runs_as_the_diffusers_scheduler_it_names(
     engine: Any, scheduler: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sfumato.backend import engine as engine_module
     from sfumato.backend.models.schedulers import SCHEDULERS as TABLE
+    from sfumato.backend.tasks import passes
 
     made: list[Any] = []
-    real = engine_module.make_scheduler
-    monkeypatch.setattr(engine_module, "make_scheduler", lambda *a: made.append(real(*a)) or made[-1])
+    real = passes.make_scheduler
+    monkeypatch.setattr(passes, "make_scheduler", lambda *a: made.append(real(*a)) or made[-1])
     out = engine.run(req(scheduler=scheduler, steps=4, strength=0.5), seed=1)
     cls_name, extra = TABLE[scheduler]
     assert [type(m).__name__ for m in made] == [cls_name]

@@ -382,18 +382,18 @@ class contextlib_group:
 async def test_a_failing_job_fails_alone_and_the_next_one_runs(engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from sfumato.backend.engine import Engine
+    from sfumato.backend.tasks import passes
 
-    real_pass = Engine._pass
+    real_pass = passes.run_pass
 
-    def flaky(self: Any, job: Any, *args: Any, **kwargs: Any) -> Any:
+    def flaky(runtime: Any, job: Any, *args: Any, **kwargs: Any) -> Any:
         if job.req.prompt == "boom":
             raise RuntimeError("a library bug")
         if job.req.prompt == "oom":
             raise torch.OutOfMemoryError("CUDA out of memory")
-        return real_pass(self, job, *args, **kwargs)
+        return real_pass(runtime, job, *args, **kwargs)
 
-    monkeypatch.setattr(Engine, "_pass", flaky)
+    monkeypatch.setattr(passes, "run_pass", flaky)
     async with running_server(engine) as server, connected_client(server.url) as (c, rec):
         await c.submit(submit("boom", prompt="boom"))
         await c.submit(submit("oom", prompt="oom"))

@@ -1,0 +1,60 @@
+"""Repaint the selection: only the context around it is seen, the mask is grown and feathered for
+the model and ramped for compositing, and pixels the selection does not cover stay bit-identical."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from sfumato.protocol import ErrorCode, Rect, Submit, context_rect
+
+from ..errors import JobFailure
+from ..imaging import masks, pixels
+from . import common, control
+from .job import Job, Models
+
+
+def check(req: Submit) -> None:
+    if req.mask is not None and not req.mask.data.strip(b"\0"):
+        raise JobFailure("the selection is empty: select the part to repaint", "submit.mask", ErrorCode.INVALID_REQUEST)
+
+
+def prepare(req: Submit, models: Models, seed: int) -> Job:
+    assert req.mask is not None  # the protocol requires one for inpaint
+    coverage = pixels.to_float(req.mask)[..., 0]
+    # 1. regions: the result is the selection's bounds, the context what the model sees around it
+    result = req.result or bounds(coverage, req.image_rect)
+    context = req.context or context_rect(result, req.image_rect)
+    crop = common.crop(context, req.image_rect)
+    rgb = common.model_rgb(pixels.to_float(req.image)[crop])
+    # 2. masks, relative to the selection size: what the model repaints, what the result covers
+    cov = coverage[crop]
+    opts = req.inpaint
+    params = masks.auto_params(result.w, result.h, opts.grow, opts.feather, opts.blend)
+    denoise = masks.denoise_mask(cov, params)
+    alpha = masks.compositing_alpha(cov, params)
+    # 3. what the masked area holds before denoising (auto: the surroundings when it is repainted from scratch)
+    fill = opts.fill if opts.fill != "auto" else ("blur" if req.strength >= 0.99 else "original")
+    rgb = masks.fill(rgb, denoise, fill)
+    # 4. ControlNet maps of the context
+    maps = control.maps(models.controls, crop)
+    return common.assemble(req, models, seed, context, result, rgb, alpha, denoise, maps, covers_mask_only=True)
+
+
+def inputs(job: Job, width: int, height: int) -> dict[str, Any]:
+    """The denoise mask at the pass's resolution, and the conditioning."""
+    assert job.denoise is not None
+    mask = pixels.to_pil_gray(pixels.resize(job.denoise, width, height))
+    return {"mask_image": mask, "height": height, "width": width, **control.inputs(job, width, height)}
+
+
+def bounds(coverage: np.ndarray, img_rect: Rect) -> Rect:
+    """The selection's bounding box, in document coordinates."""
+    ys, xs = np.nonzero(coverage > 0)
+    return Rect(
+        x=img_rect.x + int(xs.min()),
+        y=img_rect.y + int(ys.min()),
+        w=int(xs.max() - xs.min()) + 1,
+        h=int(ys.max() - ys.min()) + 1,
+    )
