@@ -2,7 +2,8 @@
 
 * denoise mask (what the model repaints): the selection grown, then feathered;
 * compositing alpha (what the result layer covers): the selection coverage, with a ramp just inside
-  its edge so the new pixels fade into the old ones. It is exactly 0 wherever coverage is 0.
+  its edge so the new pixels fade into the old ones. It is exactly 0 wherever coverage is 0;
+* empty canvas (expand): transparent pixels under the selection hold nothing to keep or fade into.
 """
 
 from __future__ import annotations
@@ -64,6 +65,33 @@ def compositing_alpha(coverage: np.ndarray, p: MaskParams) -> np.ndarray:
     alpha = np.minimum(coverage, np.clip(ramp * 1.5, 0, 1))  # ×1.5: the ramp reaches 1 before the centre
     alpha[coverage <= 0] = 0.0
     return alpha
+
+
+def empty_canvas(coverage: np.ndarray, layer_alpha: np.ndarray) -> np.ndarray:
+    """How empty each selected pixel is: the rule that makes transparent (or newly added) canvas count as
+    masked. Only under the selection, so transparency elsewhere (a cut-out figure) is never filled."""
+    return coverage * (1.0 - layer_alpha)
+
+
+def fill_empty(rgb: np.ndarray, empty: np.ndarray) -> np.ndarray:
+    """Empty canvas takes the colours of the nearest picture: normalised convolution at radii doubling
+    from 4 px until every empty pixel is reached (a new border may be far wider than the ``blur`` fill's
+    radius). A context with no picture at all stays mid-grey."""
+    keep = (empty <= 0.01).astype(np.float32)
+    filled = np.full_like(rgb, 0.5)
+    todo = np.ones(empty.shape, bool)
+    r = 4
+    while keep.any() and todo.any():
+        weight = blur(keep, r)
+        reached = todo & (weight > 1e-4)
+        colour = np.stack([blur(rgb[..., c] * keep, r) for c in range(3)], axis=-1)
+        filled[reached] = colour[reached] / weight[reached][:, None]
+        todo &= ~reached
+        if r > 2 * max(empty.shape):
+            break
+        r *= 2
+    m = empty[..., None]
+    return rgb * (1 - m) + filled * m
 
 
 def fill(rgb: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:

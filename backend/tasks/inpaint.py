@@ -1,5 +1,6 @@
 """Repaint the selection: only the context around it is seen, the mask is grown and feathered for
-the model and ramped for compositing, and pixels the selection does not cover stay bit-identical."""
+the model and ramped for compositing, and pixels the selection does not cover stay bit-identical.
+Transparent canvas under the selection is filled (expand the canvas: the new border is the selection)."""
 
 from __future__ import annotations
 
@@ -27,17 +28,24 @@ def prepare(req: Submit, models: Models, seed: int) -> Job:
     result = req.result or bounds(coverage, req.image_rect)
     context = req.context or context_rect(result, req.image_rect)
     crop = common.crop(context, req.image_rect)
-    rgb = common.model_rgb(pixels.to_float(req.image)[crop])
+    rgba = pixels.to_float(req.image)[crop]
+    rgb = common.model_rgb(rgba)
     # 2. masks, relative to the selection size: what the model repaints, what the result covers
     cov = coverage[crop]
     opts = req.inpaint
     params = masks.auto_params(result.w, result.h, opts.grow, opts.feather, opts.blend)
     denoise = masks.denoise_mask(cov, params)
     alpha = masks.compositing_alpha(cov, params)
-    # 3. what the masked area holds before denoising (auto: the surroundings when it is repainted from scratch)
+    # 3. transparent canvas under the selection (expand): it reads as the colours of the nearest picture
+    #    rather than grey, and the result covers it fully, since there is nothing there to fade into
+    empty = masks.empty_canvas(cov, rgba[..., 3])
+    if empty.any():
+        rgb = masks.fill_empty(rgb, empty)
+        alpha = np.maximum(alpha, empty)
+    # 4. what the masked area holds before denoising (auto: the surroundings when it is repainted from scratch)
     fill = opts.fill if opts.fill != "auto" else ("blur" if req.strength >= 0.99 else "original")
     rgb = masks.fill(rgb, denoise, fill)
-    # 4. ControlNet maps of the context
+    # 5. ControlNet maps of the context
     maps = control.maps(models.controls, crop)
     return common.assemble(req, models, seed, context, result, rgb, alpha, denoise, maps, covers_mask_only=True)
 

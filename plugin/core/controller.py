@@ -1,6 +1,7 @@
 """Editor-neutral behaviour: what Generate does, and where every job event lands.
 
-* no selection → restyle the active layer; a selection → inpaint it (see ``requests``);
+* no selection → restyle the active layer; a selection → inpaint it (see ``requests``); Expand → fill
+  the border added to the canvas (see ``expand``);
 * previews go to the job's own document's preview layer; the result becomes a new layer there;
 * a result whose document was closed is kept (``kept_results``) and reported, never pasted elsewhere.
 
@@ -19,6 +20,7 @@ from sfumato.protocol import Cancelled, JobError, Progress, Rect, Result, Submit
 
 from .client import Client, ConnectionChanged
 from .editor import DocumentLike
+from .expand import Margins, build_expand
 from .jobs import TrackedJob
 from .requests import GenerationParams, build_submit, new_job_id
 
@@ -57,7 +59,13 @@ class Controller:
     # ------------------------------------------------------------------ actions
 
     def generate(self, doc: DocumentLike, params: GenerationParams) -> Submit:
-        submit = build_submit(doc, params, new_job_id(self.job_prefix))
+        return self._send(doc, build_submit(doc, params, new_job_id(self.job_prefix)))
+
+    def expand(self, doc: DocumentLike, params: GenerationParams, margins: Margins) -> Submit:
+        """Fill the border ``margins`` added to ``doc``'s canvas (the editor has grown it already)."""
+        return self._send(doc, build_expand(doc, margins, params, new_job_id(self.job_prefix)))
+
+    def _send(self, doc: DocumentLike, submit: Submit) -> Submit:
         self.documents[submit.job_id] = doc
         self.schedule(self.client.submit(submit, doc))
         self.on_change()

@@ -17,10 +17,12 @@ from sfumato.protocol import (
     DEFAULT_STEPS,
     DEFAULT_STRENGTH,
     Control,
+    Image,
     InpaintOptions,
     LoraWeight,
     Point,
     PreviewSettings,
+    Rect,
     Submit,
     context_rect,
 )
@@ -71,11 +73,21 @@ def build_submit(doc: DocumentLike, params: GenerationParams, job_id: str | None
     if selection is not None:
         selection = selection.intersect(canvas)
     if selection is None:
-        task, region, result, mask = "img2img", canvas, None, None
-    else:
-        task, result = "inpaint", selection
-        region = context_rect(selection, canvas)
-        mask = doc.read_selection(region)
+        return submit_for(doc, params, job_id or new_job_id(), "img2img", canvas, None, None)
+    region = context_rect(selection, canvas)
+    return submit_for(doc, params, job_id or new_job_id(), "inpaint", region, selection, doc.read_selection(region))
+
+
+def submit_for(
+    doc: DocumentLike,
+    params: GenerationParams,
+    job_id: str,
+    task: str,
+    region: Rect,
+    result: Rect | None,
+    mask: Image | None,
+) -> Submit:
+    """The request for ``task`` on ``region`` of the active layer (inpaint: ``region`` is the context)."""
     image = doc.read_layer(region)
     controls = tuple(
         Control(
@@ -90,7 +102,7 @@ def build_submit(doc: DocumentLike, params: GenerationParams, job_id: str | None
         for c in params.controls
     )
     return Submit(
-        job_id=job_id or new_job_id(),
+        job_id=job_id,
         task=task,
         model=params.model,
         image=image,
