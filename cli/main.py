@@ -1,6 +1,6 @@
-"""The ``sfumato`` command: ``serve``, ``img2img`` and ``models``.
+"""The ``sfumato`` command: ``serve``, ``img2img``, ``expand`` and ``models``.
 
-``img2img`` is a headless editor built on plugin.core (the same client code as the Krita plugin).
+``img2img`` and ``expand`` are a headless editor built on plugin.core (the same client code as the Krita plugin).
 Without ``--server`` it starts an embedded backend in this process and talks to it over loopback.
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    from sfumato.plugin.core.expand import Margins
     from sfumato.plugin.core.requests import ControlSpec
 
     from .document import ImageDocument
@@ -83,14 +84,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="ControlNet control: TYPE alone extracts it from the input (canny); TYPE=IMAGE uses a ready map",
     )
     g.add_argument("--control-strength", type=float, default=1.0)
-    g.add_argument("--prompt", default="")
-    g.add_argument("--negative", default="")
     g.add_argument(
         "--strength",
         type=float,
         default=None,
         help=f"denoising strength 0..1 ({DEFAULT_STRENGTH}; {INPAINT_STRENGTH} with --mask)",
     )
+    _generation_args(g)
+    e = sub.add_parser("expand", help="grow the canvas and fill the new border so it continues the picture")
+    e.add_argument("input", type=Path, help="input image (PNG, JPEG, ...)")
+    e.add_argument("-o", "--output", type=Path, required=True, help="output PNG: the grown picture")
+    e.add_argument("--margin", type=int, required=True, help="pixels added on each chosen side")
+    e.add_argument("--sides", default="left,right,top,bottom", help="comma-separated: left, right, top, bottom")
+    e.add_argument("--strength", type=float, default=INPAINT_STRENGTH, help="denoising strength 0..1")
+    e.set_defaults(mask=None, control=[], control_strength=1.0)  # what img2img's files and params read
+    _generation_args(e)
+    m = sub.add_parser("models", help="list the model catalogue (usable and unusable, with reasons)")
+    m.add_argument("--models", dest="model_dirs", action="append", type=Path, metavar="DIR")
+    m.add_argument("--server", help="list what a running backend offers instead")
+    m.add_argument("--token")
+    return p
+
+
+def _generation_args(g: argparse.ArgumentParser) -> None:
+    g.add_argument("--prompt", default="")
+    g.add_argument("--negative", default="")
     g.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     g.add_argument("--cfg", type=float, default=DEFAULT_GUIDANCE, help="guidance scale")
     g.add_argument("--seed", type=int, default=None)
@@ -101,11 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--token", help="the backend's token")
     g.add_argument("--layer-only", action="store_true", help="write the result layer alone (transparent elsewhere)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
-    m = sub.add_parser("models", help="list the model catalogue (usable and unusable, with reasons)")
-    m.add_argument("--models", dest="model_dirs", action="append", type=Path, metavar="DIR")
-    m.add_argument("--server", help="list what a running backend offers instead")
-    m.add_argument("--token")
-    return p
 
 
 # ---------------------------------------------------------------------------- models
@@ -301,6 +314,28 @@ class ImageFiles:
         return ImageDocument(pixels, mask, layers, self.input.name)
 
 
+def _margins(args: argparse.Namespace) -> Margins:
+    from sfumato.plugin.core.expand import Margins
+
+    try:
+        margins = Margins.on([side.strip() for side in args.sides.split(",") if side.strip()], args.margin)
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    if margins.empty:
+        raise CliError("--margin and --sides add no canvas: give a margin above 0 and at least one side", EXIT_USAGE)
+    return margins
+
+
+def grown(doc: ImageDocument, margins: Margins) -> ImageDocument:
+    """The document on a canvas grown by ``margins``, transparent there (Krita's Image ▸ Canvas Size)."""
+    import numpy as np
+
+    from .document import ImageDocument
+
+    pad = ((margins.top, margins.bottom), (margins.left, margins.right), (0, 0))
+    return ImageDocument(np.pad(doc.pixels, pad), None, {}, doc.name)
+
+
 async def run_img2img(args: argparse.Namespace) -> int:
     from sfumato.plugin.core.controller import Controller
     from sfumato.plugin.core.requests import GenerationParams
@@ -311,6 +346,7 @@ async def run_img2img(args: argparse.Namespace) -> int:
 
     # Everything that can be refused locally is, before a backend starts or is reached.
     check_output(args.output)
+    margins = _margins(args) if args.command == "expand" else None
     files = ImageFiles.from_args(args)
     cfg: Any = None
     doc: ImageDocument | None = None
@@ -358,7 +394,11 @@ async def run_img2img(args: argparse.Namespace) -> int:
                 doc = files.load(client.welcome.limits.max_pixels, f"the backend at {url}")
             controller = Controller(client, lambda coro: asyncio.ensure_future(coro), job_prefix="cli")
             handlers += [controller.handle, listener]
-            controller.generate(doc, params)
+            if margins is None:
+                controller.generate(doc, params)
+            else:
+                doc = grown(doc, margins)
+                controller.expand(doc, params, margins)
             either: list[asyncio.Future[Any]] = [outcome, failed]
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     except InvalidMessage as exc:

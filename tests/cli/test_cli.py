@@ -109,6 +109,16 @@ def test_inpaint_with_mask_keeps_everything_else(files: Path) -> None:
     assert rc == 0 and np.all(layer[mask == 0][..., 3] == 0) and layer[35, 50, 3] == 255
 
 
+def test_expand_grows_the_canvas_and_keeps_the_picture_bit_identical(files: Path) -> None:
+    args = ["expand", str(files / "in.png"), "-o", str(files / "out.png"), "--margin", "16", "--sides", "left,top"]
+    assert main([*args, "--steps", "4", "--seed", "1", "--quiet"]) == 0
+    out, src = load(files / "out.png"), load(files / "in.png")
+    assert out.shape == (80 + 16, 96 + 16, 4)
+    assert np.array_equal(out[16:, 16:], src)  # the picture, bit for bit, moved by the margins
+    assert (out[..., 3] == 255).all()  # the new border is filled, opaque
+    assert main([*args[:4], "--margin", "8", "--sides", "up"]) == 2  # a usage error, before any job
+
+
 def test_batch_writes_numbered_files(files: Path) -> None:
     rc = main(
         [
