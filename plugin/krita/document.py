@@ -6,6 +6,7 @@ from typing import Any
 
 from krita import Krita, Selection
 
+from sfumato.plugin.core.expand import Margins
 from sfumato.plugin.core.pixels import (
     float_to_half,
     half_to_float,
@@ -84,6 +85,12 @@ class KritaDocument:
 
     def canvas(self) -> Rect:
         return Rect(x=0, y=0, w=self.doc.width(), h=self.doc.height())
+
+    def grow(self, margins: Margins) -> None:
+        """Image ▸ Canvas Size by ``margins`` (Expand): the new border is transparent on the paint layers."""
+        grown = margins.grown(self.canvas())
+        self.doc.resizeImage(grown.x, grown.y, grown.w, grown.h)
+        self.doc.waitForDone()  # the resize runs as a stroke; the snapshot must see the grown canvas
 
     def selection_bounds(self) -> Rect | None:
         sel = self.doc.selection()

@@ -38,6 +38,11 @@ class Canvas:
                 dst = (row * self.cols + lo) * self.bpp
                 self.data[dst : dst + (hi - lo) * self.bpp] = data[src : src + (hi - lo) * self.bpp]
 
+    def regrow(self, x: int, y: int, w: int, h: int) -> None:
+        """Krita's canvas resize for this layer: the old (x, y) becomes (0, 0); new pixels are transparent."""
+        old = self.pixelData(x, y, w, h)  # outside the old canvas reads as transparent
+        self.cols, self.rows, self.data = w, h, bytearray(old)
+
 
 class Selection(Canvas):
     def __init__(self, width: int, height: int) -> None:
@@ -154,6 +159,17 @@ class Document:
 
     def refreshProjection(self) -> None:
         self.refreshes += 1
+
+    def resizeImage(self, x: int, y: int, w: int, h: int) -> None:
+        """Image ▸ Canvas Size: every layer (and the selection) moves so that the old (x, y) is the new origin."""
+        for node in self.root.children:
+            node.regrow(x, y, w, h)
+        if self.sel is not None:
+            self.sel.regrow(x, y, w, h)
+        self.size = (w, h)
+
+    def waitForDone(self) -> None:
+        pass
 
     def add_layer(self, name: str) -> Node:
         """Test setup: a paint layer on top, made active, as a painter would."""

@@ -138,3 +138,22 @@ def test_a_closed_document_is_known_to_be_closed(adapter: Any) -> None:
     assert kd.is_open() and adapter.active_document().doc is doc
     fake_krita.Krita.instance().docs.remove(doc)
     assert not kd.is_open() and adapter.active_document() is None
+
+
+def test_expand_grows_the_canvas_and_asks_for_exactly_the_new_border(adapter: Any) -> None:
+    from sfumato.plugin.core.expand import Margins, build_expand
+    from sfumato.plugin.core.requests import GenerationParams
+
+    doc = open_doc(size=(8, 6))
+    doc.add_layer("Paint").setPixelData(bytes((10, 20, 30, 255)) * 48, 0, 0, 8, 6)
+    kd = adapter.KritaDocument(doc)
+    margins = Margins(left=2, bottom=3)
+    kd.grow(margins)
+    assert kd.canvas() == Rect(x=0, y=0, w=10, h=9)
+    px = np.frombuffer(kd.read_layer(kd.canvas()).data, np.uint8).reshape(9, 10, 4)
+    assert (px[:6, 2:] == (30, 20, 10, 255)).all()  # the picture, moved by the left margin
+    assert not px[:, :2].any() and not px[6:].any()  # the new border is transparent
+    sub = build_expand(kd, margins, GenerationParams(), "e")
+    assert sub.mask is not None and sub.context == Rect(x=0, y=0, w=10, h=9)
+    cov = np.frombuffer(sub.mask.data, np.uint8).reshape(9, 10)
+    assert (cov == np.where(px[..., 3] == 0, 255, 0)).all()  # the mask is the new border, exactly
