@@ -53,6 +53,10 @@ KINDS_BEFORE_DETAILS = ("checkpoint", "controlnet")
 # an older editor gets neither (it would ignore the list, and read the code as internal anyway).
 DEVICES_SINCE = (1, 4)
 
+# Since 1.5 a welcome lists upscalers and a submit may ask for the upscale task; an older editor
+# would refuse the unknown model kind, and an older backend the unknown task.
+UPSCALE_SINCE = (1, 5)
+
 # Errors after which reconnecting with the same settings cannot help (or would fight another connection).
 NO_RECONNECT = frozenset((ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.SESSION_REPLACED))
 
@@ -122,6 +126,10 @@ class Connection:
         """``message`` as the negotiated version knows it."""
         return message
 
+    def _speaks(self, since: tuple[int, int]) -> bool:
+        """Whether the negotiated version includes what ``since`` added."""
+        return self.version is not None and self.version >= since
+
     def _negotiated(self, theirs: tuple[int, ...], field: str) -> None:
         self.version = negotiate(self.speaks, theirs, field)
         self._reader.buffers_allowed = self.buffers
@@ -172,6 +180,10 @@ class ServerConnection(Connection):
             raise ProtocolViolation(f"expected nothing before the welcome, got {message.TYPE!r}", "type")
         elif isinstance(message, Hello):
             raise ProtocolViolation("expected one hello per connection, got a second", "type")
+        elif isinstance(message, Submit) and message.task == "upscale" and not self._speaks(UPSCALE_SINCE):
+            refused = ProtocolViolation("expected img2img or inpaint before protocol 1.5, got upscale", "submit.task")
+            refused.job_id = message.job_id  # the refusal names the job; it never enters a state
+            raise refused
         return message
 
     def welcome(
@@ -191,6 +203,8 @@ class ServerConnection(Connection):
             models = tuple(m for m in models if m.kind in KINDS_BEFORE_DETAILS and not m.problem)
         if self.version is None or self.version < DEVICES_SINCE:
             devices = ()
+        if self.version is None or self.version < UPSCALE_SINCE:
+            models = tuple(m for m in models if m.kind != "upscaler")
         welcome = Welcome(
             version=self.speaks,
             server=self.server,
@@ -301,5 +315,9 @@ class ClientConnection(Connection):
                 raise ProtocolViolation(
                     "the backend speaks an older protocol that cannot apply LoRAs or a VAE; update the backend",
                     "submit.loras" if message.loras else "submit.vae",
+                )
+            if message.task == "upscale" and not self._speaks(UPSCALE_SINCE):
+                raise ProtocolViolation(
+                    "the backend speaks an older protocol that cannot upscale; update the backend", "submit.task"
                 )
             self.jobs.submitted(message.job_id)

@@ -13,6 +13,7 @@ DEFAULT_GUIDANCE = 7.0
 DEFAULT_SCHEDULER = SCHEDULERS[0]
 DEFAULT_PREVIEWS_PER_SECOND = 4.0
 INPAINT_STRENGTH = 1.0  # a selection to repaint: a new picture inside it, by default
+UPSCALE_STRENGTH = 0.3  # the refine of an upscale: adds detail, keeps every shape
 
 __all__ = [
     "DEFAULT_GUIDANCE",
@@ -24,4 +25,5 @@ __all__ = [
     "INPAINT_STRENGTH",
     "MAX_STEPS",
     "SCHEDULERS",
+    "UPSCALE_STRENGTH",
 ]

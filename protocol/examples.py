@@ -72,6 +72,13 @@ def examples() -> dict[str, Message]:
                 ),
                 ModelInfo(id="Lora/detail", kind="lora", arch="sd15", label="detail", size_bytes=37868912),
                 ModelInfo(
+                    id="ESRGAN/4x-UltraSharp",
+                    kind="upscaler",
+                    arch="esrgan",
+                    label="4x-UltraSharp",
+                    size_bytes=66961958,
+                ),
+                ModelInfo(
                     id="Stable-diffusion/old",
                     kind="unusable",
                     arch="unknown",

@@ -24,19 +24,21 @@ from .regions import Point, Rect
 from .schema import Bool, Float, Int, ListOf, Nested, Optional, Record, Str, Timings, wire
 from .states import JobState
 
-PROTOCOL_VERSION = (1, 4)  # 1.1: error.job_id, nil means absent everywhere; 1.2: buffer frames; 1.3: LoRAs, VAEs;
-# 1.4: devices in welcome and status, the worker_failed code
+PROTOCOL_VERSION = (1, 5)  # 1.1: error.job_id, nil means absent everywhere; 1.2: buffer frames; 1.3: LoRAs, VAEs;
+# 1.4: devices in welcome and status, the worker_failed code; 1.5: the upscale task, upscaler models
 
 MAX_TYPE_CHARS = 64  # a message type longer than this is a bad frame, not an unknown type
 
 JOB_ID = Str(1, 64, pattern=r"[A-Za-z0-9_.:\-]+")
 SEED = Int(0, (1 << 32) - 1)
-TASKS = ("img2img", "inpaint")
+TASKS = ("img2img", "inpaint", "upscale")
 CONTROL_TYPES = ("canny", "depth", "lineart", "pose", "scribble", "softedge", "tile")
 FILL_MODES = ("auto", "none", "neutral", "blur", "original")
 CLIENT_KINDS = ("krita", "gimp", "cli", "test", "other")
 JOB_STATES = tuple(state.value for state in JobState)
-MODEL_KINDS = ("checkpoint", "controlnet", "lora", "embedding", "vae", "unusable")  # before 1.3: the first two
+MODEL_KINDS = ("checkpoint", "controlnet", "lora", "embedding", "vae", "unusable", "upscaler")
+# before 1.3: the first two; before 1.5: no upscaler
+UPSCALE_FACTORS = (2, 4)
 MAX_LORAS = 16
 WORKER_STATES = ("idle", "running", "starting")  # starting: a replacement for a worker that failed
 MAX_DEVICES = 64
@@ -70,7 +72,7 @@ class Limits(Record):
 class ModelInfo(Record):
     PATH = "model"
     id: str = wire(Str(1, 256), "catalogue id, used in submit.model / control.model")
-    kind: str = wire(Str(choices=MODEL_KINDS), "before 1.3 only checkpoint and controlnet")
+    kind: str = wire(Str(choices=MODEL_KINDS), "before 1.3 only checkpoint and controlnet; upscaler since 1.5")
     arch: str = wire(Str(1, 32), "sd15, sdxl, ... or unknown; for LoRAs and embeddings the family they fit")
     label: str = wire(Str(0, 256), "human-readable name")
     native_size: int = wire(Int(0, 8192), "side of the native square resolution, px (0 = n/a)", default=0)
@@ -142,6 +144,29 @@ class InpaintOptions(Record):
     fill: str = wire(Str(choices=FILL_MODES), "what the masked area holds before denoising", default="auto")
 
 
+@dataclasses.dataclass(frozen=True)
+class UpscaleOptions(Record):
+    """How an upscale job enlarges the image (since 1.5); submit.strength is the refine strength."""
+
+    PATH = "upscale"
+    factor: int = wire(Int(2, 4), "2 or 4: the result is this many times wider and taller", default=2)
+    upscaler: str | None = wire(Optional(Str(1, 256)), "upscaler catalogue id; nil = Lanczos resampling", default=None)
+    tile: int | None = wire(
+        Optional(Int(64, 4096)), "side of a refine tile, px; nil = the checkpoint's native size", default=None
+    )
+    overlap: int | None = wire(
+        Optional(Int(0, 2048)), "px shared by neighbouring tiles, blended; nil = tile / 8", default=None
+    )
+
+    def validate(self) -> None:
+        if self.factor not in UPSCALE_FACTORS:
+            raise InvalidMessage(f"expected a factor of 2 or 4, got {self.factor}", self._path("factor"))
+        if self.tile is not None and self.overlap is not None and not self.overlap * 2 < self.tile:
+            raise InvalidMessage(
+                f"expected an overlap under half the tile ({self.tile}), got {self.overlap}", self._path("overlap")
+            )
+
+
 # --------------------------------------------------------------------------- client → server
 
 
@@ -200,14 +225,27 @@ class Submit(Message):
     vae: str | None = wire(
         Optional(Str(1, 256)), "vae catalogue id (since 1.3); nil = the checkpoint's own", default=None
     )
+    upscale: UpscaleOptions = wire(
+        Nested(UpscaleOptions), "since 1.5; read only by the upscale task", default=UpscaleOptions()
+    )
 
     @property
     def image_rect(self) -> Rect:
         return Rect(x=self.origin.x, y=self.origin.y, w=self.image.width, h=self.image.height)
 
+    @property
+    def output_rect(self) -> Rect:
+        """Where the result lands: the image scaled by the upscale factor, or the image itself."""
+        f = self.upscale.factor if self.task == "upscale" else 1
+        return Rect(x=self.origin.x * f, y=self.origin.y * f, w=self.image.width * f, h=self.image.height * f)
+
     def validate(self) -> None:
         if self.task == "inpaint" and self.mask is None:
             raise InvalidMessage("expected a mask for an inpaint job, got nil", self._path("mask"))
+        if self.task == "upscale":
+            for name in ("mask", "context", "result"):  # an upscale enlarges the whole image
+                if getattr(self, name) is not None:
+                    raise InvalidMessage(f"expected no {name} for an upscale job, got one", self._path(name))
         if self.mask is not None and self.mask.size != self.image.size:
             raise InvalidMessage(
                 f"expected the mask to match the image size {self.image.width}×{self.image.height}, "
@@ -404,6 +442,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "SERVER_MESSAGES",
     "TASKS",
+    "UPSCALE_FACTORS",
     "WORKER_STATES",
     "Cancel",
     "Cancelled",
@@ -427,6 +466,7 @@ __all__ = [
     "Started",
     "Status",
     "Submit",
+    "UpscaleOptions",
     "Welcome",
     "arch_family",
 ]

@@ -23,6 +23,7 @@ from .messages import (
     LoraWeight,
     ModelInfo,
     PreviewSettings,
+    UpscaleOptions,
 )
 from .regions import Point, Rect
 from .schema import Record
@@ -85,6 +86,7 @@ def render() -> str:
         LoraWeight,
         PreviewSettings,
         InpaintOptions,
+        UpscaleOptions,
         DeviceStatus,
     )
     for rec in nested:

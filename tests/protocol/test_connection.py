@@ -31,6 +31,7 @@ from sfumato.protocol import (
     Limits,
     LoraWeight,
     ModelInfo,
+    Point,
     Progress,
     ProtocolError,
     ProtocolViolation,
@@ -42,6 +43,7 @@ from sfumato.protocol import (
     Status,
     Submit,
     Unknown,
+    UpscaleOptions,
     VersionMismatch,
     Welcome,
     decode,
@@ -456,3 +458,55 @@ def test_a_1_4_editor_sees_every_device_and_a_1_3_editor_sees_the_first_only() -
     assert isinstance(seen, Status) and seen.devices == () and seen.loaded_models == ("ckpt",) and seen.running == 1
     failed = decode(old.send(JobError(job_id="j", code=ErrorCode.WORKER_FAILED, message="m"))[0])
     assert isinstance(failed, JobError) and failed.code == ErrorCode.INTERNAL  # a code 1.3 documents
+
+
+# ---------------------------------------------------------------------------- 1.5: upscale, upscalers
+
+UPSCALER = ModelInfo(id="ESRGAN/x4", kind="upscaler", arch="esrgan", label="x4")
+
+
+def upscale(job_id: str = "u", factor: int = 2) -> Submit:
+    return Submit(job_id=job_id, task="upscale", model="m", image=PIXELS, upscale=UpscaleOptions(factor=factor))
+
+
+def test_a_1_4_editor_sees_no_upscalers_and_may_not_ask_for_an_upscale() -> None:
+    conn = server()
+    conn.receive(hello(version=[1, 4]))
+    (frame,) = conn.welcome("S1", False, LIMITS, (*MODELS, UPSCALER), "cpu")
+    assert "upscaler" not in [m["kind"] for m in msgpack.unpackb(frame)["models"]]  # a 1.4 decoder would refuse it
+    error = refused(conn, encode(upscale("up-1")), ProtocolViolation)
+    assert (error.field, error.job_id) == ("submit.task", "up-1")
+    assert conn.state is ConnectionState.OPEN and isinstance(conn.receive(encode(submit())), Submit)
+    new = server()
+    new.receive(hello())
+    sent = decode(new.welcome("S1", False, LIMITS, (UPSCALER,), "cpu")[0])
+    assert isinstance(sent, Welcome) and sent.models == (UPSCALER,)
+    assert isinstance(new.receive(encode(upscale())), Submit)
+
+
+def test_an_editor_does_not_send_an_upscale_to_a_1_4_backend() -> None:
+    old = ClientConnection("test")
+    old.hello()
+    old.receive(welcome(version=(1, 4)))
+    with pytest.raises(ProtocolViolation, match="cannot upscale"):
+        old.send(upscale())
+    assert open_client().send(upscale())
+
+
+def test_upscale_options_are_checked() -> None:
+    with pytest.raises(InvalidMessage, match="factor of 2 or 4"):
+        upscale(factor=3)
+    with pytest.raises(InvalidMessage, match="half the tile"):
+        UpscaleOptions(tile=128, overlap=64)
+    with pytest.raises(InvalidMessage, match="no mask"):
+        Submit(
+            job_id="j",
+            task="upscale",
+            model="m",
+            image=PIXELS,
+            mask=Image(width=2, height=2, format="gray8", data=bytes(4)),
+        )
+    big = Submit(
+        job_id="j", task="upscale", model="m", image=PIXELS, origin=Point(x=3, y=1), upscale=UpscaleOptions(factor=4)
+    )
+    assert big.output_rect == Rect(x=12, y=4, w=8, h=8)
