@@ -8,12 +8,13 @@ from typing import Any
 
 from sfumato.plugin.core.client import ConnectionChanged
 from sfumato.plugin.core.controller import Controller
+from sfumato.plugin.core.expand import Margins
 from sfumato.plugin.core.jobs import TrackedJob
 from sfumato.plugin.core.requests import GenerationParams
 from sfumato.protocol import Submit
 
 from .bridge import Bridge
-from .document import UnsupportedDocument, active_document
+from .document import KritaDocument, UnsupportedDocument, active_document
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,20 @@ class SfumatoApp:
     # ------------------------------------------------------------------ actions
 
     def generate(self, params: GenerationParams) -> Submit | None:
+        return self._start(lambda ctl, doc: ctl.generate(doc, params))
+
+    def expand(self, params: GenerationParams, margins: Margins) -> Submit | None:
+        """Image ▸ Canvas Size by ``margins`` (one undo step), then fill the new border (another)."""
+
+        def grow_and_fill(ctl: Controller, doc: KritaDocument) -> Submit:
+            if margins.empty:  # refused before the canvas changes
+                raise ValueError("tick at least one side to expand")
+            doc.grow(margins)
+            return ctl.expand(doc, params, margins)
+
+        return self._start(grow_and_fill)
+
+    def _start(self, action: Callable[[Controller, KritaDocument], Submit]) -> Submit | None:
         doc = active_document()
         self.last_error = ""
         if doc is None:
@@ -63,8 +78,8 @@ class SfumatoApp:
             self.last_error = "Not connected to the Sfumato backend: start it with ./install/start."
         else:
             try:
-                return self.controller.generate(doc, params)
-            except UnsupportedDocument as exc:
+                return action(self.controller, doc)
+            except (UnsupportedDocument, ValueError) as exc:
                 self.last_error = str(exc)
             except Exception as exc:  # plain words in the docker rather than Krita's modal dialog
                 log.exception("generate failed")

@@ -6,6 +6,7 @@ from typing import Any
 
 from krita import DockWidget, Krita
 
+from sfumato.plugin.core.expand import SIDES, Margins
 from sfumato.plugin.core.models import checkpoints, describe, loras_for
 from sfumato.plugin.core.requests import ControlSpec, GenerationParams
 from sfumato.protocol import CONTROL_TYPES, MAX_STEPS, SCHEDULERS, LoraWeight, ModelInfo, PreviewSettings
@@ -215,6 +216,22 @@ class SfumatoDocker(DockWidget):
         self.controlnet = Section("ControlNet", form)
         self.controlnet.form.addRow(self.controls_box)
         self.controlnet.form.addRow(add_control)
+        self.expand_section = Section("Expand", form)
+        self.expand_margin = QtWidgets.QSpinBox()
+        self.expand_margin.setRange(8, 2048)
+        self.expand_margin.setValue(128)
+        self.expand_margin.setSuffix(" px")
+        sides = QtWidgets.QHBoxLayout()
+        self.expand_sides = {side: QtWidgets.QCheckBox(side) for side in SIDES}
+        self.expand_sides["right"].setChecked(True)
+        for box in self.expand_sides.values():
+            sides.addWidget(box)
+        self.expand_button = QtWidgets.QPushButton("Expand")
+        self.expand_button.setToolTip("Grow the canvas on the chosen sides and paint the new border")
+        self.expand_button.clicked.connect(self.expand)
+        self.expand_section.form.addRow("Margin", self.expand_margin)
+        self.expand_section.form.addRow(sides)
+        self.expand_section.form.addRow(self.expand_button)
         self.connection = Section("Connection", form, expanded=True)
         self.connection.form.addRow("Server", self.server)
         self.connection.form.addRow("Token", self.token)
@@ -258,6 +275,13 @@ class SfumatoDocker(DockWidget):
     def generate(self) -> None:
         self._save_defaults()
         self.app.generate(self.params())
+        self.refresh()
+
+    def expand(self) -> None:
+        """Grow the canvas by the margin on the ticked sides, then fill the new border (one generation)."""
+        sides = [side for side, box in self.expand_sides.items() if box.isChecked()]
+        self._save_defaults()
+        self.app.expand(self.params(), Margins.on(sides, self.expand_margin.value()))
         self.refresh()
 
     def cancel(self) -> None:

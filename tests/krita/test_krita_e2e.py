@@ -182,7 +182,7 @@ def test_plugin_in_real_krita(tmp_path: Path, backend_url: str, editor: Editor) 
     assert not body["error"], f"{body['error']}\n{report}\n{run.log_tail}"
     assert str(body.get("krita", "")).startswith(editor.minimum_version), body.get("krita")
     assert body["checks"] and all(c["ok"] for c in body["checks"]), report
-    assert len(body["checks"]) >= 27, report  # every step of the scenario ran
+    assert len(body["checks"]) >= 30, report  # every step of the scenario ran
     assert run.screenshot is not None and run.screenshot.exists()
 
 

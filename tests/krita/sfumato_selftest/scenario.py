@@ -297,6 +297,31 @@ def scenario() -> Iterator[Wait | None]:
     expected = [*layers_before, "a test [seed 7]", "a fox [seed 9]"]
     RUN.check("no stray layers", sorted(layer_names(doc)) == sorted(expected), str(layer_names(doc)))
 
+    # (f) Expand: the canvas grows on the right and the new border is painted; the picture stays as it was
+    margin = 32
+    before = projection(doc)
+    docker.prompt.setPlainText("more")
+    docker.steps.setValue(6)
+    docker.random_seed.setChecked(False)
+    docker.seed.setValue(11)
+    docker.expand_margin.setValue(margin)
+    for side, box in docker.expand_sides.items():
+        box.setChecked(side == "right")
+    docker.expand_button.click()
+    yield Wait(lambda: doc.nodeByName("more [seed 11]") is not None, 120, "the expand result")
+    RUN.check(
+        "expand: the canvas grew by the margin, on the right", (doc.width(), doc.height()) == (SIZE + margin, SIZE)
+    )
+    doc.refreshProjection()
+    doc.waitForDone()
+    wide = bytes(doc.pixelData(0, 0, SIZE + margin, SIZE))
+    row = (SIZE + margin) * 4
+    kept = all(wide[y * row : y * row + SIZE * 4] == before[y * SIZE * 4 : (y + 1) * SIZE * 4] for y in range(SIZE))
+    RUN.check("expand: every pixel of the picture unchanged", kept)
+    border_alpha = {wide[y * row + x * 4 + 3] for y in range(SIZE) for x in range(SIZE, SIZE + margin)}
+    RUN.check("expand: the new border is painted, opaque", border_alpha == {255}, str(sorted(border_alpha)[:5]))
+    docker.seed.setValue(9)  # what the next steps name their layers by
+
     # (d) every depth a painter uses: the result lands in the document's own depth (linear floats too)
     for depth, bytes_per_pixel in (("U16", 8), ("F16", 8), ("F32", 16)):
         deep = app.createDocument(DEEP, DEEP, f"sfumato-{depth}", "RGBA", depth, "", 300.0)
