@@ -17,6 +17,7 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp  # noqa: E402
 
+from sfumato.plugin.core.expand import Margins  # noqa: E402
 from sfumato.protocol import Image, PixelFormat, Rect  # noqa: E402
 
 from .formats import BABL, GRAY, SELECTION_BABL, UnsupportedImage, check_base_type, wire_format  # noqa: E402
@@ -42,6 +43,13 @@ class GimpDocument:
             raise UnsupportedImage("select a layer: Sfumato paints layers, not layer masks or channels")
         if need_selection and self.selection_bounds() is None:
             raise UnsupportedImage("inpainting needs a selection: select the area to repaint (soft selections work)")
+
+    def grow(self, margins: Margins) -> None:
+        """Image ▸ Canvas Size by ``margins`` (Expand): layers keep their pixels where they were; the
+        new border is transparent, which is what the request reads there."""
+        grown = margins.grown(self.canvas())
+        self.image.resize(grown.w, grown.h, -grown.x, -grown.y)
+        Gimp.displays_flush()
 
     # ------------------------------------------------------------------ reading
 

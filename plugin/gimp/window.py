@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from gi.repository import Gimp, GimpUi, GLib, Gtk  # noqa: E402
 
 from sfumato.plugin.core.client import ConnectionChanged  # noqa: E402
 from sfumato.plugin.core.controller import Controller  # noqa: E402
+from sfumato.plugin.core.expand import SIDES, Margins  # noqa: E402
 from sfumato.plugin.core.jobs import TrackedJob  # noqa: E402
 from sfumato.plugin.core.models import checkpoints, describe, loras_for  # noqa: E402
 from sfumato.plugin.core.requests import GenerationParams  # noqa: E402
@@ -168,6 +170,18 @@ class SfumatoWindow:
         self.add_control_button = Gtk.Button(label="+ ControlNet")
         self.add_control_button.connect("clicked", lambda _b: self.add_control())
         _attach_rows(self.controlnet.grid, [("", self.controls_box), ("", self.add_control_button)])
+        self.expand_section = _section(grid, "Expand")
+        self.expand_margin = spin(8, 2048, 8, 128, 0)
+        self.expand_sides = {side: Gtk.CheckButton(label=side, active=side == "right") for side in SIDES}
+        sides_row = Gtk.Box(spacing=6)
+        for box in self.expand_sides.values():
+            sides_row.pack_start(box, False, False, 0)
+        self.expand_button = Gtk.Button(label="Expand")
+        self.expand_button.set_tooltip_text("Grow the canvas on the chosen sides and paint the new border")
+        self.expand_button.connect("clicked", lambda _b: self.expand())
+        _attach_rows(
+            self.expand_section.grid, [("Margin", self.expand_margin), ("", sides_row), ("", self.expand_button)]
+        )
         self.connection = _section(grid, "Connection", expanded=True)
         _attach_rows(self.connection.grid, [("Server", self.server), ("Token", self.token), ("", self.connect_button)])
         self._was_connected = False
@@ -207,6 +221,22 @@ class SfumatoWindow:
         )
 
     def generate(self) -> Submit | None:
+        return self._start(lambda ctl, doc: ctl.generate(doc, self.params()))
+
+    def expand(self) -> Submit | None:
+        """Grow the canvas by the margin on the ticked sides, then fill the new border (one generation)."""
+        sides = [side for side, box in self.expand_sides.items() if box.get_active()]
+        margins = Margins.on(sides, self.expand_margin.get_value_as_int())
+
+        def grow_and_fill(ctl: Controller, doc: GimpDocument) -> Submit:
+            if margins.empty:  # refused before the canvas changes
+                raise UnsupportedImage("tick at least one side to expand")
+            doc.grow(margins)
+            return ctl.expand(doc, self.params(), margins)
+
+        return self._start(grow_and_fill)
+
+    def _start(self, action: Callable[[Controller, GimpDocument], Submit]) -> Submit | None:
         self.last_error = ""
         submit = None
         if not self.image.is_valid():
@@ -221,8 +251,8 @@ class SfumatoWindow:
                 doc = GimpDocument(self.image, layers[0])
                 doc.check()
                 self._save_settings()
-                submit = self.controller.generate(doc, self.params())
-            except UnsupportedImage as exc:
+                submit = action(self.controller, doc)
+            except (UnsupportedImage, ValueError) as exc:
                 self.last_error = str(exc)
             except Exception as exc:  # plain words in the window rather than a traceback
                 log.exception("generate failed")

@@ -311,6 +311,26 @@ def scenario(win: Any, run: Run) -> Iterator[Wait | None]:
     )
     Gimp.Selection.none(image)
 
+    # (f) Expand from the window: the canvas grows on the right, the border is painted, the picture stays
+    image.set_selected_layers([src])
+    margin = 32
+    before = projection(image)
+    win.prompt.get_buffer().set_text("more")
+    win.steps.set_value(6)
+    win.seed.set_value(11)
+    win.expand_margin.set_value(margin)
+    for side, box in win.expand_sides.items():
+        box.set_active(side == "right")
+    win.expand_button.clicked()
+    yield Wait(landed("more [seed 11]"), 90, "the expand result")
+    grown = (image.get_width(), image.get_height())
+    run.check("expand: the canvas grew by the margin, on the right", grown == (size + margin, size), grown)
+    wide, row = projection(image), (size + margin) * 4
+    kept = all(wide[y * row : y * row + size * 4] == before[y * size * 4 : (y + 1) * size * 4] for y in range(size))
+    run.check("expand: every pixel of the picture unchanged", kept)
+    alpha = {wide[y * row + x * 4 + 3] for y in range(size) for x in range(size, size + margin)}
+    run.check("expand: the new border is painted, opaque", alpha == {255}, sorted(alpha)[:5])
+
     # (d) what cannot be done is said in plain words, nothing is sent
     image.set_selected_layers([src, result])
     sent = len(ctl.client.tracker.jobs)
