@@ -4,7 +4,8 @@ Random weights cost exactly the compute of the real models; the shapes are the c
 architecture configs (``backend/models/configs``), the same files the single-file loader uses.
 Measures, per architecture and task (img2img at strength 1.0 and 0.6, inpaint, img2img +
 ControlNet): seconds per image, the steps that really ran and end-to-end steps per second, peak
-VRAM; the UNet alone (evaluations per second at the generation size, batch 2); the engine's cost
+VRAM; the same img2img in the medium and low memory modes (offloaded: seconds per image, peak
+VRAM); the UNet alone (evaluations per second at the generation size, batch 2); the engine's cost
 over the bare diffusers call; and preview cost (latent→RGB fit vs a TAESD-sized decoder vs the
 full VAE). Writes everything to one JSON file (``--out``) and prints a table.
 
@@ -262,6 +263,52 @@ def unet_rate(unet: Any, width: int, height: int, device: str, dtype: Any, n: in
         )
 
 
+def memory_mode_run(
+    arch: str, mode: str, args: argparse.Namespace, device: str, dtype: Any, tokenizer: Any, cache_dir: Path
+) -> dict[str, Any]:
+    """One img2img (strength 1.0) with the weights placed as memory mode ``mode`` puts them: s/image, peak VRAM."""
+    import torch
+    from helpers import pattern_rgba
+
+    from sfumato.backend.engine import Engine
+    from sfumato.backend.models.cache import LoadedModel, module_bytes
+    from sfumato.backend.models.catalogue import Catalogue, ModelEntry
+    from sfumato.backend.models.placement import Placement, place
+    from sfumato.protocol import Submit
+
+    pipe, _, size = build(arch, args.tiny, "cpu", dtype, tokenizer)  # built in RAM: offloading starts there
+    pipe = place(pipe, Placement(mode, "bench"), device)
+    model = ModelEntry(f"bench:{arch}", "checkpoint", arch, cache_dir, "diffusers", size)
+    engine = Engine(Catalogue([model]), device=device, precision="fp32" if args.tiny else "fp16")
+    engine.cache._models[model.id] = LoadedModel(model, pipe, bytes=module_bytes(*pipe.components.values()))
+    engine.cache.placements[model.id] = Placement(mode, "bench")
+    req = Submit(
+        job_id="m", model=model.id, image=pattern_rgba(size, size, seed=3), prompt="a painting",
+        steps=args.steps, strength=1.0, seed=1, task="img2img",
+    )  # fmt: skip
+    engine.run(req, 1, NoHooks())  # warm-up
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        engine.run(req, 1, NoHooks())
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    peak = round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None
+    del engine, pipe
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return {
+        "arch": arch,
+        "task": f"img2img memory={mode}",
+        "seconds_per_image": round(statistics.median(times), 4),
+        "peak_vram_gib": peak,
+    }
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("gpu-bench.json"))
@@ -422,6 +469,10 @@ def main() -> int:
         del engine, pipe, controlnet, bare
         if device == "cuda":
             torch.cuda.empty_cache()
+        for mode in ("medium", "low"):  # "high" is every row above
+            row = memory_mode_run(arch, mode, args, device, dtype, tokenizer, cache_dir)
+            report["results"].append(row)
+            print(json.dumps(row), flush=True)
     single = args.single_file if args.single_file is not None else ("" if args.tiny else "sdxl")
     for arch in filter(None, single.split(",")):
         row = single_file_check(arch, cache_dir / "single-file", device, "fp32" if args.tiny else "fp16")

@@ -47,3 +47,5 @@ def test_tiny_run_reports_the_steps_that_ran_and_separate_unet_rates(tmp_path: P
         row = rows[task]
         assert abs(row["e2e_steps_per_s"] - row["steps_run"] / row["seconds_per_image"]) < 0.05 * row["e2e_steps_per_s"]
     assert rows["unet"]["unet_it_per_s"] > 0 and rows["engine-vs-bare"]["ratio"] > 0
+    for mode in ("medium", "low"):  # the offloaded placements run the same job
+        assert rows[f"img2img memory={mode}"]["seconds_per_image"] > 0
