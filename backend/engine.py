@@ -1,8 +1,8 @@
 """The diffusion engine: one ``Submit`` in, result pixels out. Runs on the worker thread.
 
 A dispatcher: :meth:`Engine.run` checks the request, has its task module (``tasks/img2img.py``,
-``tasks/inpaint.py``, with ``tasks/control.py`` for ControlNet) prepare the job, and runs it
-(``tasks/passes.py``). Each task module lists its steps in order.
+``tasks/inpaint.py``, with ``tasks/control.py`` for ControlNet, ``tasks/upscale.py``) prepare the
+job, and has it run it (``tasks/passes.py`` for the pipeline passes). Each task module lists its steps in order.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class Engine:
                 ErrorCode.INVALID_REQUEST,
             )
         controls = control.check(self.catalogue, req.controls, entry)
-        TASKS[req.task].check(req)
+        TASKS[req.task].check(req, self.catalogue)
         self.addons(req, entry)  # LoRAs, embeddings and a VAE that do not exist or fit are refused before queueing
         return entry, controls
 
@@ -118,6 +118,6 @@ class Engine:
         job = task.prepare(req, Models(entry, controls, self.addons(req, entry)), seed)
         timings = {"prepare": time.perf_counter() - t0}
         runtime = passes.Runtime(self.catalogue, self.cache, self._previewers)
-        out = passes.generate(runtime, job, hooks or NoHooks(), task.inputs, timings)
+        out = task.generate(runtime, job, hooks or NoHooks(), timings)
         timings["total"] = time.perf_counter() - t0
         return out

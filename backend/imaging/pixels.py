@@ -66,7 +66,19 @@ def resize(arr: np.ndarray, width: int, height: int) -> np.ndarray:
     if arr.shape[1] == width and arr.shape[0] == height:
         return arr
     down = width * height < arr.shape[0] * arr.shape[1]
-    method = PILImage.Resampling.LANCZOS if down else PILImage.Resampling.BICUBIC
+    return _resampled(arr, width, height, PILImage.Resampling.LANCZOS if down else PILImage.Resampling.BICUBIC)
+
+
+def lanczos(arr: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize float (H, W[, C]) with Lanczos both ways: the upscale without an upscaler model."""
+    from PIL import Image as PILImage
+
+    return _resampled(arr, width, height, PILImage.Resampling.LANCZOS)
+
+
+def _resampled(arr: np.ndarray, width: int, height: int, method: Any) -> np.ndarray:
+    from PIL import Image as PILImage
+
     planes = arr[..., None] if arr.ndim == 2 else arr
     out = np.stack(
         [

@@ -23,6 +23,9 @@ HUB_PREFIX = "hf:"
 HUB_REPO = re.compile(r"[A-Za-z0-9][\w.\-]{0,95}/[A-Za-z0-9][\w.\-]{0,95}")  # Hugging Face's owner/name rules
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 MAX_DEPTH = 5
+# Where A1111 (ESRGAN, RealESRGAN, SwinIR) and ComfyUI (upscale_models) keep upscalers: a file there
+# whose tensors this scan does not recognise is still offered as one, and spandrel decides on load.
+UPSCALER_FOLDERS = frozenset(("esrgan", "realesrgan", "swinir", "upscale_models", "upscalers"))
 _CONTROL_WORDS = {
     "canny": "canny",
     "depth": "depth",
@@ -39,7 +42,7 @@ _CONTROL_WORDS = {
 @dataclass(frozen=True)
 class ModelEntry:
     id: str
-    kind: str  # checkpoint | controlnet | lora | embedding | vae | preview_decoder | unusable
+    kind: str  # checkpoint | controlnet | lora | embedding | vae | preview_decoder | upscaler | unusable
     arch: str
     path: Path
     format: str  # diffusers | single_file
@@ -277,7 +280,11 @@ def _classify_file(root: Path, path: Path) -> ModelEntry:
         return ModelEntry(rel, "unusable", "unknown", path, "single_file", problem="links outside the model folder")
     try:
         d = detect_single_file(path)
-    except (NotAModel, OSError) as exc:
+    except NotAModel as exc:
+        if UPSCALER_FOLDERS & {part.lower() for part in path.relative_to(root).parts[:-1]}:
+            return ModelEntry(rel, "upscaler", "unknown", path, "single_file", size_bytes=size)
+        return ModelEntry(rel, "unusable", "unknown", path, "single_file", problem=str(exc), size_bytes=size)
+    except OSError as exc:
         return ModelEntry(rel, "unusable", "unknown", path, "single_file", problem=str(exc), size_bytes=size)
     control = guess_control_type(path.stem) if d.kind == "controlnet" else None
     problem = ""

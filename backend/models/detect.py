@@ -19,7 +19,7 @@ class NotAModel(Exception):
 
 @dataclass(frozen=True)
 class Detected:
-    kind: str  # "checkpoint" | "controlnet" | "preview_decoder" | "lora" | "embedding" | "vae"
+    kind: str  # "checkpoint" | "controlnet" | "preview_decoder" | "lora" | "embedding" | "vae" | "upscaler"
     arch: str  # "sd15" | "sd15-inpaint" | "sd2" | "sd2-inpaint" | "sdxl" | "sdxl-inpaint" | "sd15-tiny" ...
     native_size: int
     format: str  # "single_file" | "diffusers"
@@ -93,7 +93,25 @@ def detect_single_file(path: Path) -> Detected:
         return Detected("vae", VAE_ARCH, 0, "single_file")  # latents of every SD family have the same shape
     if has("down_blocks.") and has("conv_in."):
         raise NotAModel("a lone diffusers UNet, not a full checkpoint; use the whole diffusers folder")
+    upscaler = upscaler_arch(header)
+    if upscaler:
+        return Detected("upscaler", upscaler, 0, "single_file")
     raise NotAModel("unrecognised tensors: not an SD1.5/SD2/SDXL checkpoint or ControlNet")
+
+
+def upscaler_arch(header: dict[str, dict[str, object]]) -> str:
+    """The family of an image upscaler by its keys (the common ones; spandrel knows more and decides on load):
+    ESRGAN in the old (``model.N``) and new (``conv_first``) layouts, Real-ESRGAN Compact, SwinIR; else ""."""
+    keys = header.keys()
+    if ("model.0.weight" in keys and any(".RDB1." in k for k in keys)) or (
+        "conv_first.weight" in keys and any(k.startswith(("body.0.rdb1.", "RRDB_trunk.")) for k in keys)
+    ):
+        return "esrgan"
+    if {"body.0.weight", "body.1.weight"} <= keys and all(k.startswith("body.") for k in keys):
+        return "compact"
+    if "conv_first.weight" in keys and any(k.startswith("layers.0.residual_group.") for k in keys):
+        return "swinir"
+    return ""
 
 
 def _arch_from_cross_dim(dim: int) -> str:

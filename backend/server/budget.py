@@ -20,7 +20,8 @@ def job_bytes(req: Submit) -> int:
     """What a job may hold at most: its inputs while it waits or runs, then its result frame."""
     images = [req.image, *(c.image for c in req.controls)] + ([req.mask] if req.mask is not None else [])
     inputs = sum(len(img.data) for img in images)
-    result = req.batch_size * req.image.width * req.image.height * BYTES_PER_PIXEL[req.image.format]
+    out = req.output_rect  # an upscale's result is larger than its image
+    result = req.batch_size * out.w * out.h * BYTES_PER_PIXEL[req.image.format]
     return inputs + result + FRAME_OVERHEAD
 
 

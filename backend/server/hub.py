@@ -201,6 +201,14 @@ class Hub:
         if len(editor.active_jobs) >= self.config.max_queued_per_editor:
             cap = self.config.max_queued_per_editor
             return ErrorCode.QUEUE_FULL, f"you already have {cap} jobs waiting; wait or cancel some", ""
+        out = req.output_rect  # an upscale's result is larger than its image: that size counts
+        if out.w * out.h > self.config.max_pixels:
+            return (
+                ErrorCode.INVALID_REQUEST,
+                f"the result would be {out.w}×{out.h} pixels, more than this backend's max_pixels "
+                f"({self.config.max_pixels}); use a smaller image or factor",
+                "submit.upscale.factor",
+            )
         try:
             self.engine.check(req)
         except (JobFailure, ProtocolError) as exc:

@@ -2,7 +2,8 @@
 
 * ``img2img.py`` – restyle the layer;
 * ``inpaint.py`` – repaint the selection (transparent canvas in it is filled: expand);
-* ``control.py`` – ControlNet conditioning, added to either task;
+* ``upscale.py`` – enlarge ×2/×4 and refine in blended tiles;
+* ``control.py`` – ControlNet conditioning, added to img2img or inpaint;
 * ``job.py`` – what a job is (hooks, the prepared job, the result), ``common.py`` – preparing and
   finishing pixels, ``passes.py`` – running the pipeline with progress, cancel and previews.
 """
@@ -13,16 +14,19 @@ from typing import Any, Protocol
 
 from sfumato.protocol import Submit
 
-from . import img2img, inpaint
-from .job import Job, Models
+from ..models.catalogue import Catalogue
+from . import img2img, inpaint, upscale
+from .job import EngineResult, Job, JobHooks, Models
+from .passes import Runtime
 
 
 class Task(Protocol):
-    """What a task module provides (img2img.py, inpaint.py)."""
+    """What a task module provides (img2img.py, inpaint.py, upscale.py)."""
 
-    def check(self, req: Submit) -> None: ...  # refusals of this task beyond the common ones
+    def check(self, req: Submit, catalogue: Catalogue) -> None: ...  # refusals beyond the common ones
     def prepare(self, req: Submit, models: Models, seed: int) -> Job: ...
     def inputs(self, job: Job, width: int, height: int) -> dict[str, Any]: ...  # its own pipeline arguments
+    def generate(self, rt: Runtime, job: Job, hooks: JobHooks, timings: dict[str, float]) -> EngineResult: ...
 
 
-TASKS: dict[str, Task] = {"img2img": img2img, "inpaint": inpaint}
+TASKS: dict[str, Task] = {"img2img": img2img, "inpaint": inpaint, "upscale": upscale}

@@ -7,11 +7,12 @@ from typing import Any
 from sfumato.protocol import Submit
 
 from ..imaging import pixels
-from . import common, control
-from .job import Job, Models
+from ..models.catalogue import Catalogue
+from . import common, control, passes
+from .job import EngineResult, Job, JobHooks, Models
 
 
-def check(req: Submit) -> None:
+def check(req: Submit, catalogue: Catalogue) -> None:
     """Nothing beyond the common checks."""
 
 
@@ -32,3 +33,8 @@ def prepare(req: Submit, models: Models, seed: int) -> Job:
 def inputs(job: Job, width: int, height: int) -> dict[str, Any]:
     """The pipeline arguments of this task beyond the common ones: only its conditioning."""
     return control.inputs(job, width, height)
+
+
+def generate(rt: passes.Runtime, job: Job, hooks: JobHooks, timings: dict[str, float]) -> EngineResult:
+    """One pass, and a refine pass for huge regions (passes.py)."""
+    return passes.generate(rt, job, hooks, inputs, timings)

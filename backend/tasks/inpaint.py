@@ -12,11 +12,12 @@ from sfumato.protocol import ErrorCode, Rect, Submit, context_rect
 
 from ..errors import JobFailure
 from ..imaging import masks, pixels
-from . import common, control
-from .job import Job, Models
+from ..models.catalogue import Catalogue
+from . import common, control, passes
+from .job import EngineResult, Job, JobHooks, Models
 
 
-def check(req: Submit) -> None:
+def check(req: Submit, catalogue: Catalogue) -> None:
     if req.mask is not None and not req.mask.data.strip(b"\0"):
         raise JobFailure("the selection is empty: select the part to repaint", "submit.mask", ErrorCode.INVALID_REQUEST)
 
@@ -66,3 +67,8 @@ def bounds(coverage: np.ndarray, img_rect: Rect) -> Rect:
         w=int(xs.max() - xs.min()) + 1,
         h=int(ys.max() - ys.min()) + 1,
     )
+
+
+def generate(rt: passes.Runtime, job: Job, hooks: JobHooks, timings: dict[str, float]) -> EngineResult:
+    """One pass, and a refine pass for huge regions (passes.py)."""
+    return passes.generate(rt, job, hooks, inputs, timings)
