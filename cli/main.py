@@ -1,4 +1,4 @@
-"""The ``sfumato`` command: ``serve``, ``img2img``, ``expand`` and ``models``.
+"""The ``sfumato`` command: ``serve``, ``img2img``, ``expand``, ``upscale`` (cli/upscale.py) and ``models``.
 
 ``img2img`` and ``expand`` are a headless editor built on plugin.core (the same client code as the Krita plugin).
 Without ``--server`` it starts an embedded backend in this process and talks to it over loopback.
@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "models":
             return run_models(args)
+        if args.command == "upscale":
+            from .upscale import run_upscale
+
+            return asyncio.run(run_upscale(args))
         return asyncio.run(run_img2img(args))
     except CliError as exc:
         print(f"sfumato: {exc}", file=sys.stderr)
@@ -99,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--strength", type=float, default=INPAINT_STRENGTH, help="denoising strength 0..1")
     e.set_defaults(mask=None, control=[], control_strength=1.0)  # what img2img's files and params read
     _generation_args(e)
+    from .upscale import add_parser as add_upscale
+
+    add_upscale(sub)
     m = sub.add_parser("models", help="list the model catalogue (usable and unusable, with reasons)")
     m.add_argument("--models", dest="model_dirs", action="append", type=Path, metavar="DIR")
     m.add_argument("--server", help="list what a running backend offers instead")

@@ -16,8 +16,9 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$HASH" ]; then
     echo "sfumato: installing sfumato[$EXTRAS] into .venv (torch is pinned to the 2.13.0 CPU/CUDA wheel)"
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q -e "$ROOT[$EXTRAS]"
-    # Packages used for their data only (pyproject's [tool.sfumato] data-packages): without their
-    # dependencies, which the project never imports (open-clip-torch would pull torchvision and timm).
+    # Packages installed without their dependencies (pyproject's [tool.sfumato]): data-packages, used
+    # for their data only (open-clip-torch would pull torchvision and timm); no-deps-packages, whose
+    # dependencies are listed in the extras; cuda-packages, only next to a CUDA build of torch.
     "$VENV/bin/python" -c '
 import sys
 try:
@@ -25,7 +26,10 @@ try:
 except ImportError:
     import tomli as tomllib
 with open(sys.argv[1], "rb") as f:
-    print("\n".join(tomllib.load(f)["tool"]["sfumato"]["data-packages"]))
+    tool = tomllib.load(f)["tool"]["sfumato"]
+import torch
+cuda = ["cuda-packages"] if torch.version.cuda else []
+print("\n".join(p for key in ["data-packages", "no-deps-packages", *cuda] for p in tool[key]))
 ' "$ROOT/pyproject.toml" | xargs -r "$VENV/bin/python" -m pip install -q --no-deps
     echo "$HASH" > "$STAMP"
 fi

@@ -343,3 +343,24 @@ def test_a_remote_backends_announced_limit_is_checked(
         f" (the largest image the backend at {small_backend_url} accepts)\n"
     )
     assert not (files / "x.png").exists()
+
+
+def test_upscale_writes_the_enlarged_picture_to_a_new_file(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["upscale", str(files / "in.png"), "-o", str(files / "big.png"), "--factor", "2", "--tile", "64"]
+    assert main([*args, "--strength", "0.3", "--steps", "6", "--seed", "3"]) == 0
+    big = load(files / "big.png")
+    assert big.shape == (160, 192, 4) and "160" in capsys.readouterr().out
+    assert main([*args, "--strength", "0"]) == 0  # no refine: the Lanczos enlargement alone
+    lanczos = PILImage.open(files / "in.png").convert("RGB").resize((192, 160), PILImage.Resampling.LANCZOS)
+    diff = np.abs(load(files / "big.png")[..., :3].astype(int) - np.asarray(lanczos, dtype=int))
+    assert diff.mean() < 1.0  # float resampling per channel vs Pillow's 8-bit one
+
+
+def test_upscale_refuses_an_unknown_upscaler_and_a_result_over_the_limit(
+    files: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["upscale", str(files / "in.png"), "-o", str(files / "big.png"), "--upscaler", "ESRGAN/none"]) == 1
+    assert "unknown model 'ESRGAN/none'" in capsys.readouterr().err
+    monkeypatch.setenv("SFUMATO_MAX_PIXELS", str(96 * 80 * 4))  # ×2 fits exactly, ×4 does not
+    assert main(["upscale", str(files / "in.png"), "-o", str(files / "big.png"), "--factor", "4"]) == 2
+    assert "max_pixels" in capsys.readouterr().err and not (files / "big.png").exists()
