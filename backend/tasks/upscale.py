@@ -6,7 +6,8 @@ Steps of :func:`generate`, in order:
 1. the tiles: size and overlap from the request or the checkpoint's native size;
 2. report the start: the denoising steps of all tiles together, one progress over them;
 3. enlarge: the upscaler model (spandrel) or Lanczos, then exactly to the requested size;
-4. refine the tiles, a batch at a time, each tile seeded seed + its index, blended by feathered weights;
+4. refine the tiles, a batch at a time, each tile seeded seed + its index, held to its own picture by a
+   tile ControlNet when the catalogue has one for the checkpoint's family, blended by feathered weights;
 5. the result: the enlarged alpha, the document's pixel format.
 """
 
@@ -17,18 +18,23 @@ from typing import Any
 
 import numpy as np
 
-from sfumato.protocol import ErrorCode, Rect, Submit
+from sfumato.protocol import Control, ErrorCode, Image, PixelFormat, Rect, Submit, arch_family
 
 from ..errors import JobFailure
 from ..imaging import pixels, tiles
 from ..imaging.resolution import plan
 from ..models import upscalers
-from ..models.catalogue import Catalogue
+from ..models.catalogue import Catalogue, ModelEntry
 from . import common, passes
 from .job import EngineResult, Job, JobCancelled, JobHooks, Models, steps_run
 
 TILES_PER_BATCH = 4  # tiles denoised in one pipeline call (one image each of a batch)
 MULTIPLE = 8  # the pipeline's latent grid
+# The tile ControlNet's settings; its map is each tile's own picture (Job.control_maps), so the
+# record's image, which a Control must carry, is never read.
+TILE_CONTROL = Control(
+    type="tile", image=Image(width=1, height=1, format=PixelFormat.GRAY8, data=b"\0"), preprocess=False
+)
 
 
 def check(req: Submit, catalogue: Catalogue) -> None:
@@ -65,8 +71,23 @@ def prepare(req: Submit, models: Models, seed: int) -> Job:
 
 
 def inputs(job: Job, width: int, height: int) -> dict[str, Any]:
-    """No pipeline arguments beyond the common ones."""
-    return {}
+    """With a tile ControlNet: each tile of the batch conditioned on its own enlarged picture."""
+    if not job.models.controls:
+        return {}
+    return {
+        "control_image": [pixels.to_pil_rgb(pixels.resize(m, width, height)) for m in job.control_maps],
+        "controlnet_conditioning_scale": TILE_CONTROL.strength,
+    }
+
+
+def tile_controlnet(catalogue: Catalogue, entry: ModelEntry) -> ModelEntry | None:
+    """The catalogue's tile ControlNet for the checkpoint's family, if it has one."""
+    found = [
+        e
+        for e in catalogue.of_kind("controlnet")
+        if e.control_type == "tile" and arch_family(e.arch) == arch_family(entry.arch)
+    ]
+    return found[0] if found else None
 
 
 def tile_size(req: Submit, models: Models) -> int:
@@ -92,6 +113,9 @@ def generate(rt: passes.Runtime, job: Job, hooks: JobHooks, timings: dict[str, f
     if n:
         blend = tiles.Blender(out.w, out.h, 3, overlap)
         tile_req = dataclasses.replace(req, task="img2img")  # each tile is restyled
+        cn = tile_controlnet(rt.catalogue, job.models.entry)
+        if cn is not None:
+            job = dataclasses.replace(job, models=dataclasses.replace(job.models, controls=[(TILE_CONTROL, cn)]))
         for b, batch in enumerate(batches):
             if hooks.cancelled():
                 raise JobCancelled
@@ -135,11 +159,18 @@ def refine(
     t = batch[0]
     seeds = [(job.seeds[0] + first + i) % (1 << 32) for i in range(len(batch))]
     rect = Rect(x=t.x, y=t.y, w=t.w, h=t.h)
+    sources = [big[tile.slices] for tile in batch]
     tile_job = dataclasses.replace(
-        job, req=tile_req, context=rect, result=rect, rgb=big[t.slices], alpha=alpha[t.slices], seeds=seeds
+        job,
+        req=tile_req,
+        context=rect,
+        result=rect,
+        rgb=big[t.slices],
+        alpha=alpha[t.slices],
+        seeds=seeds,
+        control_maps=sources,
     )
     width, height = _snap(t.w), _snap(t.h)
-    sources = [big[tile.slices] for tile in batch]
     return passes.run_pass(rt, tile_job, inputs, sources, width, height, tile_req.strength, offset, total, hooks)
 
 

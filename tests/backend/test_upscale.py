@@ -248,6 +248,32 @@ def test_without_spandrel_an_upscaler_is_a_typed_refusal(tmp_path: Path, model_c
     assert caught.value.field == "submit.upscale.upscaler"
 
 
+def test_a_tile_controlnet_in_the_catalogue_holds_each_tile(model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tiny ControlNet, catalogued as a tile ControlNet of the tiny model's family: every batch runs
+    the ControlNet pipeline with one control image per tile, each that tile's own picture."""
+    from sfumato.backend.engine import Engine
+    from sfumato.backend.models.builtin import ensure_builtin
+    from sfumato.backend.models.catalogue import ModelEntry
+    from sfumato.backend.tasks import upscale
+
+    _, tiny_cn = ensure_builtin(model_cache)
+    tile_cn = ModelEntry("ControlNet/tiny-tile", "controlnet", "sd15-tiny", tiny_cn, "diffusers", control_type="tile")
+    engine = Engine(Catalogue([*Catalogue.scan([], model_cache).all(), tile_cn]), device="cpu")
+    seen: list[tuple[int, int]] = []
+    real_inputs = upscale.inputs
+
+    def watched(job: Any, width: int, height: int) -> dict[str, Any]:
+        args = real_inputs(job, width, height)
+        seen.append((len(args["control_image"]), len(job.control_maps)))
+        assert np.array_equal(job.control_maps[0], job.rgb)  # the first tile's map is its own picture
+        return args
+
+    monkeypatch.setattr(upscale, "inputs", watched)
+    out = engine.run(request(0.3), 7)
+    # a plain img2img pipeline would refuse control_image: these calls went through the ControlNet pipeline
+    assert seen == [(4, 4), (2, 2)] and out.images[0].size == (2 * W, 2 * H)
+
+
 # ---------------------------------------------------------------------------- refusals
 
 
