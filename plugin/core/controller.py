@@ -14,15 +14,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sfumato.protocol import Cancelled, JobError, Progress, Rect, Result, Submit
 
 from .client import Client, ConnectionChanged
-from .editor import DocumentLike
+from .editor import DocumentLike, EnlargingDocument
 from .expand import Margins, build_expand
 from .jobs import TrackedJob
 from .requests import GenerationParams, build_submit, new_job_id
+from .upscale import build_upscale
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,12 @@ class Controller:
         """Fill the border ``margins`` added to ``doc``'s canvas (the editor has grown it already)."""
         return self._send(doc, build_expand(doc, margins, params, new_job_id(self.job_prefix)))
 
+    def upscale(
+        self, doc: EnlargingDocument, params: GenerationParams, factor: int, upscaler: str | None, strength: float
+    ) -> Submit:
+        """Enlarge the active layer ×``factor`` into a new document (plugin/core/upscale.py)."""
+        return self._send(doc, build_upscale(doc, params, factor, upscaler, strength, new_job_id(self.job_prefix)))
+
     def _send(self, doc: DocumentLike, submit: Submit) -> Submit:
         self.documents[submit.job_id] = doc
         self.schedule(self.client.submit(submit, doc))
@@ -88,7 +95,13 @@ class Controller:
             self.connection = event
         elif job is not None:
             doc = self.documents.get(job.id)
-            if isinstance(event, Progress) and event.preview is not None and doc is not None and doc.is_open():
+            if (
+                isinstance(event, Progress)
+                and event.preview is not None
+                and doc is not None
+                and doc.is_open()
+                and job.submit.task != "upscale"  # an upscale's previews are tiles of a bigger picture
+            ):
                 doc.show_preview(event.preview, self._result_rect(job.submit))
             elif isinstance(event, Result):
                 self._land(job, event, doc)
@@ -109,7 +122,10 @@ class Controller:
             return
         doc.clear_preview()
         for image, seed in zip(result.images, result.seeds):
-            doc.insert_result(image, result.rect, result_layer_name(job.submit, seed))
+            if job.submit.task == "upscale":  # a bigger picture: a document of its own (plugin/core/upscale.py)
+                cast(EnlargingDocument, doc).open_enlarged(image, result_layer_name(job.submit, seed))
+            else:
+                doc.insert_result(image, result.rect, result_layer_name(job.submit, seed))
 
     @staticmethod
     def _result_rect(submit: Submit) -> Rect:

@@ -38,3 +38,11 @@ class DocumentLike(Protocol):
     def insert_result(self, image: Image, rect: Rect, name: str) -> None:
         """A new layer above the active one at ``rect``, undoable; the source layer stays untouched."""
         ...
+
+
+class EnlargingDocument(DocumentLike, Protocol):
+    """A document an upscale can start from: its editor opens the bigger picture as a new document."""
+
+    def open_enlarged(self, image: Image, name: str) -> None:
+        """A new document (same depth and profile) holding ``image`` as its one layer."""
+        ...

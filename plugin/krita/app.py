@@ -69,6 +69,10 @@ class SfumatoApp:
 
         return self._start(grow_and_fill)
 
+    def upscale(self, params: GenerationParams, factor: int, upscaler: str | None, strength: float) -> Submit | None:
+        """The active layer enlarged ×``factor`` into a new document."""
+        return self._start(lambda ctl, doc: ctl.upscale(doc, params, factor, upscaler, strength))
+
     def _start(self, action: Callable[[Controller, KritaDocument], Submit]) -> Submit | None:
         doc = active_document()
         self.last_error = ""

@@ -9,7 +9,15 @@ from krita import DockWidget, Krita
 from sfumato.plugin.core.expand import SIDES, Margins
 from sfumato.plugin.core.models import checkpoints, describe, loras_for
 from sfumato.plugin.core.requests import ControlSpec, GenerationParams
-from sfumato.protocol import CONTROL_TYPES, MAX_STEPS, SCHEDULERS, LoraWeight, ModelInfo, PreviewSettings
+from sfumato.protocol import (
+    CONTROL_TYPES,
+    MAX_STEPS,
+    SCHEDULERS,
+    UPSCALE_STRENGTH,
+    LoraWeight,
+    ModelInfo,
+    PreviewSettings,
+)
 
 from .app import SfumatoApp
 from .document import active_document
@@ -232,6 +240,20 @@ class SfumatoDocker(DockWidget):
         self.expand_section.form.addRow("Margin", self.expand_margin)
         self.expand_section.form.addRow(sides)
         self.expand_section.form.addRow(self.expand_button)
+        self.upscale_section = Section("Upscale", form)
+        self.upscale_factor = QtWidgets.QComboBox()
+        self.upscale_factor.addItem("×2", 2)
+        self.upscale_factor.addItem("×4", 4)
+        self.upscaler = QtWidgets.QComboBox()  # filled from the backend's catalogue; first entry: Lanczos
+        self.upscaler.addItem("Lanczos (no upscaler model)", None)
+        self.upscale_strength = _dspin(0, 1, 0.05, UPSCALE_STRENGTH)
+        self.upscale_button = QtWidgets.QPushButton("Upscale")
+        self.upscale_button.setToolTip("Enlarge the active layer and refine it in tiles, into a new document")
+        self.upscale_button.clicked.connect(self.upscale)
+        self.upscale_section.form.addRow("Factor", self.upscale_factor)
+        self.upscale_section.form.addRow("Upscaler", self.upscaler)
+        self.upscale_section.form.addRow("Refine", self.upscale_strength)
+        self.upscale_section.form.addRow(self.upscale_button)
         self.connection = Section("Connection", form, expanded=True)
         self.connection.form.addRow("Server", self.server)
         self.connection.form.addRow("Token", self.token)
@@ -282,6 +304,13 @@ class SfumatoDocker(DockWidget):
         sides = [side for side, box in self.expand_sides.items() if box.isChecked()]
         self._save_defaults()
         self.app.expand(self.params(), Margins.on(sides, self.expand_margin.value()))
+        self.refresh()
+
+    def upscale(self) -> None:
+        """Enlarge the active layer ×2 or ×4 into a new document, refined in tiles."""
+        self._save_defaults()
+        factor, upscaler = self.upscale_factor.currentData(), self.upscaler.currentData()
+        self.app.upscale(self.params(), int(factor), upscaler, self.upscale_strength.value())
         self.refresh()
 
     def cancel(self) -> None:
@@ -391,6 +420,9 @@ class SfumatoDocker(DockWidget):
             index = self.model.findData(self.app.settings.model)
             if index >= 0:
                 self.model.setCurrentIndex(index)
+            for m in welcome.models:
+                if m.kind == "upscaler" and not m.problem:
+                    self.upscaler.addItem(m.label or m.id, m.id)
         controller = self.app.controller
         jobs = controller.active_jobs() if controller is not None else []
         running = [j for j in jobs if j.state.value == "running"]

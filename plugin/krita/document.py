@@ -155,6 +155,9 @@ class KritaDocument:
         self._preview = None
         self.doc.refreshProjection()
 
+    def open_enlarged(self, image: Image, name: str) -> None:
+        _open_document(self.doc, image, name)
+
     def insert_result(self, image: Image, rect: Rect, name: str) -> None:
         active = self.doc.activeNode()
         node = self.doc.createNode(name, "paintlayer")
@@ -164,6 +167,20 @@ class KritaDocument:
         if active is not None:
             self.doc.setActiveNode(active)
         self.doc.refreshProjection()
+
+
+def _open_document(doc: Any, image: Image, name: str) -> None:
+    """A new document like ``doc`` (depth, profile, resolution) holding ``image`` as its one paint layer, shown."""
+    app = Krita.instance()
+    depth = doc.colorDepth()
+    new = app.createDocument(image.width, image.height, name, "RGBA", depth, doc.colorProfile(), doc.resolution())
+    layer = new.createNode(name, "paintlayer")
+    layer.setPixelData(to_krita(image, depth), 0, 0, image.width, image.height)
+    new.rootNode().addChildNode(layer, None)
+    new.setActiveNode(layer)
+    window = app.activeWindow()
+    if window is not None:
+        window.addView(new)
 
 
 def _scaled_bgra(image: Image, w: int, h: int) -> bytes:

@@ -114,9 +114,13 @@ class Document:
         self.active: Node | None = None
         self.sel: Selection | None = None
         self.refreshes = 0
+        self.title, self.dpi = "fake.kra", 72.0
+
+    def resolution(self) -> float:
+        return self.dpi
 
     def name(self) -> str:
-        return "fake.kra"
+        return self.title
 
     def fileName(self) -> str:
         return ""
@@ -196,6 +200,24 @@ class Krita:
 
     def activeDocument(self) -> Document | None:
         return self.docs[-1] if self.docs else None
+
+    def createDocument(
+        self, w: int, h: int, name: str, model: str, depth: str, profile: str, resolution: float
+    ) -> Document:
+        doc = Document(w, h, depth=depth, model=model, profile=profile)
+        doc.title, doc.dpi = name, resolution
+        return doc
+
+    def activeWindow(self) -> Window:
+        return Window(self)
+
+
+class Window:
+    def __init__(self, app: Krita) -> None:
+        self.app = app
+
+    def addView(self, doc: Document) -> None:
+        self.app.docs.append(doc)  # shown: it becomes the active document
 
 
 def __getattr__(name: str) -> Any:

@@ -142,6 +142,41 @@ def test_results_land_in_their_own_document_and_previews_are_cleared() -> None:
     asyncio.run(main())
 
 
+def test_an_upscale_enlarges_the_whole_layer_into_a_new_document() -> None:
+    class Source(ClosableDocument):
+        def __init__(self) -> None:
+            super().__init__()
+            self.enlarged: list[tuple[int, int, str]] = []
+
+        def open_enlarged(self, image: Image, name: str) -> None:
+            self.enlarged.append((image.width, image.height, name))
+
+    async def main() -> None:
+        client = FakeClient()
+        controller = Controller(client, lambda coro: asyncio.ensure_future(coro))  # type: ignore[arg-type]
+        doc = Source()
+        params = GenerationParams(prompt="big", seed=5, batch_size=3, controls=(ControlSpec("canny"),))
+        sub = controller.upscale(doc, params, 4, None, 0.25)
+        await asyncio.sleep(0)
+        assert (sub.task, sub.upscale.factor, sub.upscale.upscaler) == ("upscale", 4, None)
+        assert sub.image_rect == doc.canvas() and sub.strength == 0.25 and sub.batch_size == 1 and not sub.controls
+        big = pattern_rgba(doc.canvas().w * 4, doc.canvas().h * 4)
+        tile = Image(width=8, height=8, format="rgba8", data=bytes(256))
+        _drive(
+            controller,
+            client,
+            [
+                Started(job_id=sub.job_id, steps=2, steps_requested=8, width=64, height=64, seeds=(5,)),
+                Progress(job_id=sub.job_id, step=1, total=2, preview=tile),
+                Result(job_id=sub.job_id, images=(big,), rect=sub.output_rect, seeds=(5,)),
+            ],
+        )
+        assert doc.previews == []  # the tiles belong to the bigger picture, not to this document
+        assert doc.enlarged == [(big.width, big.height, "big [seed 5]")] and not doc.layers
+
+    asyncio.run(main())
+
+
 def test_errors_are_reported_in_plain_words() -> None:
     async def main() -> None:
         client = FakeClient()

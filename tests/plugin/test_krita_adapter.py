@@ -157,3 +157,15 @@ def test_expand_grows_the_canvas_and_asks_for_exactly_the_new_border(adapter: An
     assert sub.mask is not None and sub.context == Rect(x=0, y=0, w=10, h=9)
     cov = np.frombuffer(sub.mask.data, np.uint8).reshape(9, 10)
     assert (cov == np.where(px[..., 3] == 0, 255, 0)).all()  # the mask is the new border, exactly
+
+
+def test_an_upscale_opens_a_new_document_in_the_source_depth(adapter: Any) -> None:
+    doc = open_doc("U16")
+    doc.add_layer("Paint")
+    enlarged = Image(width=16, height=12, format=PixelFormat.RGBA16, data=struct.pack("<4H", 1, 2, 3, 4) * 192)
+    adapter.KritaDocument(doc).open_enlarged(enlarged, "big [seed 3]")
+    new = fake_krita.Krita.instance().activeDocument()
+    assert new is not doc and (new.width(), new.height(), new.colorDepth()) == (16, 12, "U16")
+    assert new.name() == "big [seed 3]" and [n.name() for n in new.topLevelNodes()] == ["big [seed 3]"]
+    assert new.topLevelNodes()[0].pixelData(0, 0, 1, 1) == struct.pack("<4H", 3, 2, 1, 4)  # Krita's BGRA
+    assert [n.name() for n in doc.topLevelNodes()] == ["Paint"]  # the source document is left as it was
