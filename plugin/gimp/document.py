@@ -112,6 +112,20 @@ class GimpDocument:
         Gimp.displays_flush()
         self._note("preview cleared")
 
+    def open_enlarged(self, image: Image, name: str) -> None:
+        """An upscale's result: a new image of the source's base type and precision, one layer, displayed."""
+        base, precision = self.image.get_base_type(), self.image.get_precision()
+        enlarged = Gimp.Image.new_with_precision(image.width, image.height, base, precision)
+        kind = Gimp.ImageType.GRAYA_IMAGE if int(base) == GRAY else Gimp.ImageType.RGBA_IMAGE
+        layer = Gimp.Layer.new(enlarged, name, image.width, image.height, kind, 100.0, Gimp.LayerMode.NORMAL)
+        enlarged.insert_layer(layer, None, 0)
+        buffer = layer.get_buffer()
+        buffer.set(Gegl.Rectangle.new(0, 0, image.width, image.height), BABL[image.format], image.data)
+        buffer.flush()
+        enlarged.clean_all()  # a new picture, not an edit of one: nothing to save yet
+        Gimp.Display.new(enlarged)
+        self._note("enlarged", name=name, size=[image.width, image.height])
+
     def insert_result(self, image: Image, rect: Rect, name: str) -> None:
         self.image.undo_group_start()  # one step: undo removes the layer with its pixels
         try:

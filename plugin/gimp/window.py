@@ -29,7 +29,7 @@ from sfumato.plugin.core.expand import SIDES, Margins  # noqa: E402
 from sfumato.plugin.core.jobs import TrackedJob  # noqa: E402
 from sfumato.plugin.core.models import checkpoints, describe, loras_for  # noqa: E402
 from sfumato.plugin.core.requests import GenerationParams  # noqa: E402
-from sfumato.protocol import MAX_STEPS, SCHEDULERS, JobState, PreviewSettings, Submit  # noqa: E402
+from sfumato.protocol import MAX_STEPS, SCHEDULERS, UPSCALE_STRENGTH, JobState, PreviewSettings, Submit  # noqa: E402
 
 from . import glib  # noqa: E402
 from .bridge import Bridge  # noqa: E402
@@ -42,6 +42,7 @@ from .settings import Settings  # noqa: E402
 log = logging.getLogger(__name__)
 TEST_HOOK_ENV = "SFUMATO_GIMP_TEST_HOOK"  # a Python file whose start(window) drives the window (tests/gimp)
 
+LANCZOS = ""  # the upscaler list's first entry: no model, Lanczos resampling
 STATES = {"connected": "Connected", "connecting": "Connecting…", "disconnected": "Disconnected", "failed": "Refused"}
 
 
@@ -182,6 +183,27 @@ class SfumatoWindow:
         _attach_rows(
             self.expand_section.grid, [("Margin", self.expand_margin), ("", sides_row), ("", self.expand_button)]
         )
+        self.upscale_section = _section(grid, "Upscale")
+        self.upscale_factor = Gtk.ComboBoxText()
+        for factor in ("2", "4"):
+            self.upscale_factor.append(factor, f"×{factor}")
+        self.upscale_factor.set_active_id("2")
+        self.upscaler = Gtk.ComboBoxText()  # filled from the backend's catalogue; first entry: Lanczos
+        self.upscaler.append(LANCZOS, "Lanczos (no upscaler model)")
+        self.upscaler.set_active_id(LANCZOS)
+        self.upscale_strength = spin(0, 1, 0.05, UPSCALE_STRENGTH)
+        self.upscale_button = Gtk.Button(label="Upscale")
+        self.upscale_button.set_tooltip_text("Enlarge the layer and refine it in tiles, into a new image")
+        self.upscale_button.connect("clicked", lambda _b: self.upscale())
+        _attach_rows(
+            self.upscale_section.grid,
+            [
+                ("Factor", self.upscale_factor),
+                ("Upscaler", self.upscaler),
+                ("Refine", self.upscale_strength),
+                ("", self.upscale_button),
+            ],
+        )
         self.connection = _section(grid, "Connection", expanded=True)
         _attach_rows(self.connection.grid, [("Server", self.server), ("Token", self.token), ("", self.connect_button)])
         self._was_connected = False
@@ -235,6 +257,14 @@ class SfumatoWindow:
             return ctl.expand(doc, self.params(), margins)
 
         return self._start(grow_and_fill)
+
+    def upscale(self) -> Submit | None:
+        """The selected layer enlarged ×2 or ×4 into a new image, refined in tiles."""
+        factor = int(self.upscale_factor.get_active_id() or "2")
+        chosen = self.upscaler.get_active_id()
+        upscaler = None if chosen in (None, LANCZOS) else chosen
+        strength = self.upscale_strength.get_value()
+        return self._start(lambda ctl, doc: ctl.upscale(doc, self.params(), factor, upscaler, strength))
 
     def _start(self, action: Callable[[Controller, GimpDocument], Submit]) -> Submit | None:
         self.last_error = ""
@@ -359,6 +389,9 @@ class SfumatoWindow:
                         self.model.append(m.id, describe(m))
                 unusable = [describe(m) for m in listed if m.problem]  # shown with the reason, never chosen
                 self.model.set_tooltip_text("\n".join(["Not usable:", *unusable]) if unusable else None)
+                for m in welcome.models:
+                    if m.kind == "upscaler" and not m.problem:
+                        self.upscaler.append(m.id, m.label or m.id)
                 if not self.model.set_active_id(self.settings.model):
                     self.model.set_active(0)
         jobs = controller.active_jobs() if controller is not None else []

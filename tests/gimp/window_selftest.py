@@ -331,6 +331,29 @@ def scenario(win: Any, run: Run) -> Iterator[Wait | None]:
     alpha = {wide[y * row + x * 4 + 3] for y in range(size) for x in range(size, size + margin)}
     run.check("expand: the new border is painted, opaque", alpha == {255}, sorted(alpha)[:5])
 
+    # (g) Upscale ×2 from the window: a new image twice the size, in the source's precision; this one unchanged
+    images_before = {i.get_id() for i in Gimp.get_images()}
+    layers_now = names(image)
+    win.prompt.get_buffer().set_text("bigger")
+    win.steps.set_value(4)
+    win.seed.set_value(13)
+    win.upscale_factor.set_active_id("2")
+    win.upscale_button.clicked()
+
+    def enlarged() -> list[Any]:
+        return [i for i in Gimp.get_images() if i.get_id() not in images_before]
+
+    yield Wait(lambda: bool(enlarged()), 120, "the upscaled image")
+    big = enlarged()[0]
+    run.check(
+        "upscale: a new image twice the size, in the source's precision; this image unchanged",
+        (big.get_width(), big.get_height()) == (2 * image.get_width(), 2 * image.get_height())
+        and big.get_precision() == image.get_precision()
+        and [layer.get_name() for layer in big.get_layers()] == ["bigger [seed 13]"]
+        and names(image) == layers_now,
+        f"{big.get_width()}x{big.get_height()} {[layer.get_name() for layer in big.get_layers()]}",
+    )
+
     # (d) what cannot be done is said in plain words, nothing is sent
     image.set_selected_layers([src, result])
     sent = len(ctl.client.tracker.jobs)
