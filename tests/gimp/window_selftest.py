@@ -219,9 +219,12 @@ def scenario(win: Any, run: Run) -> Iterator[Wait | None]:
     control = win.add_control()
     control.type.set_active_id("canny")
     run.check("ControlNet: the source list holds the image's layers", control.layer.set_active_id("Paint"))
+    tracker = win.controller.client.tracker
     win.generate_button.clicked()
     run.check("generate: no error shown", win.message.get_text() == "", win.message.get_text())
-    submit = list(win.controller.client.tracker.jobs.values())[-1].submit
+    # the submit reaches the tracker from the network thread: wait for it rather than race it
+    yield Wait(lambda: bool(tracker.jobs), 10, "the submit to be tracked")
+    submit = list(tracker.jobs.values())[-1].submit
     sent = submit.controls[0].image if len(submit.controls) == 1 else None
     run.check(
         "ControlNet: canny from the layer 'Paint' sent with its pixels",
