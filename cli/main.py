@@ -224,6 +224,21 @@ async def _connected(url: str, token: str | None, listener: Any) -> AsyncIterato
             await asyncio.wait_for(task, 5)
 
 
+def finished(outcome: asyncio.Future[Any], failed: asyncio.Future[Any]) -> Any:
+    """The job's ``Result``, or the CliError that says why there is none (lost backend, job error, cancel)."""
+    from sfumato.protocol import Cancelled, JobError, Result
+
+    if not outcome.done():
+        raise CliError(f"lost the backend: {failed.result()}", EXIT_CONNECTION)
+    event = outcome.result()
+    if isinstance(event, JobError):
+        raise CliError(f"{event.message}" + (f" ({event.field})" if event.field else ""))
+    if isinstance(event, Cancelled):
+        raise CliError("the job was cancelled")
+    assert isinstance(event, Result)
+    return event
+
+
 def check_output(path: Path) -> None:
     """Refuse an output that cannot be written before any job runs (batch outputs share its folder)."""
     folder = path.parent
@@ -412,13 +427,7 @@ async def run_img2img(args: argparse.Namespace) -> int:
         raise CliError(f"invalid request: {exc}", EXIT_USAGE) from None
     if not args.quiet:
         print(file=sys.stderr)
-    if not outcome.done():
-        raise CliError(f"lost the backend: {failed.result()}", EXIT_CONNECTION)
-    event = outcome.result()
-    if isinstance(event, JobError):
-        raise CliError(f"{event.message}" + (f" ({event.field})" if event.field else ""))
-    if isinstance(event, Cancelled):
-        raise CliError("the job was cancelled")
+    event = finished(outcome, failed)
     pixels = doc.pixels
     outputs = []
     for i, (image, rect, _name) in enumerate(doc.results):

@@ -14,7 +14,7 @@ import numpy as np
 from sfumato.protocol import UPSCALE_FACTORS, Cancelled, Image, JobError, Progress, Result, Submit, UpscaleOptions
 from sfumato.protocol.defaults import DEFAULT_MODEL, DEFAULT_SCHEDULER, DEFAULT_STEPS, UPSCALE_STRENGTH
 
-from .main import EXIT_CONNECTION, EXIT_OK, EXIT_USAGE, CliError, check_output
+from .main import EXIT_OK, EXIT_USAGE, CliError, check_output
 
 
 def add_parser(sub: Any) -> None:
@@ -41,7 +41,7 @@ async def run_upscale(args: argparse.Namespace) -> int:
     from sfumato.protocol.limits import HARD_MAX_PIXELS
 
     from .document import load_rgba, save_rgba
-    from .main import _connected, _embedded_backend, _embedded_config, _read_image
+    from .main import _connected, _embedded_backend, _embedded_config, _read_image, finished
 
     check_output(args.output)
     cfg = None if args.server else _embedded_config()
@@ -88,13 +88,7 @@ async def run_upscale(args: argparse.Namespace) -> int:
         await asyncio.wait([outcome, failed], return_when=asyncio.FIRST_COMPLETED)
     if not args.quiet:
         print(file=sys.stderr)
-    if not outcome.done():
-        raise CliError(f"lost the backend: {failed.result()}", EXIT_CONNECTION)
-    event = outcome.result()
-    if isinstance(event, JobError):
-        raise CliError(f"{event.message}" + (f" ({event.field})" if event.field else ""))
-    if isinstance(event, Cancelled):
-        raise CliError("the job was cancelled")
+    event = finished(outcome, failed)
     image = event.images[0]
     save_rgba(args.output, np.frombuffer(image.data, np.uint8).reshape(image.height, image.width, 4))
     print(f"wrote {args.output} ({image.width}×{image.height}; {event.timings.get('total', 0):.2f} s)")

@@ -200,3 +200,34 @@ def backend_process(cache: Path, *args: str, env: dict[str, str] | None = None) 
             if "drain" in locals():
                 drain.join(30)  # the pipe ends with the process; closing it under the reader would race
             proc.stdout.close()
+
+
+class RecordingHooks:
+    """Engine hooks that ask for previews and remember what the engine reported; ``cancel_after``
+    steps, it asks the engine to stop (the engine's hooks interface, without importing the backend)."""
+
+    def __init__(self, cancel_after: int | None = None) -> None:
+        self.steps: list[tuple[int, int]] = []
+        self.previews: list[Any] = []
+        self.started_args: tuple[Any, ...] = ()
+        self.cancel_after = cancel_after
+
+    @property
+    def started_total(self) -> int:
+        """The steps the engine announced it would run."""
+        return int(self.started_args[0]) if self.started_args else -1
+
+    def started(self, *args: Any) -> None:
+        self.started_args = args
+
+    def progress(self, step: int, total: int) -> None:
+        self.steps.append((step, total))
+
+    def wants_preview(self) -> bool:
+        return True
+
+    def preview(self, image: Any) -> None:
+        self.previews.append(image)
+
+    def cancelled(self) -> bool:
+        return self.cancel_after is not None and len(self.steps) >= self.cancel_after

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sfumato.plugin.core.requests import GenerationParams
+from sfumato.plugin.core.settings import DEFAULT_SERVER
 from sfumato.protocol import (
     DEFAULT_GUIDANCE,
     DEFAULT_MODEL,
@@ -23,7 +24,6 @@ from sfumato.protocol import (
     PreviewSettings,
 )
 
-DEFAULT_SERVER = "ws://127.0.0.1:7860"
 MAX_BATCH = 8  # the backend's default max_batch; a larger one is refused with the backend's own words
 MAX_SEED = 2**31 - 1  # a PDB int is 32-bit signed; -1 means "random"
 

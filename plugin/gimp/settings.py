@@ -7,25 +7,13 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from sfumato.protocol import DEFAULT_GUIDANCE, DEFAULT_MODEL, DEFAULT_SCHEDULER, DEFAULT_STEPS, DEFAULT_STRENGTH
-
-from .params import DEFAULT_SERVER
+from sfumato.plugin.core.settings import EditorSettings
 
 FILE_NAME = "sfumato.json"
 
 
 @dataclass
-class Settings:
-    server_url: str = DEFAULT_SERVER
-    token: str = ""
-    model: str = DEFAULT_MODEL
-    strength: float = DEFAULT_STRENGTH
-    steps: int = DEFAULT_STEPS
-    guidance: float = DEFAULT_GUIDANCE
-    scheduler: str = DEFAULT_SCHEDULER
-    batch_size: int = 1
-    negative_prompt: str = ""
-
+class Settings(EditorSettings):
     @classmethod
     def load(cls, folder: Path) -> Settings:
         """Whatever is readable; a missing, broken or older file gives the defaults for what it lacks."""

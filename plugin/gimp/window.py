@@ -29,6 +29,7 @@ from sfumato.plugin.core.expand import SIDES, Margins  # noqa: E402
 from sfumato.plugin.core.jobs import TrackedJob  # noqa: E402
 from sfumato.plugin.core.models import checkpoints, describe, loras_for  # noqa: E402
 from sfumato.plugin.core.requests import GenerationParams  # noqa: E402
+from sfumato.plugin.core.status import connection_line, message_line, queue_line  # noqa: E402
 from sfumato.protocol import MAX_STEPS, SCHEDULERS, UPSCALE_STRENGTH, JobState, PreviewSettings, Submit  # noqa: E402
 
 from . import glib  # noqa: E402
@@ -43,7 +44,6 @@ log = logging.getLogger(__name__)
 TEST_HOOK_ENV = "SFUMATO_GIMP_TEST_HOOK"  # a Python file whose start(window) drives the window (tests/gimp)
 
 LANCZOS = ""  # the upscaler list's first entry: no model, Lanczos resampling
-STATES = {"connected": "Connected", "connecting": "Connecting…", "disconnected": "Disconnected", "failed": "Refused"}
 
 
 @dataclass
@@ -370,12 +370,7 @@ class SfumatoWindow:
         controller = self.controller
         conn = controller.connection if controller is not None else ConnectionChanged("disconnected")
         welcome = conn.welcome
-        text = STATES.get(conn.state, conn.state)
-        if welcome is not None and conn.state == "connected":
-            text += f" — {welcome.device}"
-        if conn.detail and conn.state != "connected":
-            text += f": {conn.detail}"
-        self.status.set_text(text)
+        self.status.set_text(connection_line(conn))
         connected = conn.state == "connected"
         if connected != self._was_connected:  # fold the connection settings once connected, unfold on trouble
             self.connection.set_expanded(not connected)
@@ -403,17 +398,10 @@ class SfumatoWindow:
         else:
             self.progress.set_fraction(0.0)
             self.progress.set_text("")
-        queued = [j.position for j in jobs if j.state == JobState.QUEUED and j.position is not None]
-        if queued:
-            self.queue.set_text(f"{len(jobs)} job(s); next in queue at position {min(queued) + 1}")
-        else:
-            self.queue.set_text(f"{len(jobs)} job(s) running" if jobs else "")
+        self.queue.set_text(queue_line(jobs))
         self.cancel_button.set_sensitive(bool(jobs))
         self.generate_button.set_sensitive(self.image.is_valid())
-        notes = [self.last_error] if self.last_error else []
-        if controller is not None and controller.messages:
-            notes.append(controller.messages[-1])
-        self.message.set_text("\n".join(notes))
+        self.message.set_text(message_line(self.last_error, controller.messages if controller is not None else []))
 
 
 def run_window(image: Any) -> None:

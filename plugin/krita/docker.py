@@ -9,6 +9,7 @@ from krita import DockWidget, Krita
 from sfumato.plugin.core.expand import SIDES, Margins
 from sfumato.plugin.core.models import checkpoints, describe, loras_for
 from sfumato.plugin.core.requests import ControlSpec, GenerationParams
+from sfumato.plugin.core.status import connection_line, message_line, queue_line
 from sfumato.protocol import (
     CONTROL_TYPES,
     MAX_STEPS,
@@ -395,17 +396,7 @@ class SfumatoDocker(DockWidget):
     def refresh(self) -> None:
         conn = self.app.connection
         welcome = conn.welcome
-        text = {
-            "connected": "Connected",
-            "connecting": "Connecting…",
-            "disconnected": "Disconnected",
-            "failed": "Refused",
-        }.get(conn.state, conn.state)
-        if welcome is not None and conn.state == "connected":
-            text += f" — {welcome.device}"
-        if conn.detail and conn.state != "connected":
-            text += f": {conn.detail}"
-        self.status.setText(text)
+        self.status.setText(connection_line(conn))
         connected = conn.state == "connected"
         if connected != self._was_connected:  # fold the connection settings once connected, unfold on trouble
             self.connection.set_expanded(not connected)
@@ -432,14 +423,6 @@ class SfumatoDocker(DockWidget):
         else:
             self.progress.setRange(0, 1)
             self.progress.setValue(0)
-        queued = [j for j in jobs if j.state.value == "queued" and j.position is not None]
-        self.queue.setText(
-            f"{len(jobs)} job(s); next in queue at position {min(j.position or 0 for j in queued) + 1}"
-            if queued
-            else (f"{len(jobs)} job(s) running" if jobs else "")
-        )
+        self.queue.setText(queue_line(jobs))
         self.cancel_button.setEnabled(bool(jobs))
-        notes = [self.app.last_error] if self.app.last_error else []
-        if controller is not None and controller.messages:
-            notes.append(controller.messages[-1])
-        self.message.setText("\n".join(notes))
+        self.message.setText(message_line(self.app.last_error, controller.messages if controller is not None else []))

@@ -6,29 +6,14 @@ from dataclasses import dataclass, fields
 
 from krita import Krita
 
-from sfumato.protocol import (
-    DEFAULT_GUIDANCE,
-    DEFAULT_MODEL,
-    DEFAULT_PREVIEWS_PER_SECOND,
-    DEFAULT_SCHEDULER,
-    DEFAULT_STEPS,
-    DEFAULT_STRENGTH,
-)
+from sfumato.plugin.core.settings import EditorSettings
+from sfumato.protocol import DEFAULT_PREVIEWS_PER_SECOND
 
 GROUP = "sfumato"
 
 
 @dataclass
-class Settings:
-    server_url: str = "ws://127.0.0.1:7860"
-    token: str = ""
-    model: str = DEFAULT_MODEL
-    strength: float = DEFAULT_STRENGTH
-    steps: int = DEFAULT_STEPS
-    guidance: float = DEFAULT_GUIDANCE
-    scheduler: str = DEFAULT_SCHEDULER
-    batch_size: int = 1
-    negative_prompt: str = ""
+class Settings(EditorSettings):
     previews_per_second: float = DEFAULT_PREVIEWS_PER_SECOND
 
     @classmethod

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import pattern_rgba, rect_mask
+from helpers import RecordingHooks, pattern_rgba, rect_mask
 
-from sfumato.backend.engine import JobCancelled, NoHooks
+from sfumato.backend.engine import JobCancelled
 from sfumato.backend.errors import JobFailure
 from sfumato.protocol import SCHEDULERS, Control, Image, InpaintOptions, Rect, Submit
 
@@ -37,34 +37,11 @@ def composite(base: Image, layer: Image, rect: Rect) -> np.ndarray:
     return paste(arr(base).copy(), layer, rect)
 
 
-class Recorder(NoHooks):
-    def __init__(self, cancel_after: int | None = None) -> None:
-        self.steps: list[tuple[int, int]] = []
-        self.previews: list[Image] = []
-        self.started_args: tuple[Any, ...] = ()
-        self.cancel_after = cancel_after
-
-    def started(self, *args: Any) -> None:
-        self.started_args = args
-
-    def progress(self, step: int, total: int) -> None:
-        self.steps.append((step, total))
-
-    def wants_preview(self) -> bool:
-        return True
-
-    def preview(self, image: Image) -> None:
-        self.previews.append(image)
-
-    def cancelled(self) -> bool:
-        return self.cancel_after is not None and len(self.steps) >= self.cancel_after
-
-
 # ---------------------------------------------------------------------------- img2img
 
 
 def test_img2img_restyles_and_reports_steps(engine: Any) -> None:
-    hooks = Recorder()
+    hooks = RecordingHooks()
     out = engine.run(req(strength=0.5, steps=10), seed=5, hooks=hooks)
     assert out.rect == Rect(x=0, y=0, w=64, h=64) and out.seeds == [5]
     steps, requested, w, h, seeds = hooks.started_args
@@ -214,7 +191,7 @@ def test_inpaint_cost_follows_the_selection_via_context(engine: Any) -> None:
     """A small selection on a large image: the model only sees the context around it."""
     image = pattern_rgba(256, 256, seed=2)
     mask = rect_mask(256, 256, 100, 120, 124, 140)
-    hooks = Recorder()
+    hooks = RecordingHooks()
     out = engine.run(req("inpaint", image=image, mask=mask, strength=1.0, steps=4), seed=3, hooks=hooks)
     _, _, w, h, _ = hooks.started_args
     assert w * h <= 96 * 96  # generated near the tiny model's native size, not at 256²
@@ -225,7 +202,7 @@ def test_inpaint_cost_follows_the_selection_via_context(engine: Any) -> None:
 
 
 def test_huge_region_gets_a_refine_pass(engine: Any) -> None:
-    hooks = Recorder()
+    hooks = RecordingHooks()
     engine.run(req(size=160, strength=0.8, steps=5), seed=1, hooks=hooks)
     steps, _requested, w, h, _ = hooks.started_args
     assert (w, h) == (64, 64)  # first pass at the native size
@@ -330,7 +307,7 @@ def test_cancel_stops_within_a_step_and_skips_the_decode(engine: Any, monkeypatc
     cache_pipe = engine.cache.pipeline(engine.catalogue.get("builtin:tiny"), "img2img", [])
     original = cache_pipe.vae.decode
     monkeypatch.setattr(cache_pipe.vae, "decode", lambda *a, **k: decoded.append(1) or original(*a, **k))
-    hooks = Recorder(cancel_after=2)
+    hooks = RecordingHooks(cancel_after=2)
     with pytest.raises(JobCancelled):
         engine.run(req(steps=20, strength=1.0), seed=1, hooks=hooks)
     assert len(hooks.steps) == 2

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import aio, connected_client, running_server
+from helpers import RecordingHooks, aio, connected_client, running_server
 
 from sfumato.backend.errors import JobFailure
 from sfumato.backend.imaging import pixels, tiles
@@ -62,29 +62,6 @@ def seam(picture: np.ndarray, width: int, height: int) -> tuple[float, float]:
     border = [dx[x - 1] for x in xs if 0 < x < width] + [dy[y - 1] for y in ys if 0 < y < height]
     others = [d for i, d in enumerate(dx) if i + 1 not in xs] + [d for i, d in enumerate(dy) if i + 1 not in ys]
     return float(np.mean(border)), float(np.mean(others))
-
-
-class Hooks:
-    def __init__(self, cancel_after: int | None = None) -> None:
-        self.steps: list[tuple[int, int]] = []
-        self.previews: list[Image] = []
-        self.started_total = -1
-        self.cancel_after = cancel_after
-
-    def started(self, steps: int, steps_requested: int, width: int, height: int, seeds: list[int]) -> None:
-        self.started_total = steps
-
-    def progress(self, step: int, total: int) -> None:
-        self.steps.append((step, total))
-
-    def wants_preview(self) -> bool:
-        return True
-
-    def preview(self, image: Image) -> None:
-        self.previews.append(image)
-
-    def cancelled(self) -> bool:
-        return self.cancel_after is not None and len(self.steps) >= self.cancel_after
 
 
 # ---------------------------------------------------------------------------- tiles
@@ -166,7 +143,7 @@ def test_the_tiny_model_at_low_strength_leaves_no_seam_out_of_its_noise(engine: 
 
 
 def test_one_progress_over_all_tiles_with_previews_of_the_tile(engine: Any) -> None:
-    hooks = Hooks()
+    hooks = RecordingHooks()
     engine.run(request(0.3), 7, hooks)
     assert hooks.started_total == 2 * 3  # int(10 × 0.3) steps per batch, two batches
     steps = [s for s, _ in hooks.steps]
@@ -176,7 +153,7 @@ def test_one_progress_over_all_tiles_with_previews_of_the_tile(engine: Any) -> N
 
 
 def test_cancel_between_tiles_stops_early(engine: Any) -> None:
-    hooks = Hooks(cancel_after=3)  # the first batch's last step
+    hooks = RecordingHooks(cancel_after=3)  # the first batch's last step
     with pytest.raises(JobCancelled):
         engine.run(request(0.3), 7, hooks)
     assert [s for s, _ in hooks.steps] == [1, 2, 3]

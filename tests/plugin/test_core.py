@@ -310,3 +310,23 @@ def test_a_linear_float_layer_becomes_the_rgba8_map_the_painter_sees() -> None:
     assert pixels.to_rgba8(img).data == bytes([128, 128, 128, 128])
     nan = Image(width=1, height=1, format="rgbaf32", data=struct.pack("<4f", float("nan"), 2.0, -1.0, 1.0))
     assert pixels.to_rgba8(nan).data == bytes([0, 255, 0, 255])
+
+
+def test_status_lines_say_the_state_the_queue_and_the_latest_word() -> None:
+    from sfumato.plugin.core.client import ConnectionChanged
+    from sfumato.plugin.core.jobs import TrackedJob
+    from sfumato.plugin.core.status import connection_line, message_line, queue_line
+    from sfumato.protocol import JobState, JobStates
+
+    hello = welcome("S", False)
+    conn = ClientConnection("x", jobs=JobStates())
+    conn.hello()
+    conn.receive(hello)
+    assert connection_line(ConnectionChanged("connected", welcome=conn.welcome)).startswith("Connected — ")
+    assert connection_line(ConnectionChanged("failed", "wrong token")) == "Refused: wrong token"
+    sub = build_submit(ListDocument(None), GenerationParams(), "j")
+    running = TrackedJob(sub, state=JobState.RUNNING)
+    waiting = [TrackedJob(sub, state=JobState.QUEUED, position=p) for p in (4, 2)]
+    assert queue_line([]) == "" and queue_line([running]) == "1 job(s) running"
+    assert queue_line([running, *waiting]) == "3 job(s); next in queue at position 3"
+    assert message_line("", []) == "" and message_line("no layer", ["a", "b"]) == "no layer\nb"
