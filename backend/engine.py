@@ -11,7 +11,7 @@ import time
 import weakref
 from typing import Any
 
-from sfumato.protocol import MODEL_KINDS, Control, ErrorCode, ModelInfo, Submit
+from sfumato.protocol import MODEL_KINDS, ErrorCode, ModelInfo, Submit
 
 from .errors import JobFailure
 from .imaging.preview import LatentPreviewer
@@ -90,8 +90,8 @@ class Engine:
 
     # ------------------------------------------------------------------ 1. checks
 
-    def check(self, req: Submit) -> tuple[ModelEntry, list[tuple[Control, ModelEntry]]]:
-        """Everything that can be rejected before the job is queued."""
+    def check(self, req: Submit) -> Models:
+        """Everything that can be rejected before the job is queued; the models the job will run with."""
         entry = self.catalogue.get(req.model)
         check_scheduler(req.scheduler)
         if req.strength > 0 and steps_run(req.steps, req.strength) < 1:
@@ -103,8 +103,8 @@ class Engine:
             )
         controls = control.check(self.catalogue, req.controls, entry)
         TASKS[req.task].check(req, self.catalogue)
-        self.addons(req, entry)  # LoRAs, embeddings and a VAE that do not exist or fit are refused before queueing
-        return entry, controls
+        # LoRAs, embeddings and a VAE that do not exist or fit are refused before queueing
+        return Models(entry, controls, self.addons(req, entry))
 
     def addons(self, req: Submit, entry: ModelEntry) -> addons.Addons:
         return addons.resolve(req, self.catalogue, entry, self.cache.fp16)
@@ -113,9 +113,8 @@ class Engine:
 
     def run(self, req: Submit, seed: int, hooks: JobHooks | None = None) -> EngineResult:
         t0 = time.perf_counter()
-        entry, controls = self.check(req)
         task = TASKS[req.task]
-        job = task.prepare(req, Models(entry, controls, self.addons(req, entry)), seed)
+        job = task.prepare(req, self.check(req), seed)
         timings = {"prepare": time.perf_counter() - t0}
         runtime = passes.Runtime(self.catalogue, self.cache, self._previewers)
         out = task.generate(runtime, job, hooks or NoHooks(), timings)

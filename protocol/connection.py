@@ -93,7 +93,7 @@ class Connection:
     @property
     def buffers(self) -> bool:
         """Whether large payloads travel as buffer frames (both sides speak 1.2)."""
-        return self.version is not None and self.version >= BUFFERS_SINCE
+        return self._speaks(BUFFERS_SINCE)
 
     def receive(self, frame: object) -> Event | None:
         """One websocket message from the peer → the event it completes (``None``: buffer frames still due).
@@ -199,11 +199,11 @@ class ServerConnection(Connection):
         """Accept the hello. ``compress``: this link wants zlib images (it is not loopback-only)."""
         if self.state is not ConnectionState.AWAITING_WELCOME or self.hello is None:
             raise ProtocolViolation(f"expected to welcome after a hello, in state {self.state.value}", "state")
-        if self.version is None or self.version < DETAILS_SINCE:
+        if not self._speaks(DETAILS_SINCE):
             models = tuple(m for m in models if m.kind in KINDS_BEFORE_DETAILS and not m.problem)
-        if self.version is None or self.version < DEVICES_SINCE:
+        if not self._speaks(DEVICES_SINCE):
             devices = ()
-        if self.version is None or self.version < UPSCALE_SINCE:
+        if not self._speaks(UPSCALE_SINCE):
             models = tuple(m for m in models if m.kind != "upscaler")
         welcome = Welcome(
             version=self.speaks,
@@ -225,7 +225,7 @@ class ServerConnection(Connection):
         return self.send(Error(code=error.code, message=error.message, field=error.field, fatal=True))
 
     def _for_peer(self, message: Message) -> Message:
-        if self.version is not None and self.version >= DEVICES_SINCE:
+        if self._speaks(DEVICES_SINCE):
             return message
         if isinstance(message, Status) and message.devices:
             return dataclasses.replace(message, devices=())
@@ -311,7 +311,7 @@ class ClientConnection(Connection):
         if self.state is not ConnectionState.OPEN:
             raise ProtocolViolation(f"expected to send {message.TYPE!r} after the welcome", "state")
         if isinstance(message, Submit):
-            if (message.loras or message.vae) and (self.version is None or self.version < DETAILS_SINCE):
+            if (message.loras or message.vae) and not self._speaks(DETAILS_SINCE):
                 raise ProtocolViolation(
                     "the backend speaks an older protocol that cannot apply LoRAs or a VAE; update the backend",
                     "submit.loras" if message.loras else "submit.vae",

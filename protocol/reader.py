@@ -22,11 +22,6 @@ class MessageReader:
         self._header: Header | Unknown | None = None
         self._buffers: list[bytes] = []
 
-    @property
-    def waiting(self) -> bool:
-        """Whether a header's buffer frames are still expected."""
-        return self._header is not None
-
     def read(self, frame: object) -> Message | Unknown | None:
         """The message ``frame`` completes, or ``None`` while its buffer frames are still arriving."""
         if self._header is None:

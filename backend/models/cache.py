@@ -62,6 +62,7 @@ class PipelineCache:
         self.device, self.dtype, self.budget = device, dtype, budget_bytes
         self.memory = memory  # the requested memory mode; each model's placement is chosen when it loads
         self.placements: dict[str, Placement] = {}
+        self._memory_mode = memory
         self.configs = configs  # architecture configs of single files (tests point it at tiny ones)
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._controlnets: OrderedDict[str, Any] = OrderedDict()
@@ -131,6 +132,7 @@ class PipelineCache:
         self._models.clear()
         self._controlnets.clear()
         self.placements.clear()
+        self._memory_mode = self.memory
         self._free()
 
     def _free(self) -> None:
@@ -172,13 +174,15 @@ class PipelineCache:
         placement = choose(self.memory, self.device, free_memory(self.device), sum(sizes), max(sizes, default=0))
         log.info("%s: memory %s", entry.id, placement.reason)
         self.placements[entry.id] = placement
+        self._memory_mode = placement.mode
         return place(pipe, placement, self.device)
 
     @property
     def memory_mode(self) -> str:
-        """The placement of the model loaded last, or the requested mode before any has loaded."""
-        loaded = [self.placements[m] for m in self._models if m in self.placements]
-        return loaded[-1].mode if loaded else self.memory
+        """The placement of the model loaded last, or the requested mode before any has loaded.
+
+        One attribute read: the event loop asks while the worker thread may be loading or evicting."""
+        return self._memory_mode
 
     def preview_decoder(self, entry: ModelEntry) -> Any:
         """A TAESD (AutoencoderTiny) decoder, loaded once."""

@@ -100,3 +100,4 @@ def test_a_memory_mode_is_validated_and_reported(model_cache: Path) -> None:
     engine.run(submit("builtin:tiny"), 1)
     placement = engine.cache.placements["builtin:tiny"]
     assert placement.mode == "high" and "cpu" in placement.reason  # a CPU has nothing to offload to
+    assert engine.cache.memory_mode == "high"  # what the status names once a model is placed

@@ -142,7 +142,8 @@ async def test_model_affinity_never_lets_a_later_job_overtake_the_fair_order() -
         plain.gate("y1").set()
         holds_m.gate("x2").set()
         await until(lambda: not hub.running, what="every job done")
-        assert hub.device_status()[0].loaded_models  # each device says what it holds
+        held = {d.device: d.loaded_models for d in hub.device_status()}
+        assert "n" in held["fake:holds-m"]  # refreshed after a job: x1 (model n) ran on holds-m
     finally:
         dispatcher.cancel()
         await workers.stop(5)

@@ -271,10 +271,7 @@ def scenario(win: Any, run: Run) -> Iterator[Wait | None]:
     win.generate_button.clicked()
     yield Wait(landed("a fox [seed 9]"), 90, "the inpaint result")
     after = projection(image)
-    outside = sum(1 for i, c in enumerate(coverage) if c == 0 and after[4 * i : 4 * i + 4] != before[4 * i : 4 * i + 4])
-    inside = sum(
-        1 for i, c in enumerate(coverage) if c == 255 and after[4 * i : 4 * i + 4] != before[4 * i : 4 * i + 4]
-    )
+    outside, inside = changed(before, after, coverage, 0), changed(before, after, coverage, 255)
     run.check("inpaint: 0 pixels changed outside the selection", outside == 0, f"{outside} changed")
     run.check("inpaint: pixels inside the selection repainted", inside > 0, f"{inside} changed")
     run.check("inpaint: preview layer removed", image.get_layer_by_name(PREVIEW_LAYER) is None)
@@ -359,10 +356,10 @@ def scenario(win: Any, run: Run) -> Iterator[Wait | None]:
 
     # (d) what cannot be done is said in plain words, nothing is sent
     image.set_selected_layers([src, result])
-    sent = len(ctl.client.tracker.jobs)
+    sent = len(ctl.documents)  # filled at once, on this thread, for anything sent (the tracker fills later)
     win.generate_button.clicked()
     run.check(
         "two layers selected: refused in plain words, nothing sent",
-        "select exactly one layer" in win.message.get_text() and len(ctl.client.tracker.jobs) == sent,
-        f"{win.message.get_text()!r} {len(ctl.client.tracker.jobs) - sent} sent",
+        "select exactly one layer" in win.message.get_text() and len(ctl.documents) == sent,
+        f"{win.message.get_text()!r} {len(ctl.documents) - sent} sent",
     )

@@ -397,6 +397,8 @@ def test_an_unknown_message_is_skipped_with_its_buffers() -> None:
 
 MODELS = (
     ModelInfo(id="ckpt", kind="checkpoint", arch="sd15", label="ckpt", size_bytes=2 << 30),
+    ModelInfo(id="cn", kind="controlnet", arch="sd15", label="cn"),
+    ModelInfo(id="broken", kind="checkpoint", arch="sd15", label="broken", problem="no VAE inside"),
     ModelInfo(id="Lora/detail", kind="lora", arch="sd15", label="detail", size_bytes=1 << 20),
     ModelInfo(id="old", kind="unusable", arch="unknown", label="old", problem="a pickle"),
 )
@@ -407,7 +409,7 @@ def test_a_1_2_editor_is_welcomed_with_usable_checkpoints_and_controlnets_only()
     conn.receive(hello(version=[1, 2]))
     (frame,) = conn.welcome("S1", False, LIMITS, MODELS, "cpu")
     raw = msgpack.unpackb(frame)
-    assert [m["id"] for m in raw["models"]] == ["ckpt"]  # a 1.2 decoder would refuse kind "lora"
+    assert [m["id"] for m in raw["models"]] == ["ckpt", "cn"]  # a 1.2 decoder would refuse kind "lora"
     conn = server()
     conn.receive(hello())
     sent = decode(conn.welcome("S1", False, LIMITS, MODELS, "cpu")[0])

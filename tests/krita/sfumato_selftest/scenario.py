@@ -357,12 +357,12 @@ def scenario() -> Iterator[Wait | None]:
     grey = app.createDocument(64, 64, "sfumato-grey", "GRAYA", "U8", "", 300.0)
     app.activeWindow().addView(grey)
     yield Wait(lambda: app.activeDocument() == grey, 10, "the grey document to become active")
-    sent_before = len(ctl.client.tracker.jobs)
+    sent_before = len(ctl.documents)  # filled at once, on this thread, for anything sent (the tracker fills later)
     docker.generate_button.click()
     yield None
     RUN.check(
         "grey document refused with what to do",
-        "Convert Image Color Space" in docker.message.text() and len(ctl.client.tracker.jobs) == sent_before,
+        "Convert Image Color Space" in docker.message.text() and len(ctl.documents) == sent_before,
         docker.message.text(),
     )
     RUN.write()
