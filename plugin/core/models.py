@@ -36,3 +36,8 @@ def loras_for(models: tuple[ModelInfo, ...], checkpoint: str) -> list[ModelInfo]
         for m in models
         if m.kind == "lora" and not m.problem and (chosen is None or arch_family(m.arch) == arch_family(chosen.arch))
     ]
+
+
+def upscalers(models: tuple[ModelInfo, ...]) -> list[ModelInfo]:
+    """The upscaler models a picker offers (the unusable ones are not offered)."""
+    return [m for m in models if m.kind == "upscaler" and not m.problem]

@@ -27,7 +27,7 @@ from sfumato.plugin.core.client import ConnectionChanged  # noqa: E402
 from sfumato.plugin.core.controller import Controller  # noqa: E402
 from sfumato.plugin.core.expand import SIDES, Margins  # noqa: E402
 from sfumato.plugin.core.jobs import TrackedJob  # noqa: E402
-from sfumato.plugin.core.models import checkpoints, describe, loras_for  # noqa: E402
+from sfumato.plugin.core.models import checkpoints, describe, loras_for, upscalers  # noqa: E402
 from sfumato.plugin.core.requests import GenerationParams  # noqa: E402
 from sfumato.plugin.core.status import connection_line, message_line, queue_line  # noqa: E402
 from sfumato.protocol import MAX_STEPS, SCHEDULERS, UPSCALE_STRENGTH, JobState, PreviewSettings, Submit  # noqa: E402
@@ -207,6 +207,7 @@ class SfumatoWindow:
         self.connection = _section(grid, "Connection", expanded=True)
         _attach_rows(self.connection.grid, [("Server", self.server), ("Token", self.token), ("", self.connect_button)])
         self._was_connected = False
+        self._upscalers_from: Any = None  # the welcome the upscaler list was filled from
         self.controlnet.expander.connect("notify::expanded", lambda *_a: self._refresh_layers())
         self.reconnect()
         self.window.show_all()
@@ -384,11 +385,17 @@ class SfumatoWindow:
                         self.model.append(m.id, describe(m))
                 unusable = [describe(m) for m in listed if m.problem]  # shown with the reason, never chosen
                 self.model.set_tooltip_text("\n".join(["Not usable:", *unusable]) if unusable else None)
-                for m in welcome.models:
-                    if m.kind == "upscaler" and not m.problem:
-                        self.upscaler.append(m.id, m.label or m.id)
                 if not self.model.set_active_id(self.settings.model):
                     self.model.set_active(0)
+        if welcome is not None and welcome is not self._upscalers_from:  # once per welcome, not per refresh
+            self._upscalers_from = welcome
+            chosen = self.upscaler.get_active_id()
+            self.upscaler.remove_all()
+            self.upscaler.append(LANCZOS, "Lanczos (no upscaler model)")
+            for m in upscalers(welcome.models):
+                self.upscaler.append(m.id, m.label or m.id)
+            if not self.upscaler.set_active_id(chosen or LANCZOS):
+                self.upscaler.set_active_id(LANCZOS)
         jobs = controller.active_jobs() if controller is not None else []
         running = [j for j in jobs if j.state == JobState.RUNNING]
         if running:

@@ -7,7 +7,7 @@ from typing import Any
 from krita import DockWidget, Krita
 
 from sfumato.plugin.core.expand import SIDES, Margins
-from sfumato.plugin.core.models import checkpoints, describe, loras_for
+from sfumato.plugin.core.models import checkpoints, describe, loras_for, upscalers
 from sfumato.plugin.core.requests import ControlSpec, GenerationParams
 from sfumato.plugin.core.status import connection_line, message_line, queue_line
 from sfumato.protocol import (
@@ -265,6 +265,7 @@ class SfumatoDocker(DockWidget):
         self.setWidget(scroll)
         self._strength_changed(self.strength.value())
         self._was_connected = False
+        self._upscalers_from: Any = None  # the welcome the upscaler list was filled from
         self.app.views.append(self.refresh)
         self.refresh()
         self._mode_timer = QtCore.QTimer(self)  # the selection changes without telling us
@@ -411,9 +412,12 @@ class SfumatoDocker(DockWidget):
             index = self.model.findData(self.app.settings.model)
             if index >= 0:
                 self.model.setCurrentIndex(index)
-            for m in welcome.models:
-                if m.kind == "upscaler" and not m.problem:
-                    self.upscaler.addItem(m.label or m.id, m.id)
+        if welcome is not None and welcome is not self._upscalers_from:  # once per welcome, not per refresh
+            self._upscalers_from = welcome
+            while self.upscaler.count() > 1:  # the first entry, Lanczos, stays
+                self.upscaler.removeItem(1)
+            for m in upscalers(welcome.models):
+                self.upscaler.addItem(m.label or m.id, m.id)
         controller = self.app.controller
         jobs = controller.active_jobs() if controller is not None else []
         running = [j for j in jobs if j.state.value == "running"]
