@@ -271,7 +271,7 @@ def memory_mode_run(
     from helpers import pattern_rgba
 
     from sfumato.backend.engine import Engine
-    from sfumato.backend.models.cache import LoadedModel, module_bytes
+    from sfumato.backend.models.cache import LoadedModel
     from sfumato.backend.models.catalogue import Catalogue, ModelEntry
     from sfumato.backend.models.placement import Placement, place
     from sfumato.protocol import Submit
@@ -280,7 +280,7 @@ def memory_mode_run(
     pipe = place(pipe, Placement(mode, "bench"), device)
     model = ModelEntry(f"bench:{arch}", "checkpoint", arch, cache_dir, "diffusers", size)
     engine = Engine(Catalogue([model]), device=device, precision="fp32" if args.tiny else "fp16")
-    engine.cache._models[model.id] = LoadedModel(model, pipe, bytes=module_bytes(*pipe.components.values()))
+    engine.cache._models[model.id] = LoadedModel(model, pipe)
     engine.cache.placements[model.id] = Placement(mode, "bench")
     req = Submit(
         job_id="m", model=model.id, image=pattern_rgba(size, size, seed=3), prompt="a painting",
@@ -331,7 +331,7 @@ def main() -> int:
 
     from sfumato.backend.engine import Engine
     from sfumato.backend.models.builtin import ensure_builtin
-    from sfumato.backend.models.cache import LoadedModel, module_bytes
+    from sfumato.backend.models.cache import LoadedModel
     from sfumato.backend.models.catalogue import Catalogue, ModelEntry
     from sfumato.protocol import Control, Submit
 
@@ -357,7 +357,7 @@ def main() -> int:
         model = ModelEntry(f"bench:{arch}", "checkpoint", arch, cache_dir, "diffusers", native)
         cn = ModelEntry(f"bench:{arch}-canny", "controlnet", arch, cache_dir, "diffusers", control_type="canny")
         engine = Engine(Catalogue([model, cn]), device=device, precision="fp32" if args.tiny else "fp16")
-        engine.cache._models[model.id] = LoadedModel(model, pipe, bytes=module_bytes(*pipe.components.values()))
+        engine.cache._models[model.id] = LoadedModel(model, pipe)
         engine.cache._controlnets[cn.id] = controlnet
         image = pattern_rgba(size, size, seed=3)
         mask = rect_mask(size, size, size // 4, size // 4, 3 * size // 4, 3 * size // 4)

@@ -52,7 +52,6 @@ class LoadedModel:
     entry: ModelEntry
     base: Any
     derived: dict[tuple[str, tuple[str, ...]], Any] = field(default_factory=dict)
-    bytes: int = 0
 
 
 class PipelineCache:
@@ -103,7 +102,7 @@ class PipelineCache:
             self._models.move_to_end(entry.id)
             return self._models[entry.id]
         base = self._load_checkpoint(entry)
-        loaded = LoadedModel(entry, base, bytes=module_bytes(*base.components.values()))
+        loaded = LoadedModel(entry, base)
         self._models[entry.id] = loaded
         self._evict(keep=entry.id)
         return loaded

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from sfumato.protocol import ErrorCode, ModelInfo
+from sfumato.protocol import ErrorCode, ModelInfo, arch_family
 
 from ..errors import JobFailure
 from .builtin import TINY_CONTROLNET_ID, TINY_ID, TINY_NATIVE_SIZE, ensure_builtin
@@ -188,18 +188,18 @@ class Catalogue:
 
     def preview_decoder_for(self, arch: str) -> ModelEntry | None:
         """A TAESD-style decoder for the checkpoint's family, when one is installed."""
-        family = arch.split("-")[0]
+        family = arch_family(arch)
         found = [e for e in self.usable() if e.kind == "preview_decoder" and e.arch == family]
         return sorted(found, key=lambda e: e.id)[0] if found else None
 
     def controlnet_for(self, control_type: str, arch: str, field: str) -> ModelEntry:
         """Pick a ControlNet of the given type that fits the checkpoint's architecture."""
-        family = arch.split("-")[0]
+        family = arch_family(arch)
         candidates = [
             e
             for e in self.usable()
             if e.kind == "controlnet"
-            and e.arch.split("-")[0] == family
+            and arch_family(e.arch) == family
             and (e.control_type == control_type or (e.test and arch.endswith("tiny")))
         ]
         if not candidates:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from sfumato.protocol import Control, ErrorCode
+from sfumato.protocol import Control, ErrorCode, arch_family
 
 from ..errors import JobFailure
 from ..imaging import pixels
@@ -26,7 +26,7 @@ def check(catalogue: Catalogue, controls: tuple[Control, ...], entry: ModelEntry
             if c.model
             else catalogue.controlnet_for(c.type, entry.arch, f"{path}.model")
         )
-        if cn.arch.split("-")[0] != entry.arch.split("-")[0]:
+        if arch_family(cn.arch) != arch_family(entry.arch):
             raise JobFailure(
                 f"ControlNet {cn.id!r} ({cn.arch}) does not fit {entry.id!r} ({entry.arch})",
                 f"{path}.model",

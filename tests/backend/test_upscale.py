@@ -247,8 +247,10 @@ def test_a_tile_controlnet_in_the_catalogue_holds_each_tile(model_cache: Path, m
 
     monkeypatch.setattr(upscale, "inputs", watched)
     out = engine.run(request(0.3), 7)
-    # a plain img2img pipeline would refuse control_image: these calls went through the ControlNet pipeline
     assert seen == [(4, 4), (2, 2)] and out.images[0].size == (2 * W, 2 * H)
+    # the refine ran on the ControlNet pipeline derived for the tile ControlNet (a plain img2img one
+    # would take control_image too, and ignore it)
+    assert ("img2img+control", ("ControlNet/tiny-tile",)) in engine.cache._models["builtin:tiny"].derived
 
 
 # ---------------------------------------------------------------------------- refusals
