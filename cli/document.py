@@ -6,11 +6,15 @@ import contextlib
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image as PILImage
 
 from sfumato.protocol import Image, PixelFormat, Rect
+
+if TYPE_CHECKING:
+    from sfumato.plugin.core.expand import Margins
 
 
 class ImageTooLarge(Exception):
@@ -76,6 +80,13 @@ class ImageDocument:
 
     def is_open(self) -> bool:
         return True
+
+    def grow(self, margins: Margins) -> None:
+        """Krita's Image ▸ Canvas Size: every layer (and the selection) padded, transparent on the new border."""
+        pad = ((margins.top, margins.bottom), (margins.left, margins.right))
+        self.pixels = np.pad(self.pixels, (*pad, (0, 0)))
+        self.layers = {name: np.pad(layer, (*pad, (0, 0))) for name, layer in self.layers.items()}
+        self.mask = None if self.mask is None else np.pad(self.mask, pad)
 
     def title(self) -> str:
         return self.name

@@ -348,16 +348,6 @@ def _margins(args: argparse.Namespace) -> Margins:
     return margins
 
 
-def grown(doc: ImageDocument, margins: Margins) -> ImageDocument:
-    """The document on a canvas grown by ``margins``, transparent there (Krita's Image ▸ Canvas Size)."""
-    import numpy as np
-
-    from .document import ImageDocument
-
-    pad = ((margins.top, margins.bottom), (margins.left, margins.right), (0, 0))
-    return ImageDocument(np.pad(doc.pixels, pad), None, {}, doc.name)
-
-
 async def run_img2img(args: argparse.Namespace) -> int:
     from sfumato.plugin.core.controller import Controller
     from sfumato.plugin.core.requests import GenerationParams
@@ -419,7 +409,6 @@ async def run_img2img(args: argparse.Namespace) -> int:
             if margins is None:
                 controller.generate(doc, params)
             else:
-                doc = grown(doc, margins)
                 controller.expand(doc, params, margins)
             either: list[asyncio.Future[Any]] = [outcome, failed]
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)

@@ -19,8 +19,8 @@ from typing import Any, cast
 from sfumato.protocol import Cancelled, JobError, Progress, Rect, Result, Submit
 
 from .client import Client, ConnectionChanged
-from .editor import DocumentLike, EnlargingDocument
-from .expand import Margins, build_expand
+from .editor import DocumentLike, EnlargingDocument, GrowingDocument
+from .expand import Margins, build_expand, refuse_empty
 from .jobs import TrackedJob
 from .requests import GenerationParams, build_submit, new_job_id
 from .upscale import build_upscale
@@ -62,8 +62,12 @@ class Controller:
     def generate(self, doc: DocumentLike, params: GenerationParams) -> Submit:
         return self._send(doc, build_submit(doc, params, new_job_id(self.job_prefix)))
 
-    def expand(self, doc: DocumentLike, params: GenerationParams, margins: Margins) -> Submit:
-        """Fill the border ``margins`` added to ``doc``'s canvas (the editor has grown it already)."""
+    def expand(self, doc: GrowingDocument, params: GenerationParams, margins: Margins) -> Submit:
+        """Grow ``doc``'s canvas by ``margins``, then fill the new border (one generation).
+
+        Raises ``ValueError`` before the canvas changes when no side is ticked."""
+        refuse_empty(margins)
+        doc.grow(margins)
         return self._send(doc, build_expand(doc, margins, params, new_job_id(self.job_prefix)))
 
     def upscale(

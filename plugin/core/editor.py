@@ -5,9 +5,12 @@ All methods are called on the editor's GUI thread.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sfumato.protocol import Image, Rect
+
+if TYPE_CHECKING:
+    from .expand import Margins
 
 
 class DocumentLike(Protocol):
@@ -45,4 +48,12 @@ class EnlargingDocument(DocumentLike, Protocol):
 
     def open_enlarged(self, image: Image, name: str) -> None:
         """A new document (same depth and profile) holding ``image`` as its one layer."""
+        ...
+
+
+class GrowingDocument(DocumentLike, Protocol):
+    """A document an expand can start from: its editor grows the canvas first (one undo step)."""
+
+    def grow(self, margins: Margins) -> None:
+        """Image ▸ Canvas Size by ``margins``: the new border transparent, every layer kept in place."""
         ...

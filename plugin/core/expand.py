@@ -72,6 +72,11 @@ class Margins:
         return Rect(x=x0, y=y0, w=x1 - x0, h=y1 - y0)
 
 
+def refuse_empty(margins: Margins) -> None:
+    if margins.empty:
+        raise ValueError("choose a margin and at least one side to expand")
+
+
 def border_mask(margins: Margins, grown: Rect, region: Rect) -> Image:
     """Coverage over ``region``: 255 on the new border of ``grown``, 0 on the old canvas."""
     inner = margins.inner(grown)
@@ -85,8 +90,7 @@ def border_mask(margins: Margins, grown: Rect, region: Rect) -> Image:
 
 def build_expand(doc: DocumentLike, margins: Margins, params: GenerationParams, job_id: str | None = None) -> Submit:
     """The request that fills the border ``margins`` added to ``doc``'s (already grown) canvas."""
-    if margins.empty:
-        raise ValueError("choose a margin and at least one side to expand")
+    refuse_empty(margins)
     canvas = doc.canvas()
     if margins.left + margins.right >= canvas.w or margins.top + margins.bottom >= canvas.h:
         raise ValueError("the margins are larger than the canvas")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sfumato.protocol import (
@@ -42,6 +43,11 @@ class ControlSpec:
     end: float = 1.0
     preprocess: bool = True  # False: the layer already is a map
     model: str | None = None
+
+
+def unique_loras(choices: Iterable[LoraWeight | None]) -> tuple[LoraWeight, ...]:
+    """The picker rows' LoRAs, each once: a LoRA chosen twice keeps its first place and its last weight."""
+    return tuple({c.id: c for c in choices if c is not None}.values())
 
 
 @dataclass(frozen=True)

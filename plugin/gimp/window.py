@@ -28,7 +28,7 @@ from sfumato.plugin.core.controller import Controller  # noqa: E402
 from sfumato.plugin.core.expand import SIDES, Margins  # noqa: E402
 from sfumato.plugin.core.jobs import TrackedJob  # noqa: E402
 from sfumato.plugin.core.models import checkpoints, describe, loras_for, upscalers  # noqa: E402
-from sfumato.plugin.core.requests import GenerationParams  # noqa: E402
+from sfumato.plugin.core.requests import GenerationParams, unique_loras  # noqa: E402
 from sfumato.plugin.core.status import connection_line, message_line, queue_line  # noqa: E402
 from sfumato.protocol import MAX_STEPS, SCHEDULERS, UPSCALE_STRENGTH, JobState, PreviewSettings, Submit  # noqa: E402
 
@@ -240,7 +240,7 @@ class SfumatoWindow:
             batch_size=self.batch.get_value_as_int(),
             controls=tuple(row.spec() for row in self.control_rows),
             preview=PreviewSettings(enabled=True),
-            loras=tuple({c.id: c for row in self.lora_rows if (c := row.choice())}.values()),  # each LoRA once
+            loras=unique_loras(row.choice() for row in self.lora_rows),
         )
 
     def generate(self) -> Submit | None:
@@ -250,14 +250,7 @@ class SfumatoWindow:
         """Grow the canvas by the margin on the ticked sides, then fill the new border (one generation)."""
         sides = [side for side, box in self.expand_sides.items() if box.get_active()]
         margins = Margins.on(sides, self.expand_margin.get_value_as_int())
-
-        def grow_and_fill(ctl: Controller, doc: GimpDocument) -> Submit:
-            if margins.empty:  # refused before the canvas changes
-                raise UnsupportedImage("tick at least one side to expand")
-            doc.grow(margins)
-            return ctl.expand(doc, self.params(), margins)
-
-        return self._start(grow_and_fill)
+        return self._start(lambda ctl, doc: ctl.expand(doc, self.params(), margins))
 
     def upscale(self) -> Submit | None:
         """The selected layer enlarged ×2 or ×4 into a new image, refined in tiles."""

@@ -60,14 +60,7 @@ class SfumatoApp:
 
     def expand(self, params: GenerationParams, margins: Margins) -> Submit | None:
         """Image ▸ Canvas Size by ``margins`` (one undo step), then fill the new border (another)."""
-
-        def grow_and_fill(ctl: Controller, doc: KritaDocument) -> Submit:
-            if margins.empty:  # refused before the canvas changes
-                raise ValueError("tick at least one side to expand")
-            doc.grow(margins)
-            return ctl.expand(doc, params, margins)
-
-        return self._start(grow_and_fill)
+        return self._start(lambda ctl, doc: ctl.expand(doc, params, margins))
 
     def upscale(self, params: GenerationParams, factor: int, upscaler: str | None, strength: float) -> Submit | None:
         """The active layer enlarged ×``factor`` into a new document."""

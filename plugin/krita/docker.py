@@ -8,7 +8,7 @@ from krita import DockWidget, Krita
 
 from sfumato.plugin.core.expand import SIDES, Margins
 from sfumato.plugin.core.models import checkpoints, describe, loras_for, upscalers
-from sfumato.plugin.core.requests import ControlSpec, GenerationParams
+from sfumato.plugin.core.requests import ControlSpec, GenerationParams, unique_loras
 from sfumato.plugin.core.status import connection_line, message_line, queue_line
 from sfumato.protocol import (
     CONTROL_TYPES,
@@ -292,7 +292,7 @@ class SfumatoDocker(DockWidget):
             scheduler=self.scheduler.currentText(),
             batch_size=self.batch.value(),
             controls=tuple(r.spec() for r in self.control_rows()),
-            loras=tuple({c.id: c for r in self.lora_rows() if (c := r.choice())}.values()),  # each LoRA once
+            loras=unique_loras(r.choice() for r in self.lora_rows()),
             preview=PreviewSettings(enabled=True, max_per_second=self.app.settings.previews_per_second),
         )
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "portable"))
 from core_checks import ListDocument
 
+from sfumato.plugin.core.controller import Controller
 from sfumato.plugin.core.expand import Margins, build_expand
 from sfumato.plugin.core.requests import GenerationParams
 from sfumato.protocol import Rect
@@ -50,3 +53,26 @@ def test_margins_from_sides_and_the_grown_canvas() -> None:
         build_expand(ListDocument(None), Margins(), GenerationParams())
     with pytest.raises(ValueError, match="larger than the canvas"):
         build_expand(ListDocument(None), Margins(left=40, right=40), GenerationParams())
+
+
+class GrowingDocument(ListDocument):
+    """Records each canvas growth (the 64×64 canvas stands for the grown one)."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.growths: list[Margins] = []
+
+    def grow(self, margins: Margins) -> None:
+        self.growths.append(margins)
+
+
+def test_the_controller_grows_the_canvas_once_then_sends_the_fill() -> None:
+    sent: list[Any] = []
+    controller = Controller(SimpleNamespace(submit=lambda submit, doc: submit), sent.append)  # type: ignore[arg-type]
+    doc = GrowingDocument()
+    with pytest.raises(ValueError, match="choose a margin"):
+        controller.expand(doc, GenerationParams(), Margins())
+    assert doc.growths == [] and sent == []  # refused before the canvas changes
+    submit = controller.expand(doc, GenerationParams(), Margins.on(["right"], 16))
+    assert doc.growths == [Margins(right=16)] and sent == [submit]
+    assert submit.task == "inpaint" and submit.result == Rect(x=48, y=0, w=16, h=64)

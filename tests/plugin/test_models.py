@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "portable"))
 from core_checks import ListDocument
 
 from sfumato.plugin.core.models import checkpoints, describe, loras_for, size_text
-from sfumato.plugin.core.requests import GenerationParams, build_submit
+from sfumato.plugin.core.requests import GenerationParams, build_submit, unique_loras
 from sfumato.protocol import LoraWeight, ModelInfo
 
 MODELS = (
@@ -39,3 +39,8 @@ def test_the_lora_choice_and_vae_reach_the_submit() -> None:
     params = GenerationParams(loras=(LoraWeight(id="Lora/ink", weight=0.7),), vae="VAE/mse")
     req = build_submit(ListDocument(None), params, "j")
     assert req.loras == (LoraWeight(id="Lora/ink", weight=0.7),) and req.vae == "VAE/mse"
+
+
+def test_a_lora_picked_in_two_rows_is_sent_once_with_the_last_weight() -> None:
+    rows = [LoraWeight(id="a", weight=0.5), None, LoraWeight(id="b", weight=1.0), LoraWeight(id="a", weight=0.8)]
+    assert unique_loras(rows) == (LoraWeight(id="a", weight=0.8), LoraWeight(id="b", weight=1.0))
