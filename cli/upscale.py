@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from sfumato.protocol import UPSCALE_FACTORS, Cancelled, Image, JobError, Progress, Result, Submit, UpscaleOptions
-from sfumato.protocol.defaults import DEFAULT_MODEL, DEFAULT_SCHEDULER, DEFAULT_STEPS, UPSCALE_STRENGTH
+from sfumato.protocol import UPSCALE_FACTORS, Cancelled, JobError, Progress, Result
+from sfumato.protocol.defaults import DEFAULT_MODEL, DEFAULT_STEPS, UPSCALE_STRENGTH
 
 from .main import EXIT_OK, EXIT_USAGE, CliError, check_output
 
@@ -37,29 +37,28 @@ def add_parser(sub: Any) -> None:
 
 
 async def run_upscale(args: argparse.Namespace) -> int:
+    from sfumato.plugin.core.requests import GenerationParams, new_job_id
+    from sfumato.plugin.core.upscale import build_upscale
     from sfumato.protocol import InvalidMessage
     from sfumato.protocol.limits import HARD_MAX_PIXELS
 
-    from .document import load_rgba, save_rgba
+    from .document import ImageDocument, load_rgba, save_rgba
     from .main import _connected, _embedded_backend, _embedded_config, _read_image, finished
 
     check_output(args.output)
     cfg = None if args.server else _embedded_config()
     limit = HARD_MAX_PIXELS if cfg is None else cfg.max_pixels
     rgba = _read_image("input image", args.input, limit, "the largest image the backend accepts", load_rgba)
-    h, w = rgba.shape[:2]
+    params = GenerationParams(model=args.model, prompt=args.prompt, steps=args.steps, seed=args.seed)
     try:
-        req = Submit(
-            job_id="cli-upscale",
-            task="upscale",
-            model=args.model,
-            image=Image(width=w, height=h, format="rgba8", data=rgba.tobytes()),
-            prompt=args.prompt,
-            strength=args.strength,
-            steps=args.steps,
-            seed=args.seed,
-            scheduler=DEFAULT_SCHEDULER,
-            upscale=UpscaleOptions(factor=args.factor, upscaler=args.upscaler, tile=args.tile),
+        req = build_upscale(
+            ImageDocument(rgba, name=args.input.name),
+            params,
+            args.factor,
+            args.upscaler,
+            args.strength,
+            new_job_id("cli"),
+            args.tile,
         )
     except InvalidMessage as exc:
         raise CliError(f"invalid request: {exc}", EXIT_USAGE) from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
+from collections.abc import Iterator
 
 from sfumato.protocol import Image, PixelFormat
 
@@ -57,9 +58,20 @@ def swap_red_blue_16(data: bytes) -> bytes:
     return bytes(out)
 
 
+# Samples converted per struct call: a whole layer at once would build a tuple of millions of Python floats.
+CHUNK_SAMPLES = 1 << 16
+
+
+def _chunks(count: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, count, CHUNK_SAMPLES):
+        yield start, min(CHUNK_SAMPLES, count - start)
+
+
 def half_to_float(data: bytes) -> bytes:
     """Little-endian float16 samples → little-endian float32 (how half-float layers travel: rgbaf32)."""
-    values = array("f", struct.unpack(f"<{len(data) // 2}e", data))
+    values = array("f")
+    for start, n in _chunks(len(data) // 2):
+        values.extend(struct.unpack_from(f"<{n}e", data, 2 * start))
     if sys.byteorder != "little":
         values.byteswap()
     return values.tobytes()
@@ -71,7 +83,7 @@ def float_to_half(data: bytes) -> bytes:
     values.frombytes(data)
     if sys.byteorder != "little":
         values.byteswap()
-    return struct.pack(f"<{len(values)}e", *values)
+    return b"".join(struct.pack(f"<{n}e", *values[start : start + n]) for start, n in _chunks(len(values)))
 
 
 def srgb_to_linear(encoded: float) -> float:

@@ -22,10 +22,13 @@ def build_upscale(
     upscaler: str | None = None,
     strength: float = UPSCALE_STRENGTH,
     job_id: str | None = None,
+    tile: int | None = None,
 ) -> Submit:
-    """The request that enlarges the active layer over the whole canvas by ``factor`` (2 or 4)."""
+    """The request that enlarges the active layer over the whole canvas by ``factor`` (2 or 4).
+
+    ``tile`` is the refine tile's side (None: the model's native size)."""
     # one picture, refined at the given strength; ControlNets of the docker are not an upscale's
     # (a tile ControlNet, when the backend has one, is used by the backend itself)
     refine = dataclasses.replace(params, strength=strength, batch_size=1, controls=())
     submit = submit_for(doc, refine, job_id or new_job_id(), "upscale", doc.canvas(), None, None)
-    return dataclasses.replace(submit, upscale=UpscaleOptions(factor=factor, upscaler=upscaler))
+    return dataclasses.replace(submit, upscale=UpscaleOptions(factor=factor, upscaler=upscaler, tile=tile))

@@ -296,6 +296,12 @@ def test_high_depth_conversions_for_editors_without_numpy() -> None:
     assert struct.unpack("<4f", as_float) == (0.0, 0.5, 1.0, 0.25)
     assert pixels.float_to_half(as_float) == halves
     assert struct.unpack("<4H", pixels.rgba8_to_16(bytes([0, 1, 128, 255]))) == (0, 257, 32896, 65535)
+    # a layer longer than one conversion chunk: every sample in place, across the chunk borders
+    import numpy as np
+
+    many = (np.arange(2 * pixels.CHUNK_SAMPLES + 3) % 2049 / 2048).astype("<f2")
+    assert pixels.half_to_float(many.tobytes()) == many.astype("<f4").tobytes()
+    assert pixels.float_to_half(many.astype("<f4").tobytes()) == many.tobytes()
     encoded = struct.unpack("<4f", pixels.rgba8_to_float(bytes([0, 128, 255, 128]), linear=False))
     assert encoded == pytest.approx((0.0, 128 / 255, 1.0, 128 / 255))
     linear = struct.unpack("<4f", pixels.rgba8_to_float(bytes([0, 128, 255, 128]), linear=True))
