@@ -49,6 +49,7 @@ class Watch:
     started: Started | None = None
     progress: bytes | None = None  # the latest progress frame
     preview: bytes | None = None  # the latest progress frame that carried a preview
+    preview_png: tuple[bytes, str | None] | None = None  # (that frame, its PNG for /progress): encoded once
 
     def finish(self, outcome: Outcome) -> None:
         if not self.outcome.done():

@@ -72,7 +72,10 @@ class Routes:
         get("/controlnet/model_list", self.controlnet_models)
         get("/controlnet/module_list", self.controlnet_modules)
         get("/controlnet/version", self.controlnet_version)
-        for path in ("sd-vae", "loras", "prompt-styles", "hypernetworks", "upscalers"):  # none of these exist here
+        get("/sdapi/v1/loras", self.loras)
+        get("/sdapi/v1/embeddings", self.embeddings)
+        # what the routes here cannot use (a VAE is not chosen through options here; no hires fix or extras)
+        for path in ("sd-vae", "prompt-styles", "hypernetworks", "upscalers"):
             get(f"/sdapi/v1/{path}", self.empty_list)
 
     async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
@@ -191,7 +194,9 @@ class Routes:
             if current.position >= 0:
                 textinfo = f"Waiting in the queue: {current.position} job(s) ahead"
             if current.preview is not None and not skip_image:
-                image = await self._off_loop(_preview_png, current.preview)
+                if current.preview_png is None or current.preview_png[0] is not current.preview:  # encoded once
+                    current.preview_png = (current.preview, await self._off_loop(_preview_png, current.preview))
+                image = current.preview_png[1]
         progress = min(1.0, (done + (step / total if total else 0.0)) / len(run.watches))
         elapsed = time.monotonic() - run.started_at
         state.update(
@@ -291,6 +296,24 @@ class Routes:
                 raise FieldError(("sd_model_checkpoint",), _unknown_checkpoint(str(name), models))
             client.model = found.id
         return web.json_response(None)
+
+    async def loras(self, request: web.Request) -> web.Response:
+        """Clients write ``<lora:NAME:WEIGHT>`` into the prompt with a listed name (the file's name)."""
+        return web.json_response(
+            [{"name": name, "alias": name, "path": m.id, "metadata": {}} for m, name in self._named("lora")]
+        )
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        """Embeddings are used by name in the prompt or the negative prompt, as in A1111."""
+        loaded = {
+            name: {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None, "shape": None, "vectors": None}
+            for _, name in self._named("embedding")
+        }
+        return web.json_response({"loaded": loaded, "skipped": {}})
+
+    def _named(self, kind: str) -> list[tuple[ModelInfo, str]]:
+        """The catalogue's entries of ``kind`` with the name a prompt gives them (a catalogue id, no path)."""
+        return [(m, m.id.rsplit("/", 1)[-1]) for m in self.hub.engine.models() if m.kind == kind]
 
     async def empty_list(self, request: web.Request) -> web.Response:
         return web.json_response([])

@@ -255,7 +255,12 @@ async def test_controlnet_units_through_alwayson_scripts(engine: Any) -> None:
 
 
 @aio
-async def test_progress_shows_a_running_job_with_its_preview(engine: Any) -> None:
+async def test_progress_shows_a_running_job_with_its_preview(engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sfumato.backend.a1111 import routes
+
+    encoded: list[bytes] = []
+    real_png = routes._preview_png
+    monkeypatch.setattr(routes, "_preview_png", lambda frame: encoded.append(frame) or real_png(frame))
     holding = HoldingEngine(engine)
     init = pattern(64, 64)
     async with a1111_server(holding) as (_, url), aiohttp.ClientSession() as http:
@@ -275,6 +280,9 @@ async def test_progress_shows_a_running_job_with_its_preview(engine: Any) -> Non
         assert seen["state"]["sampling_steps"] == 8 and seen["state"]["sampling_step"] >= 1
         assert seen["state"]["job_count"] == 1 and seen["state"]["interrupted"] is False
         assert unpng(seen["current_image"]).ndim == 3
+        async with http.get(f"{url}/sdapi/v1/progress") as resp:  # the held job has the same preview still
+            assert (await resp.json())["current_image"] == seen["current_image"]
+        assert len(encoded) == len(set(map(id, encoded))), "each preview frame is encoded to PNG once"
         async with http.get(f"{url}/sdapi/v1/progress", params={"skip_current_image": "true"}) as resp:
             assert (await resp.json())["current_image"] is None
         holding.release.set()
@@ -540,7 +548,43 @@ async def test_models_samplers_options_and_controlnet_lists(engine: Any) -> None
         modules = await get("/controlnet/module_list")
         assert {"none", "canny"} <= set(modules["module_list"])
         assert await get("/controlnet/version") == {"version": 2}
-        assert await get("/sdapi/v1/loras") == []
+        assert await get("/sdapi/v1/loras") == []  # the built-in model's catalogue has none
+        assert await get("/sdapi/v1/embeddings") == {"loaded": {}, "skipped": {}}
+
+
+@aio
+async def test_listed_loras_and_embeddings_work_by_their_listed_names(
+    tmp_path: Path, model_cache: Path, engine: Any
+) -> None:
+    """A client lists the LoRAs, writes `<lora:NAME:WEIGHT>` with a listed name, and the picture changes."""
+    from addon_files import a1111_embedding, kohya_lora
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from sfumato.backend.engine import Engine
+    from sfumato.backend.models.builtin import ensure_builtin
+    from sfumato.backend.models.catalogue import Catalogue
+
+    tiny, _ = ensure_builtin(model_cache)
+    models = tmp_path / "stable-diffusion-webui" / "models"
+    unet = UNet2DConditionModel.from_pretrained(tiny / "unet")
+    kohya_lora(models / "Lora" / "detail.safetensors", unet, CLIPTextModel.from_pretrained(tiny / "text_encoder"))
+    a1111_embedding(models.parent / "embeddings" / "EasyNegative.safetensors", width=32, vectors=3, scale=2.0)
+    painter = Engine(Catalogue.scan([models], model_cache), device="cpu")
+    body = img2img(pattern(64, 64), denoising_strength=0.7, seed=3)
+    async with a1111_server(painter) as (_, url), aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/sdapi/v1/loras") as resp:
+            loras = await resp.json()
+        async with http.get(f"{url}/sdapi/v1/embeddings") as resp:
+            embeddings = await resp.json()
+        assert [lora["name"] for lora in loras] == ["detail"] and not loras[0]["path"].startswith("/")
+        assert list(embeddings["loaded"]) == ["EasyNegative"] and embeddings["skipped"] == {}
+        _, plain = await post(http, f"{url}/sdapi/v1/img2img", body)
+        _, with_lora = await post(http, f"{url}/sdapi/v1/img2img", body | {"prompt": "a test <lora:detail:1.0>"})
+        _, negative = await post(http, f"{url}/sdapi/v1/img2img", body | {"negative_prompt": "EasyNegative"})
+    plain_px = unpng(plain["images"][0]).astype(int)
+    assert np.abs(unpng(with_lora["images"][0]).astype(int) - plain_px).mean() > 1.0
+    assert np.abs(unpng(negative["images"][0]).astype(int) - plain_px).mean() > 1.0
 
 
 def test_sfumato_serve_answers_the_api_with_its_flag(model_cache: Path) -> None:
