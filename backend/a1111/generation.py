@@ -38,7 +38,7 @@ from sfumato.protocol import (
 )
 
 from . import images
-from .fields import MAX_SEED, ControlUnit, FieldError, Params, control_units, find_model, scheduler_for
+from .fields import IMG2IMG, MAX_SEED, ControlUnit, FieldError, Params, control_units, find_model, scheduler_for
 
 VERSION = "sfumato"
 NEUTRAL = 128  # txt2img starts from mid-grey: at strength 1.0 the noise is all the model sees of it
@@ -97,7 +97,9 @@ def plan(
         if not params.init_images:
             raise FieldError(("init_images",), "expected at least one base64 image")
         init = images.flatten_rgb(images.decode(params.init_images[0], ("init_images", 0), max_pixels))
-        strength = params.denoising_strength if params.denoising_strength is not None else 0.75
+        strength = params.denoising_strength  # never null in img2img (the field's default applies)
+        if strength is None:
+            strength = IMG2IMG["denoising_strength"].default
         cover = None
         if params.mask is not None:
             cover = images.mask_coverage(images.decode(params.mask, ("mask",), max_pixels), params.mask_round)
