@@ -19,21 +19,11 @@ from .models import addons
 from .models.cache import PipelineCache
 from .models.catalogue import Catalogue, ModelEntry
 from .models.schedulers import check_scheduler
+from .quiet import quiet_loaded_libraries
 from .tasks import TASKS, control, passes
 from .tasks.job import EngineResult, JobCancelled, JobHooks, Models, NoHooks, steps_run
 
 __all__ = ["Engine", "EngineResult", "JobCancelled", "JobHooks", "NoHooks", "pick_device", "pick_dtype", "steps_run"]
-
-
-def _quiet_libraries() -> None:
-    """diffusers and transformers print progress bars and advice meant for notebooks; a server logs."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
 
 def pick_device(name: str) -> str:
@@ -67,7 +57,7 @@ class Engine:
         budget_bytes: int = 12 << 30,
         memory: str = "auto",
     ) -> None:
-        _quiet_libraries()
+        quiet_loaded_libraries()  # progress bars and advice are meant for notebooks; a server logs
         self.catalogue = catalogue
         self.device = pick_device(device)
         self.cache = PipelineCache(self.device, pick_dtype(self.device, precision), budget_bytes, memory=memory)

@@ -21,3 +21,14 @@ def quiet_libraries() -> None:
     for key, value in _ENV.items():
         os.environ.setdefault(key, value)
     logging.getLogger("websockets.server").setLevel(logging.WARNING)  # we print our own "listening on"
+
+
+def quiet_loaded_libraries() -> None:
+    """The same for diffusers and transformers when they are imported already (their verbosity setters)."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()

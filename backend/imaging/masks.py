@@ -73,6 +73,12 @@ def empty_canvas(coverage: np.ndarray, layer_alpha: np.ndarray) -> np.ndarray:
     return coverage * (1.0 - layer_alpha)
 
 
+def surroundings(rgb: np.ndarray, keep: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised convolution: the kept pixels' colours spread ``r`` px (un-normalised) and their weight."""
+    colour = np.stack([blur(rgb[..., c] * keep, r) for c in range(3)], axis=-1)
+    return colour, blur(keep, r)
+
+
 def fill_empty(rgb: np.ndarray, empty: np.ndarray) -> np.ndarray:
     """Empty canvas takes the colours of the nearest picture: normalised convolution at radii doubling
     from 4 px until every empty pixel is reached (a new border may be far wider than the ``blur`` fill's
@@ -82,9 +88,8 @@ def fill_empty(rgb: np.ndarray, empty: np.ndarray) -> np.ndarray:
     todo = np.ones(empty.shape, bool)
     r = 4
     while keep.any() and todo.any():
-        weight = blur(keep, r)
+        colour, weight = surroundings(rgb, keep, r)
         reached = todo & (weight > 1e-4)
-        colour = np.stack([blur(rgb[..., c] * keep, r) for c in range(3)], axis=-1)
         filled[reached] = colour[reached] / weight[reached][:, None]
         todo &= ~reached
         if r > 2 * max(empty.shape):
@@ -103,9 +108,7 @@ def fill(rgb: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
         return rgb * (1 - m) + 0.5 * m
     if mode == "blur":  # colours of the surroundings, by normalised convolution
         keep = 1.0 - (mask > 0.01).astype(np.float32)
-        r = max(4, int(max(rgb.shape[:2]) * 0.1))
-        weight = blur(keep, r)[..., None]
-        colour = np.stack([blur(rgb[..., c] * keep, r) for c in range(3)], axis=-1)
-        filled = np.where(weight > 1e-4, colour / np.maximum(weight, 1e-4), 0.5)
+        colour, weight = surroundings(rgb, keep, max(4, int(max(rgb.shape[:2]) * 0.1)))
+        filled = np.where(weight[..., None] > 1e-4, colour / np.maximum(weight, 1e-4)[..., None], 0.5)
         return rgb * (1 - m) + filled * m
     raise ValueError(mode)
