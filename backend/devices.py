@@ -66,9 +66,15 @@ def is_device_lost(exc: BaseException) -> bool:
 
     CUDA reports an illegal memory access or a device-side assert once and then fails every later
     call on that context ("sticky" errors); torch raises them as ``torch.AcceleratorError`` (2.8+)
-    or a ``RuntimeError`` whose text starts with "CUDA error"."""
-    if isinstance(exc, DeviceLost):
-        return True
-    return type(exc).__name__ == "AcceleratorError" or (
-        isinstance(exc, RuntimeError) and str(exc).startswith("CUDA error")
-    )
+    or a ``RuntimeError`` whose text starts with "CUDA error". The chain of causes is searched too: a
+    model load that failed this way is reported as the job's ``JobFailure``, raised from the loss."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, DeviceLost) or type(cause).__name__ == "AcceleratorError":
+            return True
+        if isinstance(cause, RuntimeError) and str(cause).startswith("CUDA error"):
+            return True
+        cause = cause.__cause__ or cause.__context__  # ``from None`` hides the context, but keeps it
+    return False

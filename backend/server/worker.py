@@ -166,6 +166,8 @@ class Worker:
         except JobCancelled:
             return JobEvent.CANCELLED, Cancelled(job_id=job.id), None
         except (JobFailure, ProtocolError) as exc:  # the request cannot run here, in words for the painter
+            if is_device_lost(exc):  # e.g. a model load that failed because the device is gone
+                raise
             return JobEvent.ERROR, JobError(job_id=job.id, code=exc.code, message=exc.message, field=exc.field), None
         except Exception as exc:
             if is_device_lost(exc):

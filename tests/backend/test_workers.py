@@ -19,6 +19,7 @@ from helpers import aio, backend_process, connected_client, next_of, raw_client,
 
 from sfumato.backend.config import Config
 from sfumato.backend.devices import DeviceLost, share_cpu
+from sfumato.backend.errors import JobFailure
 from sfumato.backend.server.app import Server
 from sfumato.backend.server.hub import Hub
 from sfumato.backend.server.workers import Workers, place
@@ -208,6 +209,11 @@ class Breakable:
             raise DeviceLost("CUDA error: an illegal memory access was encountered")
         if req.prompt == "kill the thread":
             raise KilledThread
+        if req.prompt == "lose the device while loading":  # as the pipeline cache reports a failed load
+            try:
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            except RuntimeError:
+                raise JobFailure("could not load 'x'", "submit.model", ErrorCode.MISSING_WEIGHTS) from None
         return self.engine.run(req, seed, hooks)
 
     def __getattr__(self, name: str) -> Any:
@@ -232,7 +238,7 @@ async def test_a_worker_that_dies_fails_its_job_alone_and_is_replaced(two_cpus: 
         async with connected_client(server.url, "a") as (a, ra), connected_client(server.url, "b") as (b, rb):
             await a.submit(submit("long", size=128, steps=120, strength=1.0))
             await ra.wait_for(Progress, "long")
-            for n, how in enumerate(("kill the thread", "lose the device")):
+            for n, how in enumerate(("kill the thread", "lose the device", "lose the device while loading")):
                 before = list(server.workers.all)
                 await b.submit(submit(f"dies-{n}", prompt=how))
                 failed = await rb.wait_for(JobError, f"dies-{n}", timeout=30)
@@ -240,7 +246,7 @@ async def test_a_worker_that_dies_fails_its_job_alone_and_is_replaced(two_cpus: 
                 await until(lambda old=before: server.workers.all != old, what="a replacement worker")
                 await until(lambda: len(server.workers.free()) == 1, what="the replacement to be free")
                 assert not ra.of(JobError) and not ra.of(Cancelled)  # the other worker's job carries on
-            assert len(renewed) == 2
+            assert len(renewed) == 3
             await b.submit(submit("next", steps=4))
             await rb.wait_for(Result, "next", timeout=60)  # served by the replacement
             await ra.wait_for(Result, "long", timeout=120)
