@@ -18,6 +18,7 @@ from sfumato.protocol import ErrorCode, ModelInfo, arch_family
 from ..errors import JobFailure
 from .builtin import TINY_CONTROLNET_ID, TINY_ID, TINY_NATIVE_SIZE, ensure_builtin
 from .detect import NotAModel, detect_diffusers_folder, detect_single_file
+from .pickled import EMBEDDING_FOLDERS, embedding_entry_arch
 
 HUB_PREFIX = "hf:"
 HUB_REPO = re.compile(r"[A-Za-z0-9][\w.\-]{0,95}/[A-Za-z0-9][\w.\-]{0,95}")  # Hugging Face's owner/name rules
@@ -45,7 +46,7 @@ class ModelEntry:
     kind: str  # checkpoint | controlnet | lora | embedding | vae | preview_decoder | upscaler | unusable
     arch: str
     path: Path
-    format: str  # diffusers | single_file
+    format: str  # diffusers | single_file | hub | pickle (refused) | pickled_embedding (models/pickled.py)
     native_size: int = 0
     control_type: str | None = None
     test: bool = False
@@ -247,6 +248,8 @@ def _scan_root(root: Path) -> list[ModelEntry]:
             path = here / name
             if name.endswith(".safetensors"):
                 found.append(_classify_file(root, path))
+            elif name.endswith(PICKLE_SUFFIXES) and EMBEDDING_FOLDERS & {p.lower() for p in path.parts[:-1]}:
+                found.append(_classify_pickled_embedding(root, path))
             elif name.endswith(PICKLE_SUFFIXES):
                 rel = path.relative_to(root).with_suffix("").as_posix()
                 found.append(
@@ -263,6 +266,20 @@ def _scan_root(root: Path) -> list[ModelEntry]:
                     )
                 )
     return found
+
+
+def _classify_pickled_embedding(root: Path, path: Path) -> ModelEntry:
+    """An embedding saved with torch.save, read by torch's weights-only reader (models/pickled.py)."""
+    rel = path.relative_to(root).with_suffix("").as_posix()
+    size = _size(path)
+    if not _inside(root, path):
+        return ModelEntry(rel, "unusable", "unknown", path, "pickle", problem="links outside the model folder")
+    try:
+        arch = embedding_entry_arch(path)
+    except (NotAModel, OSError) as exc:
+        problem = f"a pickled file that is not an embedding Sfumato can read safely: {exc}"
+        return ModelEntry(rel, "unusable", "unknown", path, "pickle", size_bytes=size, problem=problem)
+    return ModelEntry(rel, "embedding", arch, path, "pickled_embedding", size_bytes=size)
 
 
 def _inside(root: Path, path: Path) -> bool:

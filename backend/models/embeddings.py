@@ -17,6 +17,7 @@ from sfumato.protocol import arch_family as family
 
 from ..errors import JobFailure
 from .catalogue import Catalogue, ModelEntry
+from .pickled import read_embedding
 
 
 def token(entry: ModelEntry) -> str:
@@ -43,7 +44,7 @@ def _vectors(entry: ModelEntry) -> dict[str, Any]:
     """The embedding's vectors per text encoder (``clip_l``/``clip_g`` for SDXL, one otherwise)."""
     from safetensors.torch import load_file
 
-    state = load_file(str(entry.path))
+    state = read_embedding(entry.path) if entry.format == "pickled_embedding" else load_file(str(entry.path))
     if set(state) == {"clip_l", "clip_g"}:
         return {"text_encoder": state["clip_l"], "text_encoder_2": state["clip_g"]}
     (vectors,) = state.values()

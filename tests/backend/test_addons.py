@@ -39,6 +39,16 @@ from sfumato.protocol import (
 )
 
 
+class RunsCode:
+    """Unpickled by an unrestricted reader, this touches a file: what a malicious .pt would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
 @pytest.fixture(scope="module")
 def webui(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Path:
     """An A1111 install: models/Lora, models/VAE and embeddings/ beside models/; returns its models folder."""
@@ -68,6 +78,12 @@ def webui(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Path:
     )
     a1111_embedding(root / "embeddings" / "EasyNegative.safetensors", width=32, vectors=3, scale=2.0)
     (root / "embeddings" / "old-style.pt").write_bytes(b"\x80\x02}q\x00.")  # a pickle: listed, never loaded
+    # the same vectors saved by A1111's trainer (torch.save, .pt) and as safetensors
+    a1111_embedding(root / "embeddings" / "BadHandsST.safetensors", width=32, vectors=3, seed=5, scale=2.0)
+    vectors = torch.randn(3, 32, generator=torch.Generator().manual_seed(5)) * 2.0
+    a1111_pt = {"string_to_param": {"*": vectors}, "name": "BadHands", "step": 500, "sd_checkpoint": None}
+    torch.save(a1111_pt, root / "embeddings" / "BadHands.pt")
+    torch.save(RunsCode(root / "ran"), root / "embeddings" / "evil.pt")  # an embedding's name, a payload's pickle
     original_vae(models / "VAE" / "painter-vae.safetensors", vae)
     return models
 
@@ -100,6 +116,11 @@ def test_the_catalogue_lists_loras_embeddings_and_vaes_with_what_they_fit(webui:
         e = entries[eid]
         assert (e.kind, e.arch, e.usable) == (kind, arch, True), e
         assert e.size_bytes == e.path.stat().st_size > 0
+    pt = entries["embeddings/BadHands"]
+    assert (pt.kind, pt.arch, pt.format, pt.usable) == ("embedding", "sd15-custom", "pickled_embedding", True)
+    evil = entries["embeddings/evil"]
+    assert evil.kind == "unusable" and "weights-only" in evil.problem
+    assert not (webui.parent / "ran").exists(), "scanning a pickled file ran no code"
     old = entries["embeddings/old-style"]
     assert old.kind == "unusable" and "pickled" in old.problem and old.size_bytes == 6
     infos = {m.id: m for m in painter.models()}
@@ -188,6 +209,12 @@ def test_an_embedding_by_name_changes_the_picture_and_is_gone_after(painter: Eng
     assert torch.equal(pipe.text_encoder.get_input_embeddings().weight, matrix)
     assert pipe.tokenizer("a test easynegative").input_ids == ids
     assert np.array_equal(pixels(painter, job()), pixels(engine, job()))
+
+
+def test_a_pickled_a1111_embedding_paints_as_its_safetensors_twin(painter: Engine, engine: Engine) -> None:
+    pt = pixels(painter, job(negative_prompt="badhands, blurry"))
+    assert np.abs(pt - pixels(engine, job(negative_prompt="badhands, blurry"))).mean() > 1.0  # it was used
+    assert np.array_equal(pt, pixels(painter, job(negative_prompt="badhandsst, blurry")))  # the same vectors
 
 
 def test_a_standalone_vae_changes_the_decode_for_its_job_only(painter: Engine, engine: Engine) -> None:
