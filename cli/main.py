@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .document import ImageDocument
 
 from sfumato.plugin.core.models import size_text
-from sfumato.protocol import MODEL_KINDS, ModelInfo
+from sfumato.protocol import MODEL_KINDS, LoraWeight, ModelInfo
 from sfumato.protocol.defaults import (
     DEFAULT_GUIDANCE,
     DEFAULT_MODEL,
@@ -113,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _lora(text: str) -> LoraWeight:
+    """``ID[:WEIGHT]``: a LoRA of the request (the weight is what follows the last colon, when it is a number)."""
+    lora_id, _, weight = text.rpartition(":")
+    try:
+        return LoraWeight(id=lora_id, weight=float(weight)) if lora_id else LoraWeight(id=text)
+    except ValueError:
+        return LoraWeight(id=text)  # a colon inside the id, no weight
+
+
 def _generation_args(g: argparse.ArgumentParser) -> None:
     g.add_argument("--prompt", default="")
     g.add_argument("--negative", default="")
@@ -122,6 +131,15 @@ def _generation_args(g: argparse.ArgumentParser) -> None:
     g.add_argument("--scheduler", default=DEFAULT_SCHEDULER, choices=SCHEDULERS)
     g.add_argument("--batch", type=int, default=1, help="images to generate (OUTPUT-1.png, OUTPUT-2.png, ...)")
     g.add_argument("--model", default=DEFAULT_MODEL)
+    g.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        type=_lora,
+        metavar="ID[:WEIGHT]",
+        help="a LoRA by catalogue id (`sfumato models`), weight 1 unless given; <lora:NAME:W> in --prompt works too",
+    )
+    g.add_argument("--vae", help="a VAE by catalogue id (`sfumato models`); default: the model's own")
     g.add_argument("--server", help="ws://HOST:PORT of a running backend (default: an embedded one)")
     g.add_argument("--token", help="the backend's token")
     g.add_argument("--layer-only", action="store_true", help="write the result layer alone (transparent elsewhere)")
@@ -350,7 +368,7 @@ def _margins(args: argparse.Namespace) -> Margins:
 
 async def run_img2img(args: argparse.Namespace) -> int:
     from sfumato.plugin.core.controller import Controller
-    from sfumato.plugin.core.requests import GenerationParams
+    from sfumato.plugin.core.requests import GenerationParams, unique_loras
     from sfumato.protocol import Cancelled, InvalidMessage, JobError, Progress, Result
     from sfumato.protocol.limits import HARD_MAX_PIXELS
 
@@ -380,6 +398,8 @@ async def run_img2img(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
             batch_size=args.batch,
             controls=files.control_specs(args.control_strength),
+            loras=unique_loras(args.lora),
+            vae=args.vae,
         )
         outcome: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 

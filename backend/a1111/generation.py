@@ -97,9 +97,8 @@ def plan(
         if not params.init_images:
             raise FieldError(("init_images",), "expected at least one base64 image")
         init = images.flatten_rgb(images.decode(params.init_images[0], ("init_images", 0), max_pixels))
-        strength = params.denoising_strength  # never null in img2img (the field's default applies)
-        if strength is None:
-            strength = IMG2IMG["denoising_strength"].default
+        given = params.denoising_strength  # never null in img2img (the field's default applies)
+        strength = given if given is not None else float(IMG2IMG["denoising_strength"].default)
         cover = None
         if params.mask is not None:
             cover = images.mask_coverage(images.decode(params.mask, ("mask",), max_pixels), params.mask_round)

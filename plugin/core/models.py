@@ -41,3 +41,12 @@ def loras_for(models: tuple[ModelInfo, ...], checkpoint: str) -> list[ModelInfo]
 def upscalers(models: tuple[ModelInfo, ...]) -> list[ModelInfo]:
     """The upscaler models a picker offers (the unusable ones are not offered)."""
     return [m for m in models if m.kind == "upscaler" and not m.problem]
+
+
+OWN_VAE = "The model's own VAE"  # the VAE picker's first entry: no standalone VAE
+
+
+def vaes(models: tuple[ModelInfo, ...]) -> list[ModelInfo]:
+    """The standalone VAEs a picker offers: any of them decodes every SD family's latents (the backend
+    builds it with the checkpoint's own VAE configuration)."""
+    return [m for m in models if m.kind == "vae" and not m.problem]

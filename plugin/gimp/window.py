@@ -27,10 +27,18 @@ from sfumato.plugin.core.client import ConnectionChanged  # noqa: E402
 from sfumato.plugin.core.controller import Controller  # noqa: E402
 from sfumato.plugin.core.expand import SIDES, Margins  # noqa: E402
 from sfumato.plugin.core.jobs import TrackedJob  # noqa: E402
-from sfumato.plugin.core.models import checkpoints, describe, loras_for, upscalers  # noqa: E402
+from sfumato.plugin.core.models import OWN_VAE, checkpoints, describe, loras_for, upscalers, vaes  # noqa: E402
 from sfumato.plugin.core.requests import GenerationParams, unique_loras  # noqa: E402
 from sfumato.plugin.core.status import connection_line, message_line, queue_line  # noqa: E402
-from sfumato.protocol import MAX_STEPS, SCHEDULERS, UPSCALE_STRENGTH, JobState, PreviewSettings, Submit  # noqa: E402
+from sfumato.protocol import (  # noqa: E402
+    MAX_STEPS,
+    SCHEDULERS,
+    UPSCALE_STRENGTH,
+    JobState,
+    ModelInfo,
+    PreviewSettings,
+    Submit,
+)
 
 from . import glib  # noqa: E402
 from .bridge import Bridge  # noqa: E402
@@ -44,6 +52,7 @@ log = logging.getLogger(__name__)
 TEST_HOOK_ENV = "SFUMATO_GIMP_TEST_HOOK"  # a Python file whose start(window) drives the window (tests/gimp)
 
 LANCZOS = ""  # the upscaler list's first entry: no model, Lanczos resampling
+OWN = ""  # the VAE list's first entry: the checkpoint's own VAE
 
 
 @dataclass
@@ -74,6 +83,17 @@ def _attach_rows(grid: Any, rows: list[tuple[str, Any]]) -> None:
             grid.attach_next_to(widget, caption, Gtk.PositionType.RIGHT, 1, 1)
         else:
             grid.attach_next_to(widget, None, Gtk.PositionType.BOTTOM, 2, 1)
+
+
+def _refill(combo: Any, first_id: str, first_text: str, models: list[ModelInfo]) -> None:
+    """A catalogue picker: its "none" entry, then the models, keeping the choice when it is still there."""
+    chosen = combo.get_active_id()
+    combo.remove_all()
+    combo.append(first_id, first_text)
+    for m in models:
+        combo.append(m.id, m.label or m.id)
+    if not combo.set_active_id(chosen or first_id):
+        combo.set_active_id(first_id)
 
 
 class SfumatoWindow:
@@ -148,6 +168,9 @@ class SfumatoWindow:
                 ("", self.message),
             ],
         )
+        self.vae = Gtk.ComboBoxText()  # filled from the backend's catalogue; first entry: the model's own
+        self.vae.append(OWN, OWN_VAE)
+        self.vae.set_active_id(OWN)
         self.options = _section(grid, "Options")
         _attach_rows(
             self.options.grid,
@@ -157,6 +180,7 @@ class SfumatoWindow:
                 ("Sampler", self.sampler),
                 ("Seed", seed_row),
                 ("Batch", self.batch),
+                ("VAE", self.vae),
             ],
         )
         self.lora_section = _section(grid, "LoRA")
@@ -207,7 +231,7 @@ class SfumatoWindow:
         self.connection = _section(grid, "Connection", expanded=True)
         _attach_rows(self.connection.grid, [("Server", self.server), ("Token", self.token), ("", self.connect_button)])
         self._was_connected = False
-        self._upscalers_from: Any = None  # the welcome the upscaler list was filled from
+        self._lists_from: Any = None  # the welcome the upscaler and VAE lists were filled from
         self.controlnet.expander.connect("notify::expanded", lambda *_a: self._refresh_layers())
         self.reconnect()
         self.window.show_all()
@@ -241,6 +265,7 @@ class SfumatoWindow:
             controls=tuple(row.spec() for row in self.control_rows),
             preview=PreviewSettings(enabled=True),
             loras=unique_loras(row.choice() for row in self.lora_rows),
+            vae=self.vae.get_active_id() or None,
         )
 
     def generate(self) -> Submit | None:
@@ -380,15 +405,10 @@ class SfumatoWindow:
                 self.model.set_tooltip_text("\n".join(["Not usable:", *unusable]) if unusable else None)
                 if not self.model.set_active_id(self.settings.model):
                     self.model.set_active(0)
-        if welcome is not None and welcome is not self._upscalers_from:  # once per welcome, not per refresh
-            self._upscalers_from = welcome
-            chosen = self.upscaler.get_active_id()
-            self.upscaler.remove_all()
-            self.upscaler.append(LANCZOS, "Lanczos (no upscaler model)")
-            for m in upscalers(welcome.models):
-                self.upscaler.append(m.id, m.label or m.id)
-            if not self.upscaler.set_active_id(chosen or LANCZOS):
-                self.upscaler.set_active_id(LANCZOS)
+        if welcome is not None and welcome is not self._lists_from:  # once per welcome, not per refresh
+            self._lists_from = welcome
+            _refill(self.upscaler, LANCZOS, "Lanczos (no upscaler model)", upscalers(welcome.models))
+            _refill(self.vae, OWN, OWN_VAE, vaes(welcome.models))
         jobs = controller.active_jobs() if controller is not None else []
         running = [j for j in jobs if j.state == JobState.RUNNING]
         if running:

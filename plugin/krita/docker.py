@@ -7,7 +7,7 @@ from typing import Any
 from krita import DockWidget, Krita
 
 from sfumato.plugin.core.expand import SIDES, Margins
-from sfumato.plugin.core.models import checkpoints, describe, loras_for, upscalers
+from sfumato.plugin.core.models import OWN_VAE, checkpoints, describe, loras_for, upscalers, vaes
 from sfumato.plugin.core.requests import ControlSpec, GenerationParams, unique_loras
 from sfumato.plugin.core.status import connection_line, message_line, queue_line
 from sfumato.protocol import (
@@ -70,6 +70,16 @@ class ControlRow(QtWidgets.QWidget):
             end=self.end.value(),
             preprocess=not self.is_map.isChecked(),
         )
+
+
+def _refill(combo: Any, models: list[ModelInfo]) -> None:
+    """A catalogue picker's entries after its first (which means "none"), keeping the choice when it is still there."""
+    chosen = combo.currentData()
+    while combo.count() > 1:
+        combo.removeItem(1)
+    for m in models:
+        combo.addItem(m.label or m.id, m.id)
+    combo.setCurrentIndex(max(0, combo.findData(chosen)))
 
 
 class LoraRow(QtWidgets.QWidget):
@@ -175,6 +185,8 @@ class SfumatoDocker(DockWidget):
         self.batch = QtWidgets.QSpinBox()
         self.batch.setRange(1, 8)  # until the backend says its max_batch (welcome.limits)
         self.batch.setValue(s.batch_size)
+        self.vae = QtWidgets.QComboBox()  # filled from the backend's catalogue; first entry: the model's own
+        self.vae.addItem(OWN_VAE, None)
         self.controls_box = QtWidgets.QVBoxLayout()
         self.loras_box = QtWidgets.QVBoxLayout()
         add_lora = QtWidgets.QPushButton("+ LoRA")
@@ -219,6 +231,7 @@ class SfumatoDocker(DockWidget):
         self.options.form.addRow("Sampler", self.scheduler)
         self.options.form.addRow("Seed", seed_row)
         self.options.form.addRow("Batch", self.batch)
+        self.options.form.addRow("VAE", self.vae)
         self.lora_section = Section("LoRA", form)
         self.lora_section.form.addRow(self.loras_box)
         self.lora_section.form.addRow(add_lora)
@@ -265,7 +278,7 @@ class SfumatoDocker(DockWidget):
         self.setWidget(scroll)
         self._strength_changed(self.strength.value())
         self._was_connected = False
-        self._upscalers_from: Any = None  # the welcome the upscaler list was filled from
+        self._lists_from: Any = None  # the welcome the upscaler and VAE lists were filled from
         self.app.views.append(self.refresh)
         self.refresh()
         self._mode_timer = QtCore.QTimer(self)  # the selection changes without telling us
@@ -293,6 +306,7 @@ class SfumatoDocker(DockWidget):
             batch_size=self.batch.value(),
             controls=tuple(r.spec() for r in self.control_rows()),
             loras=unique_loras(r.choice() for r in self.lora_rows()),
+            vae=self.vae.currentData(),
             preview=PreviewSettings(enabled=True, max_per_second=self.app.settings.previews_per_second),
         )
 
@@ -412,12 +426,10 @@ class SfumatoDocker(DockWidget):
             index = self.model.findData(self.app.settings.model)
             if index >= 0:
                 self.model.setCurrentIndex(index)
-        if welcome is not None and welcome is not self._upscalers_from:  # once per welcome, not per refresh
-            self._upscalers_from = welcome
-            while self.upscaler.count() > 1:  # the first entry, Lanczos, stays
-                self.upscaler.removeItem(1)
-            for m in upscalers(welcome.models):
-                self.upscaler.addItem(m.label or m.id, m.id)
+        if welcome is not None and welcome is not self._lists_from:  # once per welcome, not per refresh
+            self._lists_from = welcome
+            _refill(self.upscaler, upscalers(welcome.models))
+            _refill(self.vae, vaes(welcome.models))
         controller = self.app.controller
         jobs = controller.active_jobs() if controller is not None else []
         running = [j for j in jobs if j.state.value == "running"]

@@ -364,3 +364,39 @@ def test_upscale_refuses_an_unknown_upscaler_and_a_result_over_the_limit(
     monkeypatch.setenv("SFUMATO_MAX_PIXELS", str(96 * 80 * 4))  # ×2 fits exactly, ×4 does not
     assert main(["upscale", str(files / "in.png"), "-o", str(files / "big.png"), "--factor", "4"]) == 2
     assert "max_pixels" in capsys.readouterr().err and not (files / "big.png").exists()
+
+
+def test_a_lora_and_a_vae_chosen_by_flag_change_the_picture(
+    files: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from addon_files import kohya_lora, original_vae
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from sfumato.backend.models.builtin import ensure_builtin
+
+    tiny, _ = ensure_builtin(model_cache)
+    models = files / "models"
+    kohya_lora(
+        models / "Lora" / "detail.safetensors",
+        UNet2DConditionModel.from_pretrained(tiny / "unet"),
+        CLIPTextModel.from_pretrained(tiny / "text_encoder"),
+    )
+    original_vae(models / "VAE" / "painter-vae.safetensors", AutoencoderKL.from_pretrained(tiny / "vae"))
+    monkeypatch.setenv("SFUMATO_MODEL_DIRS", str(models))
+    base = ["img2img", str(files / "in.png"), "--strength", "0.6", "--steps", "4", "--seed", "2", "--quiet"]
+    outputs = {}
+    for name, extra in {
+        "plain": [],
+        "lora": ["--lora", "Lora/detail:1.0"],
+        "vae": ["--vae", "VAE/painter-vae"],
+        "lora twice": ["--lora", "Lora/detail:0.3", "--lora", "Lora/detail:1.0"],  # one LoRA, the last weight
+    }.items():
+        assert main([*base, "-o", str(files / f"{name}.png"), *extra]) == 0, name
+        outputs[name] = load(files / f"{name}.png").astype(int)
+    assert np.abs(outputs["lora"] - outputs["plain"]).mean() > 1.0
+    assert np.abs(outputs["vae"] - outputs["plain"]).mean() > 1.0
+    assert np.array_equal(outputs["lora twice"], outputs["lora"])
+    capsys.readouterr()
+    assert main([*base, "-o", str(files / "x.png"), "--lora", "Lora/nope"]) != 0
+    assert "Lora/nope" in capsys.readouterr().err

@@ -8,7 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "portable"))
 from core_checks import ListDocument
 
-from sfumato.plugin.core.models import checkpoints, describe, loras_for, size_text
+from sfumato.plugin.core.models import checkpoints, describe, loras_for, size_text, vaes
 from sfumato.plugin.core.requests import GenerationParams, build_submit, unique_loras
 from sfumato.protocol import LoraWeight, ModelInfo
 
@@ -44,3 +44,12 @@ def test_the_lora_choice_and_vae_reach_the_submit() -> None:
 def test_a_lora_picked_in_two_rows_is_sent_once_with_the_last_weight() -> None:
     rows = [LoraWeight(id="a", weight=0.5), None, LoraWeight(id="b", weight=1.0), LoraWeight(id="a", weight=0.8)]
     assert unique_loras(rows) == (LoraWeight(id="a", weight=0.8), LoraWeight(id="b", weight=1.0))
+
+
+def test_the_vae_picker_offers_the_usable_standalone_vaes() -> None:
+    listed = (
+        *MODELS,
+        ModelInfo(id="VAE/kl-f8", kind="vae", arch="sd", label="kl-f8"),
+        ModelInfo(id="VAE/broken", kind="vae", arch="sd", label="broken", problem="unreadable"),
+    )
+    assert [m.id for m in vaes(listed)] == ["VAE/kl-f8"]
