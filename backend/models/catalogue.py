@@ -273,13 +273,18 @@ def _classify_pickled_embedding(root: Path, path: Path) -> ModelEntry:
     rel = path.relative_to(root).with_suffix("").as_posix()
     size = _size(path)
     if not _inside(root, path):
-        return ModelEntry(rel, "unusable", "unknown", path, "pickle", problem="links outside the model folder")
+        return _refused(rel, path, "pickle", "links outside the model folder")
     try:
         arch = embedding_entry_arch(path)
     except (NotAModel, OSError) as exc:
         problem = f"a pickled file that is not an embedding Sfumato can read safely: {exc}"
-        return ModelEntry(rel, "unusable", "unknown", path, "pickle", size_bytes=size, problem=problem)
+        return _refused(rel, path, "pickle", problem, size)
     return ModelEntry(rel, "embedding", arch, path, "pickled_embedding", size_bytes=size)
+
+
+def _refused(rel: str, path: Path, fmt: str, problem: str, size: int = 0) -> ModelEntry:
+    """A file or folder listed as unusable, with why (editors show it greyed out with the reason)."""
+    return ModelEntry(rel, "unusable", "unknown", path, fmt, size_bytes=size, problem=problem)
 
 
 def _inside(root: Path, path: Path) -> bool:
@@ -294,15 +299,15 @@ def _classify_file(root: Path, path: Path) -> ModelEntry:
     rel = path.relative_to(root).with_suffix("").as_posix()
     size = _size(path)
     if not _inside(root, path):
-        return ModelEntry(rel, "unusable", "unknown", path, "single_file", problem="links outside the model folder")
+        return _refused(rel, path, "single_file", "links outside the model folder")
     try:
         d = detect_single_file(path)
     except NotAModel as exc:
         if UPSCALER_FOLDERS & {part.lower() for part in path.relative_to(root).parts[:-1]}:
             return ModelEntry(rel, "upscaler", "unknown", path, "single_file", size_bytes=size)
-        return ModelEntry(rel, "unusable", "unknown", path, "single_file", problem=str(exc), size_bytes=size)
+        return _refused(rel, path, "single_file", str(exc), size)
     except OSError as exc:
-        return ModelEntry(rel, "unusable", "unknown", path, "single_file", problem=str(exc), size_bytes=size)
+        return _refused(rel, path, "single_file", str(exc), size)
     control = guess_control_type(path.stem) if d.kind == "controlnet" else None
     problem = ""
     if d.kind == "controlnet" and control is None:
@@ -317,7 +322,7 @@ def _classify_folder(root: Path, folder: Path) -> ModelEntry:
     try:
         d = detect_diffusers_folder(folder)
     except NotAModel as exc:
-        return ModelEntry(rel, "unusable", "unknown", folder, "diffusers", problem=str(exc), size_bytes=_size(folder))
+        return _refused(rel, folder, "diffusers", str(exc), _size(folder))
     control = guess_control_type(folder.name) if d.kind == "controlnet" else None
     problem = ""
     if d.kind == "controlnet" and control is None:
