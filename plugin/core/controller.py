@@ -1,8 +1,7 @@
 """Editor-neutral behaviour: what Generate does, and where every job event lands.
 
 * no selection → restyle the active layer; a selection → inpaint it (see ``requests``); Expand → fill
-  the border added to the canvas (see ``expand``), as Generate does when the layer has a transparent
-  border around its opaque picture (the canvas was grown by Image ▸ Canvas Size);
+  the border added to the canvas (see ``expand``);
 * previews go to the job's own document's preview layer; the result becomes a new layer there;
 * a result whose document was closed is kept (``kept_results``) and reported, never pasted elsewhere.
 
@@ -21,7 +20,7 @@ from sfumato.protocol import Cancelled, JobError, Progress, Rect, Result, Submit
 
 from .client import Client, ConnectionChanged
 from .editor import DocumentLike, EnlargingDocument, GrowingDocument
-from .expand import Margins, build_expand, refuse_empty, transparent_border
+from .expand import Margins, build_expand, refuse_empty
 from .jobs import TrackedJob
 from .requests import GenerationParams, build_submit, new_job_id
 from .upscale import build_upscale
@@ -61,13 +60,7 @@ class Controller:
     # ------------------------------------------------------------------ actions
 
     def generate(self, doc: DocumentLike, params: GenerationParams) -> Submit:
-        """Restyle the active layer, or inpaint the selection; a layer whose canvas was grown (a transparent
-        border around the opaque picture, as Image ▸ Canvas Size leaves it) gets its border filled instead."""
-        submit = build_submit(doc, params, new_job_id(self.job_prefix))
-        margins = transparent_border(submit.image) if submit.task == "img2img" else None
-        if margins is not None:
-            submit = build_expand(doc, margins, params, submit.job_id)
-        return self._send(doc, submit)
+        return self._send(doc, build_submit(doc, params, new_job_id(self.job_prefix)))
 
     def expand(self, doc: GrowingDocument, params: GenerationParams, margins: Margins) -> Submit:
         """Grow ``doc``'s canvas by ``margins``, then fill the new border (one generation).

@@ -9,7 +9,6 @@ outside the border stays bit-identical. Only the context around the border is se
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -87,44 +86,6 @@ def border_mask(margins: Margins, grown: Rect, region: Rect) -> Image:
     full = b"\xff" * region.w
     rows = (middle if inner.y <= y < inner.bottom else full for y in range(region.y, region.bottom))
     return Image(width=region.w, height=region.h, format=PixelFormat.GRAY8, data=b"".join(rows))
-
-
-# A pixel's alpha in each format: (byte offset in the pixel, pixel size, the bytes of "opaque").
-_ALPHA = {
-    PixelFormat.RGBA8: (3, 4, b"\xff"),
-    PixelFormat.RGBA16: (6, 8, b"\xff\xff"),
-    PixelFormat.RGBAF32: (12, 16, struct.pack("<f", 1.0)),
-}
-
-
-def transparent_border(image: Image) -> Margins | None:
-    """The fully transparent border around a fully opaque rectangle — what Image ▸ Canvas Size leaves —
-    as margins; None for any other alpha (no border, or a layer with transparency of its own)."""
-    offset, size, opaque = _ALPHA[image.format]
-    w, h, n = image.width, image.height, len(opaque)
-    corners = [((y * w + x) * size + offset) for y in (0, h - 1) for x in (0, w - 1)]
-    if all(image.data[c : c + n].strip(b"\0") for c in corners):
-        return None  # a border leaves two corners transparent: an opaque layer is told apart at once
-    # one byte plane per alpha byte: a row of a plane is a bytes slice, compared in C
-    planes = [image.data[offset + i :: size] for i in range(n)]
-    content: list[int] = []
-    left = right = -1
-    for y in range(h):
-        row = [plane[y * w : (y + 1) * w] for plane in planes]
-        first = min(w - len(r.lstrip(b"\0")) for r in row)
-        if first == w:  # a transparent row
-            continue
-        last = max(len(r.rstrip(b"\0")) for r in row)
-        if content and (first, last) != (left, right):
-            return None
-        if any(r[first:last] != bytes((opaque[i],)) * (last - first) for i, r in enumerate(row)):
-            return None  # transparency inside: the layer's own, not a border
-        left, right = first, last
-        content.append(y)
-    if not content or content[-1] - content[0] + 1 != len(content):
-        return None
-    margins = Margins(left=left, top=content[0], right=w - right, bottom=h - 1 - content[-1])
-    return None if margins.empty else margins
 
 
 def build_expand(doc: DocumentLike, margins: Margins, params: GenerationParams, job_id: str | None = None) -> Submit:

@@ -13,9 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "portable"))
 from core_checks import ListDocument
 
 from sfumato.plugin.core.controller import Controller
-from sfumato.plugin.core.expand import Margins, build_expand, transparent_border
+from sfumato.plugin.core.expand import Margins, build_expand
 from sfumato.plugin.core.requests import GenerationParams
-from sfumato.protocol import Image, PixelFormat, Rect
+from sfumato.protocol import Rect
 
 
 def mask_rows(data: bytes, w: int) -> list[bytes]:
@@ -76,52 +76,3 @@ def test_the_controller_grows_the_canvas_once_then_sends_the_fill() -> None:
     submit = controller.expand(doc, GenerationParams(), Margins.on(["right"], 16))
     assert doc.growths == [Margins(right=16)] and sent == [submit]
     assert submit.task == "inpaint" and submit.result == Rect(x=48, y=0, w=16, h=64)
-
-
-def framed(alpha_rows: list[bytes], fmt: str = PixelFormat.RGBA8) -> Image:
-    """An image whose alpha is given row by row (0 or 255 per pixel), colour arbitrary."""
-    import struct
-
-    w = len(alpha_rows[0])
-    one = {PixelFormat.RGBA8: 1, PixelFormat.RGBA16: 2, PixelFormat.RGBAF32: 4}[fmt]
-    pack = {1: lambda a: bytes((7, 8, 9, a)), 2: lambda a: struct.pack("<4H", 7, 8, 9, a * 257)}
-    pack[4] = lambda a: struct.pack("<4f", 0.1, 0.2, 0.3, a / 255)
-    data = b"".join(pack[one](a) for row in alpha_rows for a in row)
-    return Image(width=w, height=len(alpha_rows), format=fmt, data=data)
-
-
-@pytest.mark.parametrize("fmt", [PixelFormat.RGBA8, PixelFormat.RGBA16, PixelFormat.RGBAF32])
-def test_a_grown_canvas_is_told_from_a_layer_with_transparency_of_its_own(fmt: str) -> None:
-    o, t = 255, 0
-    grown = [bytes((t, t, t, t, t))] + [bytes((t, o, o, o, t))] * 2 + [bytes((t, t, t, t, t))] * 2
-    assert transparent_border(framed(grown, fmt)) == Margins(left=1, top=1, right=1, bottom=2)
-    assert transparent_border(framed([bytes((o, o, t))] * 3, fmt)) == Margins(right=1)
-    assert transparent_border(framed([bytes((o, o, o))] * 3, fmt)) is None  # no border
-    assert transparent_border(framed([bytes((t, t))] * 2, fmt)) is None  # nothing painted
-    hole = [bytes((t, t, t, t)), bytes((t, o, t, o)), bytes((t, o, o, o))]
-    assert transparent_border(framed(hole, fmt)) is None  # a hole in the picture: the layer's own alpha
-    ragged = [bytes((t, o, o)), bytes((o, o, t))]
-    assert transparent_border(framed(ragged, fmt)) is None  # a figure's outline, not a border
-    soft = [bytes((t, 128, o))] * 2
-    assert transparent_border(framed(soft, fmt)) is None  # a soft edge is painted, not grown canvas
-
-
-def test_generate_on_a_grown_canvas_fills_the_border_instead_of_restyling() -> None:
-    sent: list[Any] = []
-    controller = Controller(SimpleNamespace(submit=lambda submit, doc: submit), sent.append)  # type: ignore[arg-type]
-    doc = ListDocument(None)
-    plain = controller.generate(doc, GenerationParams())
-    assert plain.task == "img2img"  # an opaque layer is restyled
-    rows = [doc.pixels[y * 256 : (y + 1) * 256] for y in range(64)]
-    clear = b"\0\0\0\0"
-    doc.pixels = b"".join(row[: 48 * 4] + clear * 16 for row in rows[:56]) + clear * 64 * 8  # right and bottom grown
-    filled = controller.generate(doc, GenerationParams())
-    assert filled.task == "inpaint" and filled.result == Margins(right=16, bottom=8).border_bounds(doc.canvas())
-    assert filled.mask is not None and filled.context is not None
-    cov = mask_rows(filled.mask.data, filled.context.w)
-    alpha = [
-        doc.pixels[(y * 64 + x) * 4 + 3]
-        for y in range(filled.context.y, filled.context.bottom)
-        for x in range(filled.context.x, filled.context.right)
-    ]
-    assert b"".join(cov) == bytes(255 if a == 0 else 0 for a in alpha)  # the mask is the transparent border, exactly

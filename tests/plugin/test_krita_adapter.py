@@ -159,29 +159,6 @@ def test_expand_grows_the_canvas_and_asks_for_exactly_the_new_border(adapter: An
     assert (cov == np.where(px[..., 3] == 0, 255, 0)).all()  # the mask is the new border, exactly
 
 
-def test_generate_after_canvas_size_fills_the_new_border(adapter: Any) -> None:
-    from types import SimpleNamespace
-
-    from sfumato.plugin.core.controller import Controller
-    from sfumato.plugin.core.expand import Margins
-    from sfumato.plugin.core.requests import GenerationParams
-
-    doc = open_doc(size=(8, 6))
-    doc.add_layer("Paint").setPixelData(bytes((10, 20, 30, 255)) * 48, 0, 0, 8, 6)
-    kd = adapter.KritaDocument(doc)
-    sent: list[Any] = []
-    controller = Controller(SimpleNamespace(submit=lambda submit, doc: submit), sent.append)
-    assert controller.generate(kd, GenerationParams()).task == "img2img"  # before: a restyle
-    kd.grow(Margins(top=4))  # as Image ▸ Canvas Size does
-    sub = controller.generate(kd, GenerationParams())
-    assert sub.task == "inpaint" and sub.result == Rect(x=0, y=0, w=8, h=4) and sub.mask is not None
-    px = np.frombuffer(kd.read_layer(kd.canvas()).data, np.uint8).reshape(10, 8, 4)
-    assert sub.context is not None
-    c = sub.context
-    cov = np.frombuffer(sub.mask.data, np.uint8).reshape(c.h, c.w)
-    assert (cov == np.where(px[c.y : c.bottom, c.x : c.right, 3] == 0, 255, 0)).all()
-
-
 def test_an_upscale_opens_a_new_document_in_the_source_depth(adapter: Any) -> None:
     doc = open_doc("U16")
     doc.add_layer("Paint")
