@@ -35,7 +35,6 @@ def replica_options(config: Config) -> dict[str, Any]:
     options: dict[str, Any] = {
         "max_ongoing_requests": 1,  # one job at a time per replica, like a local worker
         "ray_actor_options": {"num_gpus": config.ray_gpus_per_replica, "num_cpus": config.ray_cpus_per_replica},
-        "health_check_period_s": 2,
     }
     if config.ray_max_replicas > 0:
         options["autoscaling_config"] = {

@@ -171,7 +171,7 @@ async def test_a_replica_that_dies_mid_job_has_its_job_run_again_on_another(
 
 
 @aio
-async def test_a_second_death_ends_the_job_with_worker_failed_and_others_carry_on(
+async def test_a_second_death_a_lost_device_ends_the_job_with_worker_failed_and_others_carry_on(
     cluster: tuple[list[Any], Path], model_cache: Path
 ) -> None:
     engines, folder = cluster
@@ -179,13 +179,17 @@ async def test_a_second_death_ends_the_job_with_worker_failed_and_others_carry_o
     await server.start()
     try:
         async with connected_client(server.url, "a") as (a, ra), connected_client(server.url, "b") as (b, rb):
-            (folder / "die-cursed").write_text("2")
+            await b.submit(submit("other", steps=40, strength=1.0))  # another editor's job, running meanwhile
+            await rb.wait_for(Progress, "other", timeout=60)
+            (folder / "die-cursed").write_text("1")  # the first replica's process ends
+            (folder / "lose-cursed").write_text("1")  # the second's device is lost: it ends itself
             await a.submit(submit("cursed", steps=8, strength=1.0))
             failed = await ra.wait_for(JobError, "cursed", timeout=120)
             assert failed.code == ErrorCode.WORKER_FAILED and "died twice" in failed.message
             assert len({p for p, _ in _steps(folder, "cursed")}) == 2  # on two replicas
-            await b.submit(submit("other", steps=4))  # served once Serve has replaced a replica
-            await rb.wait_for(Result, "other", timeout=120)
+            assert (folder / "die-cursed").read_text() == (folder / "lose-cursed").read_text() == "0"
+            await rb.wait_for(Result, "other", timeout=120)  # carried on to its end
+            assert not rb.of(JobError) and not rb.of(Cancelled)
             await a.submit(submit("again", steps=4))  # the failed editor can go on too
             await ra.wait_for(Result, "again", timeout=120)
     finally:
