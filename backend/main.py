@@ -8,6 +8,7 @@ import functools
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +57,7 @@ def renew_engine(config: Config, old: EngineLike) -> Engine:
     return _engine(config, old.catalogue, old.device)
 
 
-def banner(config: Config, engines: list[Engine], url: str) -> str:
+def banner(config: Config, engines: Sequence[EngineLike], url: str) -> str:
     """What a painter needs to know next, in a few lines."""
     models = engines[0].models()
     checkpoints = [m for m in models if m.kind == "checkpoint" and not m.test]
@@ -214,8 +215,8 @@ async def _cluster_server(config: Config) -> tuple[list[Any], Server]:
     from .cluster.remote import RayWorker
     from .server.app import Server
 
-    checker = build_engines(dataclasses.replace(config, device=["cpu"]))[0]
     await asyncio.to_thread(connect, config.ray_address or "auto")
+    checker = build_engines(dataclasses.replace(config, device=["cpu"]))[0]
     engines = await asyncio.to_thread(deploy, config, checker)
     return engines, Server(config, engines, worker=RayWorker)
 

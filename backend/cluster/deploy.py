@@ -12,7 +12,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from ..config import Config
+from ..config import Config, ConfigError
 from ..server.hub import EngineLike
 from .remote import RayEngine
 from .replica import EngineFactory, Replica, replica_engine
@@ -23,11 +23,18 @@ APP = "sfumato"
 
 
 def connect(address: str) -> None:
-    """Join the cluster at ``address`` (``auto``: the one ``ray start`` runs on this machine), unless joined."""
-    import ray
-
-    if not ray.is_initialized():
+    """Join the cluster at ``address`` (``auto``: the one ``ray start`` runs on this machine), unless joined.
+    The replicas' logs stay in the cluster's log folders (Serve's own per replica)."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--ray needs Ray Serve: install the cluster extra (pip install 'sfumato[cluster]')") from None
+    if ray.is_initialized():
+        return
+    try:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ConfigError(f"cannot join the Ray cluster at {address!r}: {exc}") from None
 
 
 def replica_options(config: Config) -> dict[str, Any]:
