@@ -51,7 +51,7 @@ class RayEngine:
 
     def __init__(self, checker: EngineLike, handle: Any, slot: int) -> None:
         self.checker, self.handle, self.slot = checker, handle, slot
-        self.replica = f"ray slot {slot}: no job yet"  # replaced by the replica that ran its last job
+        self.replica = f"ray slot {slot}: no job yet"  # then the replica running (or that ran) its last job
         self.loaded: list[str] = []
 
     def check(self, req: Submit) -> Any:
@@ -109,7 +109,7 @@ class RayEngine:
                 raise event
             kind = event[0]
             if kind == "replica":
-                self.replica, self.loaded = event[1], event[2]
+                self.replica, self.loaded = f"ray slot {self.slot}: {event[1]}"[:128], event[2]
             elif kind == "started":
                 started = True
                 if not announced:

@@ -90,12 +90,12 @@ class Replica:
         self.label = self._label()
 
     def _label(self) -> str:
-        """How the front's status names this replica: its id, its machine, its device."""
+        """How the front's status names this replica (after its slot): its id, its machine, its device."""
         from ray import serve
         from ray.util import get_node_ip_address
 
         replica = serve.get_replica_context().replica_id.unique_id
-        return f"ray {replica} on {get_node_ip_address()}: {self.engine.device_label()}"[:128]
+        return f"{replica} on {get_node_ip_address()}: {self.engine.device_label()}"
 
     async def generate(self, req: Submit, seed: int) -> AsyncIterator[Event]:
         """Run one job, yielding its events as they happen; the first says where it runs."""

@@ -101,7 +101,9 @@ async def test_two_editors_jobs_run_at_once_on_two_replicas_with_previews(
             await a.request_status()
             status = await ra.wait_for(Status, timeout=10, count=len(ra.of(Status)) + 1)
             assert [d.state for d in status.devices] == ["running", "running"]
-            assert all(d.device.startswith("ray ") and ": cpu" in d.device for d in status.devices)
+            assert [d.device.split(":")[0] for d in status.devices] == ["ray slot 0", "ray slot 1"]
+            replicas = {d.device.split(": ")[1].split(" on ")[0] for d in status.devices}
+            assert len(replicas) == 2 and all(d.device.endswith(": cpu") for d in status.devices)
             result_a = await ra.wait_for(Result, "a-par", timeout=90)
             result_b = await rb.wait_for(Result, "b-par", timeout=90)
         pids = {pid for job in ("a-par", "b-par") for pid, _ in _steps(folder, job)}
