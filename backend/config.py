@@ -82,6 +82,7 @@ class Config:
     ray_cpus_per_replica: float = 1.0  # a CPU replica's torch threads, too
     ray_min_replicas: int = 0  # with ray_max_replicas > 0: Serve adds and removes replicas between the two
     ray_max_replicas: int = 0
+    ray_app: str = "sfumato"  # the Serve application's name: each front on one cluster needs its own
 
     def check(self) -> None:
         if not self.is_loopback() and len(self.token or "") < MIN_TOKEN_CHARS:
@@ -114,6 +115,8 @@ class Config:
             raise ConfigError(
                 f"ray_min_replicas ({self.ray_min_replicas}) must be 0..ray_max_replicas ({self.ray_max_replicas})"
             )
+        if not self.ray_app:
+            raise ConfigError("ray_app cannot be empty")
         if self.ray_gpus_per_replica < 0 or self.ray_cpus_per_replica <= 0:
             raise ConfigError("ray_gpus_per_replica must be ≥ 0 and ray_cpus_per_replica > 0")
 

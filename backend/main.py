@@ -137,6 +137,7 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     ray.add_argument("--ray-cpus-per-replica", type=float, help="default 1")
     ray.add_argument("--ray-min-replicas", type=int, help="autoscaling: fewest replicas (with --ray-max-replicas)")
     ray.add_argument("--ray-max-replicas", type=int, help="autoscaling: most replicas (0: no autoscaling)")
+    ray.add_argument("--ray-app", help="the Serve application's name (default sfumato; one per front on a cluster)")
     p.add_argument("--config", type=Path, help="TOML file (default: the user config folder's config.toml)")
 
 
@@ -160,6 +161,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "ray_cpus_per_replica",
         "ray_min_replicas",
         "ray_max_replicas",
+        "ray_app",
     )
     flags = {k: getattr(args, k) for k in keys}
     if getattr(args, "a1111_port", None) is not None:  # --a1111-api [PORT]; without PORT: the configured one
@@ -203,7 +205,7 @@ async def serve(config: Config) -> None:
     if config.ray_address:
         from .cluster.deploy import undeploy
 
-        await asyncio.to_thread(undeploy)
+        await asyncio.to_thread(undeploy, config.ray_app)
 
 
 async def _cluster_server(config: Config) -> tuple[list[Any], Server]:

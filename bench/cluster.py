@@ -152,7 +152,7 @@ async def main(quick: bool, record: bool) -> None:
         if record:
             RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
             print(f"wrote {RESULTS}")
-        undeploy(leave=False)
+        undeploy(ray_config(1).ray_app, leave=False)
     finally:
         serve.shutdown()
         ray.shutdown()

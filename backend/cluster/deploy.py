@@ -2,8 +2,8 @@
 
 The front process stays a Ray *driver*: it connects to the cluster, starts Serve without its HTTP
 proxies (nothing listens but Sfumato's own server, with its token and origin checks), deploys
-:class:`~.replica.Replica` as the application ``APP``, and gets one :class:`~.remote.RayEngine` per
-slot. Blocking calls: run them off the event loop.
+:class:`~.replica.Replica` as the application ``config.ray_app``, and gets one
+:class:`~.remote.RayEngine` per slot. Blocking calls: run them off the event loop.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from .remote import RayEngine
 from .replica import EngineFactory, Replica, replica_engine
 
 log = logging.getLogger(__name__)
-
-APP = "sfumato"
 
 
 def connect(address: str) -> None:
@@ -69,18 +67,18 @@ def deploy(config: Config, checker: EngineLike, factory: EngineFactory = replica
     deployment = serve.deployment(Replica, name="engine").options(**replica_options(config))
     # replicas need neither the token (the front keeps auth) nor the front's device choice (Ray assigns theirs)
     shipped = dataclasses.replace(config, token=None, device=["auto"])
-    handle = serve.run(deployment.bind(shipped, factory, cpu_threads), name=APP, route_prefix=None)
+    handle = serve.run(deployment.bind(shipped, factory, cpu_threads), name=config.ray_app, route_prefix=None)
     log.info("the engine runs on Ray Serve: %s", replica_options(config))
     return [RayEngine(checker, handle, slot) for slot in range(slots(config))]
 
 
-def undeploy(leave: bool = True) -> None:
+def undeploy(app: str, leave: bool = True) -> None:
     """Remove the replicas (their GPUs are free again) and, with ``leave``, disconnect from the cluster."""
     import ray
     from ray import serve
 
     try:
-        serve.delete(APP)
+        serve.delete(app)
     finally:
         if leave:
             ray.shutdown()

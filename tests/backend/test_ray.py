@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import aio, connected_client, submit, until
+from helpers import aio, backend_process, connected_client, submit, until
 
 from sfumato.backend.config import Config, ConfigError, load_config
 from sfumato.protocol import Cancelled, ErrorCode, JobError, Progress, Result, Started, Status
@@ -33,7 +34,7 @@ def _ray_config(model_cache: Path, **kw: Any) -> Config:
 
 @pytest.fixture(scope="module")
 def cluster(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[Any], Path]]:
-    """A local Ray (2 CPUs, a small object store), the deployment's two replicas, one engine per slot."""
+    """A local Ray (3 CPUs, a small object store), the deployment's two replicas, one engine per slot."""
     import ray
     from ray import serve
 
@@ -43,7 +44,7 @@ def cluster(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     folder = tmp_path_factory.mktemp("replicas")
     path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
     ray.init(
-        num_cpus=2,
+        num_cpus=3,  # two replicas, and one for `sfumato serve --ray` in its own process
         object_store_memory=80 << 20,
         include_dashboard=False,
         log_to_driver=False,
@@ -56,7 +57,7 @@ def cluster(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
         engines = deploy(config, checker, functools.partial(RecordingEngine, str(folder)))
         yield engines, folder
-        undeploy(leave=False)
+        undeploy(config.ray_app, leave=False)
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -201,6 +202,32 @@ async def test_a_second_death_a_lost_device_ends_the_job_with_worker_failed_and_
 # ---------------------------------------------------------------------------- starting it
 
 
+@aio
+async def test_sfumato_serve_with_ray_joins_the_cluster_paints_and_leaves_it_clean(
+    cluster: tuple[list[Any], Path], model_cache: Path
+) -> None:
+    import ray
+    from ray import serve
+
+    address = ray.get_runtime_context().gcs_address
+    args = ("--ray", address, "--ray-app", "sfumato-cli", "--ray-replicas", "1", "--ray-gpus-per-replica", "0")
+    with backend_process(model_cache, *args) as (url, proc):
+        assert "sfumato-cli" in serve.status().applications  # beside the fixture's own application
+        async with connected_client(url, "cli") as (client, rec):
+            assert client.welcome is not None
+            assert [d.device for d in client.welcome.devices] == ["ray slot 0: no job yet"]
+            await client.submit(submit("via-cli", steps=4))
+            result = await rec.wait_for(Result, "via-cli", timeout=120)
+            assert result.images[0].width == 64
+            await client.request_status()
+            status = await rec.wait_for(Status, timeout=10, count=len(rec.of(Status)) + 1)
+            assert status.devices[0].device.startswith("ray slot 0: ") and status.devices[0].device.endswith(": cpu")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    assert "sfumato-cli" not in serve.status().applications  # its replicas removed on the way out
+    assert "sfumato" in serve.status().applications  # and nobody else's
+
+
 def test_ray_settings_come_from_flags_and_the_config_file(tmp_path: Path) -> None:
     from sfumato.backend.cluster.deploy import replica_options, slots
     from sfumato.backend.main import add_server_arguments, config_from_args
@@ -220,21 +247,26 @@ def test_ray_settings_come_from_flags_and_the_config_file(tmp_path: Path) -> Non
     assert slots(config) == 8  # a worker for each replica there may be
     fixed = load_config(listed, env={}, ray_max_replicas=0, ray_replicas=2)
     assert replica_options(fixed)["num_replicas"] == 2 and slots(fixed) == 2
-    for bad in ({"ray_replicas": 0}, {"ray_max_replicas": 65}, {"ray_min_replicas": 9}, {"ray_cpus_per_replica": 0}):
+    bad_values = (
+        {"ray_replicas": 0},
+        {"ray_max_replicas": 65},
+        {"ray_min_replicas": 9},
+        {"ray_cpus_per_replica": 0},
+        {"ray_app": ""},
+    )
+    for bad in bad_values:
         with pytest.raises(ConfigError, match="ray_"):
             load_config(listed, env={}, **bad)
 
 
 def test_serve_without_ray_never_imports_ray() -> None:
     code = (
-        "import sys\n"
+        "import argparse, sys\n"
         "from sfumato.backend import main\n"
         "from sfumato.backend.server import app, workers\n"
-        "config = main.config_from_args(main.argparse.Namespace(config=None, **{k: None for k in "
-        "('host port model_dirs device precision memory token allowed_origins allow_download max_pixels "
-        "max_message_mib resume_ttl_s ray_address ray_replicas ray_gpus_per_replica ray_cpus_per_replica "
-        "ray_min_replicas ray_max_replicas').split()}))\n"
-        "assert config.ray_address is None\n"
+        "p = argparse.ArgumentParser()\n"
+        "main.add_server_arguments(p)\n"
+        "assert main.config_from_args(p.parse_args([])).ray_address is None\n"
         "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
