@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sfumato.protocol.messages import MAX_DEVICES  # a status lists each replica as a device
+
 from .models.placement import MEMORY_MODES
 
 if sys.version_info >= (3, 11):
@@ -73,6 +75,14 @@ class Config:
     # the AUTOMATIC1111 HTTP API beside the websocket server (backend/a1111), on the same host
     a1111_api: bool = False
     a1111_port: int = 7861
+    # the engine on a Ray Serve cluster instead of local workers (backend/cluster; README "Cluster (Ray Serve)")
+    ray_address: str | None = None  # auto (the cluster `ray start` runs here) or its address; None: local
+    ray_replicas: int = 1  # replicas (jobs at once) without autoscaling
+    ray_gpus_per_replica: float = 1.0  # 0 for a CPU-only cluster
+    ray_cpus_per_replica: float = 1.0  # a CPU replica's torch threads, too
+    ray_min_replicas: int = 0  # with ray_max_replicas > 0: Serve adds and removes replicas between the two
+    ray_max_replicas: int = 0
+    ray_app: str = "sfumato"  # the Serve application's name: each front on one cluster needs its own
 
     def check(self) -> None:
         if not self.is_loopback() and len(self.token or "") < MIN_TOKEN_CHARS:
@@ -91,9 +101,24 @@ class Config:
                 raise ConfigError(f"{name} must be 0..65535, got {getattr(self, name)}")
         if self.memory not in MEMORY_MODES:
             raise ConfigError(f"memory must be one of {', '.join(MEMORY_MODES)}, got {self.memory!r}")
+        self._check_ray()
         for origin in self.allowed_origins:
             if origin in ("*", "null"):
                 raise ConfigError(f"allowed origin {origin!r} would let any web page drive the backend")
+
+    def _check_ray(self) -> None:
+        for name in ("ray_replicas", "ray_max_replicas"):
+            low = 1 if name == "ray_replicas" else 0  # 0: no autoscaling
+            if not low <= getattr(self, name) <= MAX_DEVICES:
+                raise ConfigError(f"{name} must be {low}..{MAX_DEVICES}, got {getattr(self, name)}")
+        if self.ray_max_replicas and not 0 <= self.ray_min_replicas <= self.ray_max_replicas:
+            raise ConfigError(
+                f"ray_min_replicas ({self.ray_min_replicas}) must be 0..ray_max_replicas ({self.ray_max_replicas})"
+            )
+        if not self.ray_app:
+            raise ConfigError("ray_app cannot be empty")
+        if self.ray_gpus_per_replica < 0 or self.ray_cpus_per_replica <= 0:
+            raise ConfigError("ray_gpus_per_replica must be ≥ 0 and ray_cpus_per_replica > 0")
 
     def is_loopback(self) -> bool:
         if self.host == "localhost":

@@ -8,8 +8,9 @@ import functools
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .config import Config, ConfigError, load_config
 from .devices import DEVICE_NAMES
@@ -18,6 +19,7 @@ from .models.placement import MEMORY_MODES
 if TYPE_CHECKING:
     from .engine import Engine
     from .models.catalogue import Catalogue
+    from .server.app import Server
     from .server.hub import EngineLike
 
 
@@ -55,7 +57,7 @@ def renew_engine(config: Config, old: EngineLike) -> Engine:
     return _engine(config, old.catalogue, old.device)
 
 
-def banner(config: Config, engines: list[Engine], url: str) -> str:
+def banner(config: Config, engines: Sequence[EngineLike], url: str) -> str:
     """What a painter needs to know next, in a few lines."""
     models = engines[0].models()
     checkpoints = [m for m in models if m.kind == "checkpoint" and not m.test]
@@ -63,7 +65,9 @@ def banner(config: Config, engines: list[Engine], url: str) -> str:
     labels = [e.device_label() for e in engines]
     no_gpu = all(label == "cpu" for label in labels)
     lines = [f"  device:  {', '.join(labels)}" + ("  (no GPU found: real models will be slow)" if no_gpu else "")]
-    if len(engines) > 1:
+    if config.ray_address:
+        lines = [f"  device:  Ray Serve ({config.ray_address}): up to {len(engines)} replicas, a job at once on each"]
+    elif len(engines) > 1:
         lines[0] += f"  (a worker on each: {len(engines)} jobs at once)"
     if checkpoints:
         lines.append(f"  models:  {len(checkpoints)} checkpoints, {len(controlnets)} ControlNets (`sfumato models`)")
@@ -126,6 +130,14 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PORT",
         help="also answer AUTOMATIC1111's HTTP API, on PORT (default 7861; 0 picks a free one)",
     )
+    ray = p.add_argument_group("cluster", "the engine on a Ray Serve cluster, a replica per GPU (sfumato[cluster])")
+    ray.add_argument("--ray", dest="ray_address", metavar="ADDRESS", help="auto (the cluster here) or host:port")
+    ray.add_argument("--ray-replicas", type=int, help="replicas, i.e. jobs at once (default 1)")
+    ray.add_argument("--ray-gpus-per-replica", type=float, help="default 1; 0 on a CPU-only cluster")
+    ray.add_argument("--ray-cpus-per-replica", type=float, help="default 1")
+    ray.add_argument("--ray-min-replicas", type=int, help="autoscaling: fewest replicas (with --ray-max-replicas)")
+    ray.add_argument("--ray-max-replicas", type=int, help="autoscaling: most replicas (0: no autoscaling)")
+    ray.add_argument("--ray-app", help="the Serve application's name (default sfumato; one per front on a cluster)")
     p.add_argument("--config", type=Path, help="TOML file (default: the user config folder's config.toml)")
 
 
@@ -143,6 +155,13 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "max_pixels",
         "max_message_mib",
         "resume_ttl_s",
+        "ray_address",
+        "ray_replicas",
+        "ray_gpus_per_replica",
+        "ray_cpus_per_replica",
+        "ray_min_replicas",
+        "ray_max_replicas",
+        "ray_app",
     )
     flags = {k: getattr(args, k) for k in keys}
     if getattr(args, "a1111_port", None) is not None:  # --a1111-api [PORT]; without PORT: the configured one
@@ -156,8 +175,11 @@ async def serve(config: Config) -> None:
 
     return_large_blocks()
 
-    engines = build_engines(config)
-    server = Server(config, engines, renew=functools.partial(renew_engine, config))
+    if config.ray_address:
+        engines, server = await _cluster_server(config)
+    else:
+        engines = build_engines(config)
+        server = Server(config, engines, renew=functools.partial(renew_engine, config))
     await server.start()
     print(f"listening on {server.url}", flush=True)  # the first line: scripts and tests wait for it
     print(banner(config, engines, server.url), flush=True)
@@ -180,6 +202,25 @@ async def serve(config: Config) -> None:
     await server.stop()  # cancels every job first: A1111 requests in flight answer, then close
     if api is not None:
         await api.stop()
+    if config.ray_address:
+        from .cluster.deploy import undeploy
+
+        await asyncio.to_thread(undeploy, config.ray_app)
+
+
+async def _cluster_server(config: Config) -> tuple[list[Any], Server]:
+    """``--ray``: the engine deployed on the cluster, a worker per replica slot; checks run on a local
+    CPU engine that never runs a job (it only reads the catalogue)."""
+    import dataclasses
+
+    from .cluster.deploy import connect, deploy
+    from .cluster.remote import RayWorker
+    from .server.app import Server
+
+    await asyncio.to_thread(connect, config.ray_address or "auto")
+    checker = build_engines(dataclasses.replace(config, device=["cpu"]))[0]
+    engines = await asyncio.to_thread(deploy, config, checker)
+    return engines, Server(config, engines, worker=RayWorker)
 
 
 def serve_main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from ..config import Config
 from .auth import Gate
 from .connection import Connection
 from .hub import EngineLike, Hub
+from .worker import Worker
 from .workers import Renew, Workers
 
 log = logging.getLogger(__name__)
@@ -28,12 +29,19 @@ DECODER_THREADS = 2
 
 
 class Server:
-    def __init__(self, config: Config, engines: EngineLike | Sequence[EngineLike], renew: Renew | None = None) -> None:
-        """``engines``: one per device, each run by its own worker; ``renew`` replaces a failed worker's engine."""
+    def __init__(
+        self,
+        config: Config,
+        engines: EngineLike | Sequence[EngineLike],
+        renew: Renew | None = None,
+        worker: type[Worker] = Worker,
+    ) -> None:
+        """``engines``: one per device, each run by its own ``worker``; ``renew`` replaces a failed worker's engine."""
         config.check()
         self.config = config
         self.engines = list(engines) if isinstance(engines, Sequence) else [engines]
         self.renew = renew
+        self.worker = worker
         self.hub = Hub(config, self.engines[0])
         self.gate = Gate(config.token)
         self.decoder = ThreadPoolExecutor(DECODER_THREADS, thread_name_prefix="sfumato-decode")
@@ -60,7 +68,7 @@ class Server:
         return None
 
     async def start(self) -> None:
-        self.workers = self.hub.devices = Workers(self.hub, self.engines, self.renew)
+        self.workers = self.hub.devices = Workers(self.hub, self.engines, self.renew, self.worker)
         self._tasks = [asyncio.create_task(self.workers.run()), asyncio.create_task(self._reaper())]
         self._server = await serve(
             self._handle,

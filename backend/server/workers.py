@@ -35,9 +35,13 @@ def place(job: Job, free: Sequence[Worker]) -> Worker:
 
 
 class Workers:
-    def __init__(self, hub: Hub, engines: Sequence[EngineLike], renew: Renew | None = None) -> None:
+    def __init__(
+        self, hub: Hub, engines: Sequence[EngineLike], renew: Renew | None = None, kind: type[Worker] = Worker
+    ) -> None:
+        """``kind``: the worker class (a Ray slot's names the replica it last ran on: cluster/remote.py)."""
         self.hub = hub
         self._renew = renew
+        self._kind = kind
         self._changed = asyncio.Event()  # a worker became free, or a replacement started
         self._idle = asyncio.Event()
         self._renewing: set[asyncio.Task[None]] = set()
@@ -45,7 +49,7 @@ class Workers:
         self._update()
 
     def _start(self, engine: EngineLike, slot: int) -> Worker:
-        return Worker(self.hub, engine, f"worker-{slot}", on_free=self._freed, on_death=self._replace)
+        return self._kind(self.hub, engine, f"worker-{slot}", on_free=self._freed, on_death=self._replace)
 
     def free(self) -> list[Worker]:
         return [w for w in self.all if not w.dead and w.current is None]
