@@ -64,7 +64,7 @@ def deploy(config: Config, checker: EngineLike, factory: EngineFactory = replica
 
     serve.start(proxy_location="Disabled")
     cpu_threads = int(config.ray_cpus_per_replica) if config.ray_gpus_per_replica == 0 else 0
-    deployment = serve.deployment(Replica, name="engine").options(**replica_options(config))
+    deployment = serve.deployment(name="engine", **replica_options(config))(Replica)
     # replicas need neither the token (the front keeps auth) nor the front's device choice (Ray assigns theirs)
     shipped = dataclasses.replace(config, token=None, device=["auto"])
     handle = serve.run(deployment.bind(shipped, factory, cpu_threads), name=config.ray_app, route_prefix=None)
