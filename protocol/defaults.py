@@ -16,7 +16,7 @@ INPAINT_STRENGTH = 1.0  # a selection to repaint: a new picture inside it, by de
 UPSCALE_STRENGTH = 0.3  # the refine of an upscale: adds detail, keeps every shape
 REFERENCE_MODES = ("style", "full", "composition")  # what of a reference image a job takes (submit.references)
 DEFAULT_REFERENCE_MODE = "style"  # the look of the reference, not its content
-REFERENCE_SIDE = 224  # px: the side the image encoders of IP-Adapters see; editors scale references to fit it
+REFERENCE_SIDE = 224  # px: what IP-Adapters' image encoders see; editors scale a reference's shorter side to it
 
 __all__ = [
     "DEFAULT_GUIDANCE",

@@ -50,7 +50,7 @@ MAX_LORAS = 16
 WORKER_STATES = ("idle", "running", "starting")  # starting: a replacement for a worker that failed
 MAX_DEVICES = 64
 MAX_REFERENCES = 4  # submit.references: each one loads its IP-Adapter once more for the job
-MAX_REFERENCE_SIDE = 1024  # px; editors send less (REFERENCE_SIDE): the image encoders see 224²
+MAX_REFERENCE_SIDE = 1024  # px; editors send less (shorter side REFERENCE_SIDE): the image encoders see 224²
 
 
 def arch_family(arch: str) -> str:
@@ -186,7 +186,7 @@ class Reference(Record):
     PATH = "reference"
     image: Image = wire(
         ImageKind((PixelFormat.RGBA8,)),
-        f"at most {MAX_REFERENCE_SIDE} px a side; editors send it scaled to fit {REFERENCE_SIDE}²",
+        f"at most {MAX_REFERENCE_SIDE} px a side; editors scale its shorter side down to {REFERENCE_SIDE}",
     )
     weight: float = wire(Float(0.0, 2.0), "0 = no effect (the reference is dropped), 1 = as trained", default=1.0)
     mode: str = wire(
