@@ -119,7 +119,7 @@ class PipelineCache:
         return models + module_bytes(*self._controlnets.values(), *self._decoders.values()) + references
 
     def _evict(self, keep: str) -> None:
-        """Least recently used first: checkpoints other than ``keep``, then ControlNets."""
+        """Least recently used first: checkpoints other than ``keep``, then ControlNets, then what references hold."""
         while self.held_bytes() > self.budget:
             victims = [k for k in self._models if k != keep]
             if victims:
