@@ -208,26 +208,6 @@ def test_procedures_in_real_gimp_headless(chroot: str, request: pytest.FixtureRe
     _judge(chroot, "procedures", body, seconds, tail, at_least=32)
 
 
-@pytest.fixture(scope="module")
-def painters_backend(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[str]:
-    """A backend process whose model folder holds a tiny IP-Adapter and CLIP vision encoder (ComfyUI layout),
-    for the window's style-reference job."""
-    from addon_files import clip_vision, ip_adapter
-    from diffusers import UNet2DConditionModel
-    from helpers import backend_process
-
-    from sfumato.backend.models.builtin import ensure_builtin
-
-    tiny, _ = ensure_builtin(model_cache)
-    models = tmp_path_factory.mktemp("gimp-models") / "models"
-    clip_vision(models / "clip_vision" / "tiny-vit.safetensors")
-    ip_adapter(
-        models / "ipadapter" / "ip-adapter_sd15.safetensors", UNet2DConditionModel.from_pretrained(tiny / "unet"), 16
-    )
-    with backend_process(model_cache, "--models", str(models)) as (url, _):
-        yield url
-
-
 @pytest.mark.parametrize("chroot", list(GIMPS))
 def test_window_in_real_gimp_under_xvfb(chroot: str, request: pytest.FixtureRequest, profiles: Profiles) -> None:
     _require(chroot, "window")
@@ -237,7 +217,7 @@ def test_window_in_real_gimp_under_xvfb(chroot: str, request: pytest.FixtureRequ
     env = {
         "SFUMATO_GIMP_TEST_HOOK": "{inside}/window_selftest.py",
         "SFUMATO_GIMP_TEST_WINDOW": "{inside}/{name}.json",
-        "SFUMATO_GIMP_TEST_SERVER": request.getfixturevalue("painters_backend"),
+        "SFUMATO_GIMP_TEST_SERVER": request.getfixturevalue("painters_backend_url"),
         "SFUMATO_GIMP_SCREENSHOT": "{inside}/screenshot.png",
         "SFUMATO_GIMP_TEST_PYLIB": "{inside}/pylib",
     }

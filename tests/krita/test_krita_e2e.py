@@ -38,7 +38,7 @@ NOT_POSSIBLE_HERE = 3  # install/chroots.sh: no root, or no way to get debootstr
 sys.path.insert(0, str(ROOT / "install"))
 sys.path.insert(0, str(ROOT / "tests"))
 import krita as krita_installer  # noqa: E402  (install/krita.py)
-from helpers import backend_process, free_display  # noqa: E402
+from helpers import free_display  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -165,29 +165,10 @@ def _run_scenario(editor: Editor, backend_url: str, tmp_path: Path, sabotage: st
     return Run(json.loads(result.read_text()), proc.returncode, seconds, tail, screenshot)
 
 
-@pytest.fixture(scope="module")
-def painters_backend(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Any:
-    """A backend process whose model folder holds a tiny IP-Adapter and CLIP vision encoder (ComfyUI layout),
-    for the scenario's style-reference job."""
-    from addon_files import clip_vision, ip_adapter
-    from diffusers import UNet2DConditionModel
-
-    from sfumato.backend.models.builtin import ensure_builtin
-
-    tiny, _ = ensure_builtin(model_cache)
-    models = tmp_path_factory.mktemp("krita-models") / "models"
-    clip_vision(models / "clip_vision" / "tiny-vit.safetensors")
-    ip_adapter(
-        models / "ipadapter" / "ip-adapter_sd15.safetensors", UNet2DConditionModel.from_pretrained(tiny / "unet"), 16
-    )
-    with backend_process(model_cache, "--models", str(models)) as (url, _):
-        yield url
-
-
 @pytest.mark.krita
 @pytest.mark.parametrize("editor", EDITORS, ids=lambda e: e.label)
-def test_plugin_in_real_krita(tmp_path: Path, painters_backend: str, editor: Editor) -> None:
-    run = _run_scenario(editor, painters_backend, tmp_path)
+def test_plugin_in_real_krita(tmp_path: Path, painters_backend_url: str, editor: Editor) -> None:
+    run = _run_scenario(editor, painters_backend_url, tmp_path)
     body = run.body
     report = "\n".join(f"{'ok  ' if c['ok'] else 'FAIL'} {c['name']} {c['detail']}" for c in body["checks"])
     passed = sum(c["ok"] for c in body["checks"])

@@ -297,42 +297,6 @@ def scenario() -> Iterator[Wait | None]:
     expected = [*layers_before, "a test [seed 7]", "a fox [seed 9]"]
     RUN.check("no stray layers", sorted(layer_names(doc)) == sorted(expected), str(layer_names(doc)))
 
-    # (g) a style reference: the same restyle of the Paint layer, with the restyled layer as its reference
-    doc.setActiveNode(src)
-    yield None
-    docker.prompt.setPlainText("styled")
-    docker.strength.setValue(50)
-    docker.steps.setValue(8)
-    docker.random_seed.setChecked(False)
-    docker.seed.setValue(7)
-    docker.generate_button.click()
-    yield Wait(lambda: doc.nodeByName("styled [seed 7]") is not None, 120, "the restyle without a reference")
-    plain = doc.nodeByName("styled [seed 7]")
-    plain.setName("styled without reference")
-    row = docker.add_reference()
-    row.layer.setCurrentText("a test [seed 7]")
-    row.mode.setCurrentText("style")
-    row.weight.setValue(1.0)
-    offered = [row.adapter.itemData(i) for i in range(row.adapter.count())]
-    RUN.check(
-        "reference: the docker offers the backend's IP-Adapter", "ipadapter/ip-adapter_sd15" in offered, str(offered)
-    )
-    docker.generate_button.click()
-    yield Wait(lambda: doc.nodeByName("styled [seed 7]") is not None, 120, "the restyle with a style reference")
-    styled = doc.nodeByName("styled [seed 7]")
-    ref_pixels, plain_pixels = bytes(styled.pixelData(0, 0, SIZE, SIZE)), bytes(plain.pixelData(0, 0, SIZE, SIZE))
-    differing = sum(1 for i in range(0, SIZE * SIZE * 4, 4) if ref_pixels[i : i + 4] != plain_pixels[i : i + 4])
-    RUN.check(
-        "reference: a style reference changes the restyle", differing > SIZE * SIZE // 10, f"{differing} px differ"
-    )
-    RUN.check("reference: source layer untouched", bytes(src.pixelData(0, 0, SIZE, SIZE)) == source_before)
-    row.remove.click()  # the painter removes the reference (✕), and the test its two layers
-    RUN.check("reference: ✕ removes the reference", not docker.reference_rows())
-    plain.remove()
-    styled.remove()
-    doc.setActiveNode(doc.nodeByName("a test [seed 7]"))
-    yield Wait(lambda: sorted(layer_names(doc)) == sorted(expected), 10, "the test layers to go")
-
     # (f) Expand: the canvas grows on the right and the new border is painted; the picture stays as it was
     margin = 32
     before = projection(doc)
@@ -401,4 +365,56 @@ def scenario() -> Iterator[Wait | None]:
         "Convert Image Color Space" in docker.message.text() and len(ctl.documents) == sent_before,
         docker.message.text(),
     )
+
+    # (g) a style reference, in a document of its own: the same restyle of 'Paint' with and without the
+    # layer 'Look' as its reference
+    refdoc = app.createDocument(DEEP, DEEP, "sfumato-reference", "RGBA", "U8", "", 300.0)
+    app.activeWindow().addView(refdoc)
+    yield Wait(lambda: app.activeDocument() == refdoc, 10, "the reference document to become active")
+    look = refdoc.createNode("Look", "paintlayer")
+    stripes = bytes(c for y in range(DEEP) for x in range(DEEP) for c in ((x * 13) % 256, (y * 5) % 256, 40, 255))
+    look.setPixelData(QtCore.QByteArray(stripes), 0, 0, DEEP, DEEP)
+    refdoc.rootNode().addChildNode(look, None)
+    paint = refdoc.createNode("Paint", "paintlayer")
+    paint.setPixelData(
+        QtCore.QByteArray(b"".join(pattern()[y * SIZE * 4 : (y * SIZE + DEEP) * 4] for y in range(DEEP))),
+        0,
+        0,
+        DEEP,
+        DEEP,
+    )
+    refdoc.rootNode().addChildNode(paint, look)
+    refdoc.setActiveNode(paint)
+    yield None
+    paint_before = bytes(paint.pixelData(0, 0, DEEP, DEEP))
+    docker.prompt.setPlainText("styled")
+    docker.strength.setValue(50)
+    docker.steps.setValue(8)
+    docker.seed.setValue(7)
+    docker.generate_button.click()
+    yield Wait(lambda: refdoc.nodeByName("styled [seed 7]") is not None, 120, "the restyle without a reference")
+    plain = refdoc.nodeByName("styled [seed 7]")
+    plain.setName("styled without reference")
+    refdoc.setActiveNode(paint)
+    yield None
+    row = docker.add_reference()
+    row.layer.setCurrentText("Look")
+    row.mode.setCurrentText("style")
+    row.weight.setValue(1.0)
+    offered = [row.adapter.itemData(i) for i in range(row.adapter.count())]
+    RUN.check(
+        "reference: the docker offers the backend's IP-Adapter", "ipadapter/ip-adapter_sd15" in offered, str(offered)
+    )
+    docker.generate_button.click()
+    yield Wait(lambda: refdoc.nodeByName("styled [seed 7]") is not None, 120, "the restyle with a style reference")
+    styled = refdoc.nodeByName("styled [seed 7]")
+    a, b = bytes(styled.pixelData(0, 0, DEEP, DEEP)), bytes(plain.pixelData(0, 0, DEEP, DEEP))
+    differing = sum(1 for i in range(0, len(a), 4) if a[i : i + 4] != b[i : i + 4])
+    RUN.check(
+        "reference: a style reference changes the restyle", differing > DEEP * DEEP // 10, f"{differing} px differ"
+    )
+    RUN.check("reference: source layer untouched", bytes(paint.pixelData(0, 0, DEEP, DEEP)) == paint_before)
+    row.remove.click()  # the painter removes the reference (✕)
+    RUN.check("reference: ✕ removes the reference", not docker.reference_rows())
+    refdoc.setModified(False)
     RUN.write()
