@@ -1,7 +1,8 @@
 """The diffusion engine: one ``Submit`` in, result pixels out. Runs on the worker thread.
 
 A dispatcher: :meth:`Engine.run` checks the request, has its task module (``tasks/img2img.py``,
-``tasks/inpaint.py``, with ``tasks/control.py`` for ControlNet, ``tasks/upscale.py``) prepare the
+``tasks/inpaint.py``, with ``tasks/control.py`` for ControlNet and ``tasks/reference.py`` for reference
+images, ``tasks/upscale.py``) prepare the
 job, and has it run it (``tasks/passes.py`` for the pipeline passes). Each task module lists its steps in order.
 """
 
@@ -20,7 +21,7 @@ from .models.cache import PipelineCache
 from .models.catalogue import Catalogue, ModelEntry
 from .models.schedulers import check_scheduler
 from .quiet import quiet_loaded_libraries
-from .tasks import TASKS, control, passes
+from .tasks import TASKS, control, passes, reference
 from .tasks.job import EngineResult, JobCancelled, JobHooks, Models, NoHooks, steps_run
 
 __all__ = ["Engine", "EngineResult", "JobCancelled", "JobHooks", "NoHooks", "pick_device", "pick_dtype", "steps_run"]
@@ -92,9 +93,10 @@ class Engine:
                 ErrorCode.INVALID_REQUEST,
             )
         controls = control.check(self.catalogue, req.controls, entry)
+        references = reference.check(self.catalogue, req.references, entry)
         TASKS[req.task].check(req, self.catalogue)
         # LoRAs, embeddings and a VAE that do not exist or fit are refused before queueing
-        return Models(entry, controls, self.addons(req, entry))
+        return Models(entry, controls, self.addons(req, entry), references)
 
     def addons(self, req: Submit, entry: ModelEntry) -> addons.Addons:
         return addons.resolve(req, self.catalogue, entry, self.cache.fp16)

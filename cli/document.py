@@ -65,7 +65,7 @@ def save_rgba(path: Path, pixels: np.ndarray) -> None:
 
 
 class ImageDocument:
-    """A one-layer document (plus named control layers) backed by arrays."""
+    """A one-layer document (plus named control layers, and reference images of their own sizes) backed by arrays."""
 
     def __init__(
         self,
@@ -73,8 +73,10 @@ class ImageDocument:
         mask: np.ndarray | None = None,
         layers: dict[str, np.ndarray] | None = None,
         name: str = "image",
+        references: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.pixels, self.mask, self.layers, self.name = pixels, mask, layers or {}, name
+        self.references = references or {}  # files, not layers of the canvas: read whole, whatever the rect
         self.results: list[tuple[Image, Rect, str]] = []
         self.previews = 0
 
@@ -101,6 +103,9 @@ class ImageDocument:
         return Rect(x=int(xs.min()), y=int(ys.min()), w=int(xs.max() - xs.min()) + 1, h=int(ys.max() - ys.min()) + 1)
 
     def read_layer(self, rect: Rect, layer: str | None = None) -> Image:
+        if layer in self.references:
+            ref = np.ascontiguousarray(self.references[layer])
+            return Image(width=ref.shape[1], height=ref.shape[0], format=PixelFormat.RGBA8, data=ref.tobytes())
         src = self.layers[layer] if layer else self.pixels
         crop = np.ascontiguousarray(src[rect.y : rect.bottom, rect.x : rect.right])
         return Image(width=rect.w, height=rect.h, format=PixelFormat.RGBA8, data=crop.tobytes())

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from sfumato.plugin.core.expand import Margins
+    from sfumato.plugin.core.references import ReferenceSpec
     from sfumato.plugin.core.requests import ControlSpec
 
     from .document import ImageDocument
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ControlNet control: TYPE alone extracts it from the input (canny); TYPE=IMAGE uses a ready map",
     )
     g.add_argument("--control-strength", type=float, default=1.0)
+    _reference_args(g)
     g.add_argument(
         "--strength",
         type=float,
@@ -101,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--margin", type=int, required=True, help="pixels added on each chosen side")
     e.add_argument("--sides", default="left,right,top,bottom", help="comma-separated: left, right, top, bottom")
     e.add_argument("--strength", type=float, default=INPAINT_STRENGTH, help="denoising strength 0..1")
-    e.set_defaults(mask=None, control=[], control_strength=1.0)  # what img2img's files and params read
+    e.set_defaults(mask=None, control=[], control_strength=1.0, reference=[], adapter=None)  # what img2img reads
     _generation_args(e)
     from .upscale import add_parser as add_upscale
 
@@ -120,6 +122,38 @@ def _lora(text: str) -> LoraWeight:
         return LoraWeight(id=lora_id, weight=float(weight)) if lora_id else LoraWeight(id=text)
     except ValueError:
         return LoraWeight(id=text)  # a colon inside the id, no weight
+
+
+def _reference_args(g: argparse.ArgumentParser) -> None:
+    from sfumato.protocol import DEFAULT_REFERENCE_MODE, REFERENCE_MODES
+
+    g.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="FILE[:WEIGHT[:MODE]]",
+        help=f"a reference image (IP-Adapter), repeatable: WEIGHT 0..2 (1), MODE {'/'.join(REFERENCE_MODES)} "
+        f"({DEFAULT_REFERENCE_MODE})",
+    )
+    g.add_argument("--adapter", metavar="ID", help="the IP-Adapter for every --reference (default: the backend picks)")
+
+
+def parse_reference(spec: str) -> tuple[Path, float, str]:
+    """``FILE[:WEIGHT[:MODE]]`` → (file, weight, mode); a file name may hold colons itself."""
+    from sfumato.protocol import DEFAULT_REFERENCE_MODE, REFERENCE_MODES
+
+    path, weight, mode = spec, 1.0, DEFAULT_REFERENCE_MODE
+    head, _, tail = path.rpartition(":")
+    if head and tail in REFERENCE_MODES:
+        path, mode = head, tail
+        head, _, tail = path.rpartition(":")
+    if head:
+        try:
+            weight = float(tail)
+            path = head
+        except ValueError:
+            pass
+    return Path(path), weight, mode
 
 
 def _generation_args(g: argparse.ArgumentParser) -> None:
@@ -299,6 +333,7 @@ class ImageFiles:
     input: Path
     mask: Path | None
     controls: tuple[tuple[str, Path | None], ...]  # (type, ready map or None to extract it from the input)
+    references: tuple[tuple[Path, float, str], ...] = ()  # (file, weight, mode); any size
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ImageFiles:
@@ -306,7 +341,7 @@ class ImageFiles:
         for spec in args.control:
             kind, _, path = spec.partition("=")
             controls.append((kind, Path(path) if path else None))
-        return cls(args.input, args.mask, tuple(controls))
+        return cls(args.input, args.mask, tuple(controls), tuple(parse_reference(r) for r in args.reference))
 
     def limit(self, max_pixels: int, backend: str) -> tuple[int, str]:
         """Pixels allowed per image file, and why, for ``backend`` accepting ``max_pixels`` per image."""
@@ -329,6 +364,8 @@ class ImageFiles:
         for _kind, path in self.controls:
             if path is not None and _read_image("control image", path, limit, why, image_size) != (w, h):
                 raise CliError(f"control image {path} must be the size of the input", EXIT_USAGE)
+        for path, _weight, _mode in self.references:
+            _read_image("reference image", path, limit, why, image_size)
 
     def control_specs(self, strength: float) -> tuple[ControlSpec, ...]:
         from sfumato.plugin.core.requests import ControlSpec
@@ -336,6 +373,14 @@ class ImageFiles:
         return tuple(
             ControlSpec(type=kind, layer=f"control{i}" if path else None, preprocess=not path, strength=strength)
             for i, (kind, path) in enumerate(self.controls)
+        )
+
+    def reference_specs(self, adapter: str | None) -> tuple[ReferenceSpec, ...]:
+        from sfumato.plugin.core.references import ReferenceSpec
+
+        return tuple(
+            ReferenceSpec(layer=f"reference{i}", weight=weight, mode=mode, adapter=adapter)
+            for i, (_path, weight, mode) in enumerate(self.references)
         )
 
     def load(self, max_pixels: int, backend: str) -> ImageDocument:
@@ -351,7 +396,11 @@ class ImageFiles:
             for i, (_kind, path) in enumerate(self.controls)
             if path is not None
         }
-        return ImageDocument(pixels, mask, layers, self.input.name)
+        references = {
+            f"reference{i}": _read_image("reference image", path, limit, why, load_rgba)
+            for i, (path, _weight, _mode) in enumerate(self.references)
+        }
+        return ImageDocument(pixels, mask, layers, self.input.name, references)
 
 
 def _margins(args: argparse.Namespace) -> Margins:
@@ -400,6 +449,7 @@ async def run_img2img(args: argparse.Namespace) -> int:
             controls=files.control_specs(args.control_strength),
             loras=unique_loras(args.lora),
             vae=args.vae,
+            references=files.reference_specs(args.adapter),
         )
         outcome: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 

@@ -57,6 +57,11 @@ DEVICES_SINCE = (1, 4)
 # would refuse the unknown model kind, and an older backend the unknown task.
 UPSCALE_SINCE = (1, 5)
 
+# Since 1.6 a welcome lists IP-Adapters and CLIP vision encoders and a submit may carry references;
+# an older editor would refuse the unknown model kinds, and an older backend ignore the references.
+REFERENCES_SINCE = (1, 6)
+KINDS_SINCE_REFERENCES = ("ipadapter", "clip_vision")
+
 # Errors after which reconnecting with the same settings cannot help (or would fight another connection).
 NO_RECONNECT = frozenset((ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.SESSION_REPLACED))
 
@@ -180,6 +185,10 @@ class ServerConnection(Connection):
             raise ProtocolViolation(f"expected nothing before the welcome, got {message.TYPE!r}", "type")
         elif isinstance(message, Hello):
             raise ProtocolViolation("expected one hello per connection, got a second", "type")
+        elif isinstance(message, Submit) and message.references and not self._speaks(REFERENCES_SINCE):
+            refused = ProtocolViolation("expected no references before protocol 1.6, got some", "submit.references")
+            refused.job_id = message.job_id  # the refusal names the job; it never enters a state
+            raise refused
         elif isinstance(message, Submit) and message.task == "upscale" and not self._speaks(UPSCALE_SINCE):
             refused = ProtocolViolation("expected img2img or inpaint before protocol 1.5, got upscale", "submit.task")
             refused.job_id = message.job_id  # the refusal names the job; it never enters a state
@@ -205,6 +214,8 @@ class ServerConnection(Connection):
             devices = ()
         if not self._speaks(UPSCALE_SINCE):
             models = tuple(m for m in models if m.kind != "upscaler")
+        if not self._speaks(REFERENCES_SINCE):
+            models = tuple(m for m in models if m.kind not in KINDS_SINCE_REFERENCES)
         welcome = Welcome(
             version=self.speaks,
             server=self.server,
@@ -319,5 +330,10 @@ class ClientConnection(Connection):
             if message.task == "upscale" and not self._speaks(UPSCALE_SINCE):
                 raise ProtocolViolation(
                     "the backend speaks an older protocol that cannot upscale; update the backend", "submit.task"
+                )
+            if message.references and not self._speaks(REFERENCES_SINCE):
+                raise ProtocolViolation(
+                    "the backend speaks an older protocol that cannot use reference images; update the backend",
+                    "submit.references",
                 )
             self.jobs.submitted(message.job_id)

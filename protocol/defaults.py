@@ -14,16 +14,22 @@ DEFAULT_SCHEDULER = SCHEDULERS[0]
 DEFAULT_PREVIEWS_PER_SECOND = 4.0
 INPAINT_STRENGTH = 1.0  # a selection to repaint: a new picture inside it, by default
 UPSCALE_STRENGTH = 0.3  # the refine of an upscale: adds detail, keeps every shape
+REFERENCE_MODES = ("style", "full", "composition")  # what of a reference image a job takes (submit.references)
+DEFAULT_REFERENCE_MODE = "style"  # the look of the reference, not its content
+REFERENCE_SIDE = 224  # px: what IP-Adapters' image encoders see; editors scale a reference's shorter side to it
 
 __all__ = [
     "DEFAULT_GUIDANCE",
     "DEFAULT_MODEL",
     "DEFAULT_PREVIEWS_PER_SECOND",
+    "DEFAULT_REFERENCE_MODE",
     "DEFAULT_SCHEDULER",
     "DEFAULT_STEPS",
     "DEFAULT_STRENGTH",
     "INPAINT_STRENGTH",
     "MAX_STEPS",
+    "REFERENCE_MODES",
+    "REFERENCE_SIDE",
     "SCHEDULERS",
     "UPSCALE_STRENGTH",
 ]

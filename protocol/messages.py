@@ -12,10 +12,13 @@ from typing import ClassVar
 from .defaults import (
     DEFAULT_GUIDANCE,
     DEFAULT_PREVIEWS_PER_SECOND,
+    DEFAULT_REFERENCE_MODE,
     DEFAULT_SCHEDULER,
     DEFAULT_STEPS,
     DEFAULT_STRENGTH,
     MAX_STEPS,
+    REFERENCE_MODES,
+    REFERENCE_SIDE,
     SCHEDULERS,
 )
 from .errors import ErrorCode, InvalidMessage
@@ -24,8 +27,9 @@ from .regions import Point, Rect
 from .schema import Bool, Float, Int, ListOf, Nested, Optional, Record, Str, Timings, wire
 from .states import JobState
 
-PROTOCOL_VERSION = (1, 5)  # 1.1: error.job_id, image.linear, nil means absent; 1.2: buffer frames; 1.3: LoRAs, VAEs;
-# 1.4: devices in welcome and status, the worker_failed code; 1.5: the upscale task, upscaler models
+PROTOCOL_VERSION = (1, 6)  # 1.1: error.job_id, image.linear, nil means absent; 1.2: buffer frames; 1.3: LoRAs, VAEs;
+# 1.4: devices in welcome and status, the worker_failed code; 1.5: the upscale task, upscaler models;
+# 1.6: reference images (IP-Adapter), ipadapter and clip_vision models
 
 MAX_TYPE_CHARS = 64  # a message type longer than this is a bad frame, not an unknown type
 
@@ -36,12 +40,17 @@ CONTROL_TYPES = ("canny", "depth", "lineart", "pose", "scribble", "softedge", "t
 FILL_MODES = ("auto", "none", "neutral", "blur", "original")
 CLIENT_KINDS = ("krita", "gimp", "cli", "test", "other")
 JOB_STATES = tuple(state.value for state in JobState)
-MODEL_KINDS = ("checkpoint", "controlnet", "lora", "embedding", "vae", "unusable", "upscaler")
-# before 1.3: the first two; before 1.5: no upscaler
+MODEL_KINDS = (
+    *("checkpoint", "controlnet", "lora", "embedding", "vae", "unusable", "upscaler"),
+    *("ipadapter", "clip_vision"),
+)
+# before 1.3: the first two; before 1.5: no upscaler; before 1.6: no ipadapter, clip_vision
 UPSCALE_FACTORS = (2, 4)
 MAX_LORAS = 16
 WORKER_STATES = ("idle", "running", "starting")  # starting: a replacement for a worker that failed
 MAX_DEVICES = 64
+MAX_REFERENCES = 4  # submit.references: each one loads its IP-Adapter once more for the job
+MAX_REFERENCE_SIDE = 1024  # px; editors send less (shorter side REFERENCE_SIDE): the image encoders see 224²
 
 
 def arch_family(arch: str) -> str:
@@ -72,7 +81,10 @@ class Limits(Record):
 class ModelInfo(Record):
     PATH = "model"
     id: str = wire(Str(1, 256), "catalogue id, used in submit.model / control.model")
-    kind: str = wire(Str(choices=MODEL_KINDS), "before 1.3 only checkpoint and controlnet; upscaler since 1.5")
+    kind: str = wire(
+        Str(choices=MODEL_KINDS),
+        "before 1.3 only checkpoint and controlnet; upscaler since 1.5; ipadapter, clip_vision since 1.6",
+    )
     arch: str = wire(Str(1, 32), "sd15, sdxl, ... or unknown; for LoRAs and embeddings the family they fit")
     label: str = wire(Str(0, 256), "human-readable name")
     native_size: int = wire(Int(0, 8192), "side of the native square resolution, px (0 = n/a)", default=0)
@@ -167,6 +179,34 @@ class UpscaleOptions(Record):
             )
 
 
+@dataclasses.dataclass(frozen=True)
+class Reference(Record):
+    """A reference image of a job (since 1.6), applied through an IP-Adapter: its look, its layout, or both."""
+
+    PATH = "reference"
+    image: Image = wire(
+        ImageKind((PixelFormat.RGBA8,)),
+        f"at most {MAX_REFERENCE_SIDE} px a side; editors scale its shorter side down to {REFERENCE_SIDE}",
+    )
+    weight: float = wire(Float(0.0, 2.0), "0 = no effect (the reference is dropped), 1 = as trained", default=1.0)
+    mode: str = wire(
+        Str(choices=REFERENCE_MODES),
+        "style: the look without the content; composition: the layout; full: both",
+        default=DEFAULT_REFERENCE_MODE,
+    )
+    adapter: str | None = wire(
+        Optional(Str(1, 256)), "ipadapter catalogue id; nil picks one that fits the checkpoint", default=None
+    )
+
+    def validate(self) -> None:
+        side = max(self.image.width, self.image.height)
+        if side > MAX_REFERENCE_SIDE:
+            raise InvalidMessage(
+                f"expected a reference image of at most {MAX_REFERENCE_SIDE} px a side, got {side}: scale it down",
+                self._path("image"),
+            )
+
+
 # --------------------------------------------------------------------------- client → server
 
 
@@ -228,6 +268,11 @@ class Submit(Message):
     upscale: UpscaleOptions = wire(
         Nested(UpscaleOptions), "since 1.5; read only by the upscale task", default=UpscaleOptions()
     )
+    references: tuple[Reference, ...] = wire(
+        ListOf(Nested(Reference), 0, MAX_REFERENCES),
+        "since 1.6; reference images for img2img and inpaint, each through an IP-Adapter",
+        default=(),
+    )
 
     @property
     def image_rect(self) -> Rect:
@@ -259,6 +304,8 @@ class Submit(Message):
                     f"got {control.image.width}×{control.image.height}",
                     f"{self._path('controls')}[{i}].image",
                 )
+        if self.task == "upscale" and self.references:  # an upscale refines tiles of one picture
+            raise InvalidMessage("expected no references for an upscale job, got some", self._path("references"))
         ids = [lora.id for lora in self.loras]
         if len(set(ids)) != len(ids):
             raise InvalidMessage("expected each LoRA once, got one twice", self._path("loras"))
@@ -438,6 +485,8 @@ __all__ = [
     "BY_TYPE",
     "CLIENT_MESSAGES",
     "CONTROL_TYPES",
+    "MAX_REFERENCES",
+    "MAX_REFERENCE_SIDE",
     "MODEL_KINDS",
     "PROTOCOL_VERSION",
     "SERVER_MESSAGES",
@@ -462,6 +511,7 @@ __all__ = [
     "PreviewSettings",
     "Progress",
     "Queued",
+    "Reference",
     "Result",
     "Started",
     "Status",

@@ -23,6 +23,7 @@ from .messages import (
     LoraWeight,
     ModelInfo,
     PreviewSettings,
+    Reference,
     UpscaleOptions,
 )
 from .regions import Point, Rect
@@ -87,6 +88,7 @@ def render() -> str:
         PreviewSettings,
         InpaintOptions,
         UpscaleOptions,
+        Reference,
         DeviceStatus,
     )
     for rec in nested:

@@ -114,3 +114,47 @@ def original_vae(path: Path, vae: Any, seed: int = 0, noise: float = 0.05) -> Pa
     gen = torch.Generator().manual_seed(seed)
     state = {k: v + noise * torch.randn(v.shape, generator=gen) for k, v in vae.state_dict().items()}
     return save(vae_to_original(state, dict(vae.config)), path)
+
+
+def clip_vision(path: Path, seed: int = 0, width: int = 32, projection: int = 16, layers: int = 2) -> Path:
+    """A CLIP vision encoder as ComfyUI's ``models/clip_vision`` keeps one (transformers' names, one file), tiny:
+    224² pictures in 32-px patches, one head (the 64-wide-head convention the loader assumes for odd sizes)."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    config = CLIPVisionConfig(
+        hidden_size=width,
+        intermediate_size=37,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, width // 64),
+        projection_dim=projection,
+        image_size=224,
+        patch_size=32,
+    )
+    return save(dict(CLIPVisionModelWithProjection(config).state_dict()), path)
+
+
+def ip_adapter(
+    path: Path, unet: Any, image_dim: int, seed: int = 0, scale: float = 0.5, cross: int | None = None
+) -> Path:
+    """An IP-Adapter in the published layout (``ip-adapter_sd15.safetensors``): ``image_proj.proj`` maps the
+    encoder's image embedding to 4 tokens of the text width, ``image_proj.norm``; ``ip_adapter.N.to_k_ip`` and
+    ``to_v_ip`` for each cross-attention, N its index among the UNet's attention processors. ``cross`` other
+    than the UNet's text width makes an adapter of another family or size (its to_k_ip/to_v_ip read that width)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    width = cross or unet.config.cross_attention_dim
+    state = {
+        "image_proj.proj.weight": torch.randn(4 * width, image_dim, generator=gen) * scale,
+        "image_proj.proj.bias": torch.randn(4 * width, generator=gen) * scale,
+        "image_proj.norm.weight": torch.ones(width),
+        "image_proj.norm.bias": torch.zeros(width),
+    }
+    for i, name in enumerate(unet.attn_processors):
+        if name.endswith("attn2.processor"):
+            hidden = unet.get_submodule(name.removesuffix(".processor")).to_k.out_features
+            state[f"ip_adapter.{i}.to_k_ip.weight"] = torch.randn(hidden, width, generator=gen) * scale
+            state[f"ip_adapter.{i}.to_v_ip.weight"] = torch.randn(hidden, width, generator=gen) * scale
+    return save(state, path)

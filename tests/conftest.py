@@ -32,3 +32,22 @@ def backend_url(model_cache: Path) -> Any:
 
     with backend_process(model_cache) as (url, _):
         yield url
+
+
+@pytest.fixture(scope="session")
+def painters_backend_url(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Any:
+    """A real backend process whose model folder also holds a tiny IP-Adapter and CLIP vision encoder (ComfyUI
+    layout, tests/addon_files.py): what the in-editor scenarios' style-reference jobs need."""
+    from addon_files import clip_vision, ip_adapter
+    from diffusers import UNet2DConditionModel
+    from helpers import backend_process
+
+    from sfumato.backend.models.builtin import ensure_builtin
+
+    tiny, _ = ensure_builtin(model_cache)
+    models = tmp_path_factory.mktemp("painters-models") / "models"
+    clip_vision(models / "clip_vision" / "tiny-vit.safetensors")
+    unet = UNet2DConditionModel.from_pretrained(tiny / "unet")
+    ip_adapter(models / "ipadapter" / "ip-adapter_sd15.safetensors", unet, image_dim=16)
+    with backend_process(model_cache, "--models", str(models)) as (url, _):
+        yield url

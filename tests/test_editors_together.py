@@ -22,7 +22,8 @@ import test_krita_e2e as krita  # noqa: E402
 
 
 @pytest.mark.krita
-def test_a_krita_and_a_gimp_generate_at_once_on_one_backend(tmp_path: Path, backend_url: str) -> None:
+def test_a_krita_and_a_gimp_generate_at_once_on_one_backend(tmp_path: Path, painters_backend_url: str) -> None:
+    backend_url = painters_backend_url  # the Krita scenario's style-reference job needs its IP-Adapter
     editor = krita.EDITORS[0]  # the host's Krita
     krita._chroot_dir(editor)  # skips (or fails under SFUMATO_REQUIRE_KRITA) when Krita cannot run here
     gimp._require("trixie", "procedures")

@@ -15,6 +15,8 @@ from sfumato.protocol import ErrorCode
 
 from ..errors import JobFailure, is_out_of_memory
 from .catalogue import ModelEntry
+from .image_encoders import ImageEncoders
+from .ipadapters import Adapters
 from .placement import Placement, choose, component_bytes, free_memory, place
 from .single_file import CONFIGS, load_checkpoint, load_controlnet
 from .vaes import Vaes
@@ -67,6 +69,8 @@ class PipelineCache:
         self._controlnets: OrderedDict[str, Any] = OrderedDict()
         self._decoders: dict[str, Any] = {}
         self.vaes = Vaes(device, dtype)  # standalone VAEs chosen by requests
+        self.encoders = ImageEncoders(device, dtype)  # CLIP vision encoders and the reference embeddings they made
+        self.adapters = Adapters()  # IP-Adapter files, loaded into a UNet for one job at a time
 
     @property
     def fp16(self) -> bool:
@@ -108,12 +112,14 @@ class PipelineCache:
         return loaded
 
     def held_bytes(self) -> int:
-        """Weights held now: checkpoints (with the LoRA adapters loaded into them), ControlNets, preview decoders."""
+        """Weights held now: checkpoints (with the LoRA adapters loaded into them), ControlNets, preview decoders,
+        image encoders with the reference embeddings, IP-Adapter files."""
         models = sum(module_bytes(*m.base.components.values()) for m in self._models.values())
-        return models + module_bytes(*self._controlnets.values(), *self._decoders.values())
+        references = self.encoders.held_bytes() + self.adapters.held_bytes()
+        return models + module_bytes(*self._controlnets.values(), *self._decoders.values()) + references
 
     def _evict(self, keep: str) -> None:
-        """Least recently used first: checkpoints other than ``keep``, then ControlNets."""
+        """Least recently used first: checkpoints other than ``keep``, then ControlNets, then what references hold."""
         while self.held_bytes() > self.budget:
             victims = [k for k in self._models if k != keep]
             if victims:
@@ -122,6 +128,9 @@ class PipelineCache:
                 self.placements.pop(victims[0], None)
             elif len(self._controlnets) > 1:
                 self._controlnets.popitem(last=False)
+            elif self.encoders.held_bytes() or self.adapters.held_bytes():
+                self.encoders.clear()  # loaded again, or encoded again, by the next job with references
+                self.adapters.clear()
             else:
                 break  # what is left is what the job needs
             self._free()
@@ -130,6 +139,8 @@ class PipelineCache:
         """Drop every model (after running out of memory): the next job loads what it needs afresh."""
         self._models.clear()
         self._controlnets.clear()
+        self.encoders.clear()
+        self.adapters.clear()
         self.placements.clear()
         self._memory_mode = self.memory
         self._free()

@@ -27,6 +27,21 @@ MAX_DEPTH = 5
 # Where A1111 (ESRGAN, RealESRGAN, SwinIR) and ComfyUI (upscale_models) keep upscalers: a file there
 # whose tensors this scan does not recognise is still offered as one, and spandrel decides on load.
 UPSCALER_FOLDERS = frozenset(("esrgan", "realesrgan", "swinir", "upscale_models", "upscalers"))
+# What an IP-Adapter's image features come from, for the words of a refusal: encoder, its file as published
+ENCODER_FILES = {
+    "vit-h": ("ViT-H/14", "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"),
+    "vit-g": ("ViT-bigG/14", "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors"),
+    "vit-l": ("ViT-L/14", "clip-vit-large-patch14.safetensors"),
+}
+ENCODER_OF_FEATURE = {
+    "embeds:1024": "vit-h",
+    "hidden:1280": "vit-h",
+    "embeds:1280": "vit-g",
+    "hidden:1664": "vit-g",
+    "embeds:768": "vit-l",
+    "hidden:1024": "vit-l",
+}
+ADAPTER_FILES = {"sd15": "ip-adapter_sd15.safetensors", "sdxl": "ip-adapter_sdxl_vit-h.safetensors"}
 _CONTROL_WORDS = {
     "canny": "canny",
     "depth": "depth",
@@ -52,6 +67,7 @@ class ModelEntry:
     test: bool = False
     problem: str = ""  # why it is unusable; empty when usable
     size_bytes: int = 0  # on disk
+    features: tuple[str, ...] = ()  # image features an IP-Adapter reads or a CLIP vision encoder gives (detect.py)
 
     @property
     def usable(self) -> bool:
@@ -212,6 +228,42 @@ class Catalogue:
             )
         return sorted(candidates, key=lambda e: e.id)[0]
 
+    def ipadapter_for(self, arch: str, field: str) -> ModelEntry:
+        """An IP-Adapter that fits the checkpoint's family; one whose image encoder is installed first."""
+        family = arch_family(arch)
+        fits = [e for e in self.of_kind("ipadapter") if arch_family(e.arch) == family]
+        if not fits:
+            raise JobFailure(
+                f"no IP-Adapter for {family} models was found in the model folders; put one "
+                f"(e.g. {ADAPTER_FILES.get(family, 'an ip-adapter .safetensors')}) into models/ipadapter",
+                field,
+                ErrorCode.MISSING_WEIGHTS,
+            )
+        with_encoder = [e for e in fits if self._encoders(e)]
+        return (with_encoder or fits)[0]
+
+    def clip_vision_for(self, adapter: ModelEntry, field: str) -> ModelEntry:
+        """The CLIP vision encoder giving the image features ``adapter`` reads (its width says which)."""
+        found = self._encoders(adapter)
+        if not found:
+            feature = adapter.features[0] if adapter.features else "?:?"
+            kind, width = feature.split(":")
+            what = "image embeddings" if kind == "embeds" else "hidden states"
+            name, file = ENCODER_FILES.get(ENCODER_OF_FEATURE.get(feature, ""), ("", ""))
+            where = (
+                f"put the {name} encoder ({file}) into models/clip_vision" if name else "put it into models/clip_vision"
+            )
+            raise JobFailure(
+                f"IP-Adapter {adapter.id!r} reads the {width}-wide {what} of a CLIP vision encoder, and none in the "
+                f"model folders gives them: {where}",
+                field,
+                ErrorCode.MISSING_WEIGHTS,
+            )
+        return found[0]
+
+    def _encoders(self, adapter: ModelEntry) -> list[ModelEntry]:
+        return [e for e in self.of_kind("clip_vision") if adapter.features and adapter.features[0] in e.features]
+
 
 def _a1111_embeddings(root: Path) -> list[ModelEntry]:
     """A1111 keeps embeddings beside its ``models`` folder, not inside (ComfyUI's ``models/embeddings`` is)."""
@@ -314,7 +366,18 @@ def _classify_file(root: Path, path: Path) -> ModelEntry:
         problem = "ControlNet type unknown: put canny/depth/lineart/openpose/scribble in its file name"
     if d.kind == "lora" and d.arch == "unknown":
         problem = "a LoRA of an unknown layout: no UNet or text-encoder keys that diffusers reads"
-    return ModelEntry(rel, d.kind, d.arch, path, d.format, d.native_size, control, problem=problem, size_bytes=size)
+    return ModelEntry(
+        rel,
+        d.kind,
+        d.arch,
+        path,
+        d.format,
+        d.native_size,
+        control,
+        problem=problem,
+        size_bytes=size,
+        features=d.features,
+    )
 
 
 def _classify_folder(root: Path, folder: Path) -> ModelEntry:

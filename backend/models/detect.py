@@ -19,10 +19,12 @@ class NotAModel(Exception):
 
 @dataclass(frozen=True)
 class Detected:
-    kind: str  # "checkpoint" | "controlnet" | "preview_decoder" | "lora" | "embedding" | "vae" | "upscaler"
+    kind: str  # "checkpoint" | "controlnet" | "preview_decoder" | "lora" | "embedding" | "vae" | "upscaler" | ...
     arch: str  # "sd15" | "sd15-inpaint" | "sd2" | "sd2-inpaint" | "sdxl" | "sdxl-inpaint" | "sd15-tiny" ...
     native_size: int
     format: str  # "single_file" | "diffusers"
+    # image features an IP-Adapter reads (one) or a CLIP vision encoder gives: "embeds:W", "hidden:W"
+    features: tuple[str, ...] = ()
 
 
 # SD2.x inpainting was trained at 512², the other SD2.x checkpoints painters use at 768² (v-prediction)
@@ -84,6 +86,10 @@ def detect_single_file(path: Path) -> Detected:
     if has("controlnet_cond_embedding."):
         dim = next((_shape(header, k) for k in keys if k.endswith("attn2.to_k.weight")), None)
         return Detected("controlnet", _arch_from_cross_dim(dim[1] if dim else 0), 0, "single_file")
+    if has("image_proj.") and has("ip_adapter."):
+        return ipadapter(header)
+    if "vision_model.embeddings.patch_embedding.weight" in keys:
+        return clip_vision(header)
     if has("lora_unet_") or has("lora_te") or any(".lora_" in k or "lora_A" in k or ".lora." in k for k in keys):
         return Detected("lora", lora_arch(header), 0, "single_file")
     embedding = embedding_arch(header)
@@ -112,6 +118,49 @@ def upscaler_arch(header: dict[str, dict[str, object]]) -> str:
     if "conv_first.weight" in keys and any(k.startswith("layers.0.residual_group.") for k in keys):
         return "swinir"
     return ""
+
+
+def ipadapter(header: dict[str, dict[str, object]]) -> Detected:
+    """An IP-Adapter in the published layout (``image_proj.*``, ``ip_adapter.N.to_k_ip/to_v_ip``): the family
+    from the width its keys read (the text encoder's), the image features from its image projection —
+    plain IP-Adapters project the encoder's image embedding, Plus (a resampler over ``latents``) and
+    Full-face (an MLP, ``proj.3`` its norm) read the encoder's penultimate hidden states."""
+    to_k = _shape(header, "ip_adapter.1.to_k_ip.weight")
+    if to_k is None or len(to_k) != 2:
+        raise NotAModel("an IP-Adapter without ip_adapter.1.to_k_ip: a layout Sfumato does not know")
+    arch = "sdxl" if to_k[1] == 2048 else _family_from_width(to_k[1])
+    proj, full, plus = (_shape(header, f"image_proj.{k}") for k in ("proj.weight", "proj.0.weight", "proj_in.weight"))
+    if any(k.startswith("image_proj.perceiver_resampler.") for k in header) or (
+        full and "image_proj.proj.3.weight" not in header
+    ):
+        raise NotAModel("an IP-Adapter FaceID: it needs InsightFace face embeddings, which Sfumato does not compute")
+    if proj and len(proj) == 2:
+        return Detected("ipadapter", arch, 0, "single_file", (f"embeds:{proj[1]}",))
+    if full and len(full) == 2:
+        return Detected("ipadapter", arch, 0, "single_file", (f"hidden:{full[0]}",))
+    if plus and len(plus) == 2 and "image_proj.latents" in header:
+        return Detected("ipadapter", arch, 0, "single_file", (f"hidden:{plus[1]}",))
+    raise NotAModel("an IP-Adapter with an image projection Sfumato does not know")
+
+
+# CLIP vision encoders as IP-Adapters use them, by (width, layers): their config folder is clip-vision-<arch>
+CLIP_VISION = {(1280, 32): "vit-h", (1664, 48): "vit-g", (1024, 24): "vit-l"}
+
+
+def clip_vision(header: dict[str, dict[str, object]]) -> Detected:
+    """A CLIP vision encoder in transformers' layout (``vision_model.*``, ``visual_projection``), as ComfyUI's
+    ``models/clip_vision`` and the IP-Adapter releases keep it; it gives its projected image embedding and its
+    hidden states."""
+    patch = _shape(header, "vision_model.embeddings.patch_embedding.weight") or [0]
+    width = patch[0]
+    layers = len({k.split(".")[3] for k in header if k.startswith("vision_model.encoder.layers.")})
+    features = [f"hidden:{width}"]
+    projection = _shape(header, "visual_projection.weight")
+    if projection and len(projection) == 2:
+        features.insert(0, f"embeds:{projection[0]}")
+    return Detected(
+        "clip_vision", CLIP_VISION.get((width, layers), f"vit-{width}x{layers}"), 0, "single_file", tuple(features)
+    )
 
 
 def _arch_from_cross_dim(dim: int) -> str:

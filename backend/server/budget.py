@@ -18,7 +18,8 @@ FRAME_OVERHEAD = 4096  # msgpack keys, rect, seeds and timings around a result's
 
 def job_bytes(req: Submit) -> int:
     """What a job may hold at most: its inputs while it waits or runs, then its result frame."""
-    images = [req.image, *(c.image for c in req.controls)] + ([req.mask] if req.mask is not None else [])
+    images = [req.image, *(c.image for c in req.controls), *(r.image for r in req.references)]
+    images += [req.mask] if req.mask is not None else []
     inputs = sum(len(img.data) for img in images)
     out = req.output_rect  # an upscale's result is larger than its image
     result = req.batch_size * out.w * out.h * BYTES_PER_PIXEL[req.image.format]

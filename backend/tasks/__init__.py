@@ -4,6 +4,7 @@
 * ``inpaint.py`` – repaint the selection (transparent canvas in it is filled: expand);
 * ``upscale.py`` – enlarge ×2/×4 and refine in blended tiles;
 * ``control.py`` – ControlNet conditioning, added to img2img or inpaint;
+* ``reference.py`` – reference images through IP-Adapters, added to img2img or inpaint;
 * ``job.py`` – what a job is (hooks, the prepared job, the result), ``common.py`` – preparing and
   finishing pixels, ``passes.py`` – running the pipeline with progress, cancel and previews.
 """

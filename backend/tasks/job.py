@@ -7,7 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
-from sfumato.protocol import Control, Image, Rect, Submit
+from sfumato.protocol import Control, Image, Rect, Reference, Submit
 
 from ..imaging.resolution import Plan
 from ..models import addons
@@ -56,12 +56,23 @@ class EngineResult:
 
 
 @dataclass(frozen=True)
+class ChosenReference:
+    """A reference of the request (weight above 0) with the IP-Adapter and image encoder it runs through."""
+
+    index: int  # in submit.references
+    reference: Reference
+    adapter: ModelEntry
+    encoder: ModelEntry
+
+
+@dataclass(frozen=True)
 class Models:
-    """The models a checked request runs with: checkpoint, ControlNets, add-ons."""
+    """The models a checked request runs with: checkpoint, ControlNets, add-ons, references' adapters."""
 
     entry: ModelEntry
     controls: list[tuple[Control, ModelEntry]]
     addons: addons.Addons
+    references: list[ChosenReference] = field(default_factory=list)
 
 
 @dataclass

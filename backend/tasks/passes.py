@@ -29,7 +29,7 @@ from ..models.cache import PipelineCache
 from ..models.catalogue import Catalogue
 from ..models.loading import LOADING, entered_and_left_locked
 from ..models.schedulers import make_scheduler
-from . import common
+from . import common, reference
 from .job import EngineResult, Job, JobCancelled, JobHooks, steps_run
 
 REFINE_STRENGTH = 0.35  # second pass of huge regions: adds detail without changing the composition
@@ -125,8 +125,12 @@ def run_pass(
         "output_type": "np",
         "callback_on_step_end": _callback(rt, job, step_offset, total, hooks),
         **inputs(job, width, height),
+        **reference.inputs(rt.cache, job, pipe, len(images) if per_item else 1),
     }
-    with entered_and_left_locked(addons.applied(pipe, models.entry, models.addons, rt.cache)):  # this job only
+    with (
+        entered_and_left_locked(addons.applied(pipe, models.entry, models.addons, rt.cache)),  # this job only
+        entered_and_left_locked(reference.applied(rt.cache, job, pipe)),
+    ):
         out = pipe(**kwargs).images  # (B, H, W, 3) float
     if hooks.cancelled():
         raise JobCancelled

@@ -43,6 +43,18 @@ def upscalers(models: tuple[ModelInfo, ...]) -> list[ModelInfo]:
     return [m for m in models if m.kind == "upscaler" and not m.problem]
 
 
+def ipadapters_for(models: tuple[ModelInfo, ...], checkpoint: str) -> list[ModelInfo]:
+    """The IP-Adapters that fit the chosen checkpoint's family (all of them while it is unknown)."""
+    chosen = next((m for m in models if m.id == checkpoint), None)
+    return [
+        m
+        for m in models
+        if m.kind == "ipadapter"
+        and not m.problem
+        and (chosen is None or arch_family(m.arch) == arch_family(chosen.arch))
+    ]
+
+
 OWN_VAE = "The model's own VAE"  # the VAE picker's first entry: no standalone VAE
 
 

@@ -30,6 +30,7 @@ from sfumato.protocol import (
 
 from .editor import DocumentLike
 from .pixels import to_rgba8
+from .references import ReferenceSpec, reference_for
 
 _COUNTER = itertools.count(1)
 
@@ -66,6 +67,7 @@ class GenerationParams:
     inpaint: InpaintOptions = field(default_factory=InpaintOptions)
     loras: tuple[LoraWeight, ...] = ()  # the LoRA picker's choice; <lora:name:w> in the prompt works too
     vae: str | None = None  # None = the checkpoint's own
+    references: tuple[ReferenceSpec, ...] = ()  # reference layers (IP-Adapter), sent scaled down
 
 
 def new_job_id(prefix: str = "job") -> str:
@@ -129,4 +131,5 @@ def submit_for(
         inpaint=params.inpaint,
         loras=params.loras,
         vae=params.vae,
+        references=tuple(reference_for(doc, r, doc.canvas()) for r in params.references),
     )

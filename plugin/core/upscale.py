@@ -27,8 +27,8 @@ def build_upscale(
     """The request that enlarges the active layer over the whole canvas by ``factor`` (2 or 4).
 
     ``tile`` is the refine tile's side (None: the model's native size)."""
-    # one picture, refined at the given strength; ControlNets of the docker are not an upscale's
-    # (a tile ControlNet, when the backend has one, is used by the backend itself)
-    refine = dataclasses.replace(params, strength=strength, batch_size=1, controls=())
+    # one picture, refined at the given strength; ControlNets and references of the docker are not an
+    # upscale's (a tile ControlNet, when the backend has one, is used by the backend itself)
+    refine = dataclasses.replace(params, strength=strength, batch_size=1, controls=(), references=())
     submit = submit_for(doc, refine, job_id or new_job_id(), "upscale", doc.canvas(), None, None)
     return dataclasses.replace(submit, upscale=UpscaleOptions(factor=factor, upscaler=upscaler, tile=tile))

@@ -1,7 +1,9 @@
-"""The window's lists: ControlNet rows — type, source layer, strength, start/end, "layer is a map" — and LoRA rows.
+"""The window's lists: ControlNet rows — type, source layer, strength, start/end, "layer is a map" —, LoRA rows
+and reference rows.
 
 The same choices as the Krita docker's rows; ``spec()`` turns a control row into plugin.core's
-``ControlSpec``, ``choice()`` a LoRA row into the request's ``LoraWeight``.
+``ControlSpec`` and a reference row into its ``ReferenceSpec``, ``choice()`` a LoRA row into the
+request's ``LoraWeight``.
 """
 
 from __future__ import annotations
@@ -15,10 +17,18 @@ gi.require_version("Gtk", "3.0")
 from gi.repository import Gtk  # noqa: E402
 
 from sfumato.plugin.core.models import describe  # noqa: E402
+from sfumato.plugin.core.references import ReferenceSpec  # noqa: E402
 from sfumato.plugin.core.requests import ControlSpec  # noqa: E402
-from sfumato.protocol import CONTROL_TYPES, LoraWeight, ModelInfo  # noqa: E402
+from sfumato.protocol import (  # noqa: E402
+    CONTROL_TYPES,
+    DEFAULT_REFERENCE_MODE,
+    REFERENCE_MODES,
+    LoraWeight,
+    ModelInfo,
+)
 
 ACTIVE_LAYER = ""  # the source combo's first entry: the layer Generate paints from
+AUTO_ADAPTER = ""  # the adapter combo's first entry: the backend picks one for the model
 
 
 def layer_names(image: Any) -> Iterator[str]:
@@ -113,3 +123,59 @@ class LoraRow:
     def choice(self) -> LoraWeight | None:
         lora_id = self.lora.get_active_id()
         return LoraWeight(id=lora_id, weight=self.weight.get_value()) if lora_id else None
+
+
+class ReferenceRow:
+    """One reference of the next jobs: a layer (the first entry: the layer Generate paints from), its weight,
+    its mode, and the IP-Adapter (auto: the backend's pick for the model)."""
+
+    def __init__(self, image: Any, on_remove: Callable[[ReferenceRow], None]) -> None:
+        self.image = image
+        self.layer = Gtk.ComboBoxText()
+        self.layer.set_tooltip_text("Reference layer; it is sent scaled down")
+        self.mode = Gtk.ComboBoxText()
+        for mode in REFERENCE_MODES:
+            self.mode.append(mode, mode)
+        self.mode.set_active_id(DEFAULT_REFERENCE_MODE)
+        self.mode.set_tooltip_text("style: its look; composition: its layout; full: both")
+        self.weight = spin(0, 2, 0.05, 0.8)
+        self.weight.set_tooltip_text("Weight (1 = as trained)")
+        self.adapter = Gtk.ComboBoxText()
+        self.adapter.set_tooltip_text("IP-Adapter (auto: one that fits the model)")
+        self.remove = Gtk.Button(label="✕")
+        self.remove.set_tooltip_text("Remove this reference")
+        self.remove.connect("clicked", lambda _b: on_remove(self))
+        self.widget = Gtk.Grid(row_spacing=2, column_spacing=4)
+        self.widget.attach(self.layer, 0, 0, 2, 1)
+        self.widget.attach(self.remove, 2, 0, 1, 1)
+        self.widget.attach(self.mode, 0, 1, 1, 1)
+        self.widget.attach(self.weight, 1, 1, 1, 1)
+        self.widget.attach(self.adapter, 0, 2, 3, 1)
+        self.offer([])
+        self.refresh_layers()
+
+    def refresh_layers(self) -> None:
+        current = self.layer.get_active_id() or ACTIVE_LAYER
+        self.layer.remove_all()
+        self.layer.append(ACTIVE_LAYER, "(the layer Generate paints from)")
+        for name in layer_names(self.image):
+            self.layer.append(name, name)
+        if not self.layer.set_active_id(current):
+            self.layer.set_active_id(ACTIVE_LAYER)
+
+    def offer(self, adapters: list[ModelInfo]) -> None:
+        current = self.adapter.get_active_id() or AUTO_ADAPTER
+        self.adapter.remove_all()
+        self.adapter.append(AUTO_ADAPTER, "auto")
+        for m in adapters:
+            self.adapter.append(m.id, describe(m))
+        if not self.adapter.set_active_id(current):
+            self.adapter.set_active_id(AUTO_ADAPTER)
+
+    def spec(self) -> ReferenceSpec:
+        return ReferenceSpec(
+            layer=self.layer.get_active_id() or None,
+            weight=self.weight.get_value(),
+            mode=self.mode.get_active_id() or DEFAULT_REFERENCE_MODE,
+            adapter=self.adapter.get_active_id() or None,
+        )

@@ -27,7 +27,15 @@ from sfumato.plugin.core.client import ConnectionChanged  # noqa: E402
 from sfumato.plugin.core.controller import Controller  # noqa: E402
 from sfumato.plugin.core.expand import SIDES, Margins  # noqa: E402
 from sfumato.plugin.core.jobs import TrackedJob  # noqa: E402
-from sfumato.plugin.core.models import OWN_VAE, checkpoints, describe, loras_for, upscalers, vaes  # noqa: E402
+from sfumato.plugin.core.models import (  # noqa: E402
+    OWN_VAE,
+    checkpoints,
+    describe,
+    ipadapters_for,
+    loras_for,
+    upscalers,
+    vaes,
+)
 from sfumato.plugin.core.requests import GenerationParams, unique_loras  # noqa: E402
 from sfumato.plugin.core.status import connection_line, message_line, queue_line  # noqa: E402
 from sfumato.protocol import (  # noqa: E402
@@ -42,7 +50,7 @@ from sfumato.protocol import (  # noqa: E402
 
 from . import glib  # noqa: E402
 from .bridge import Bridge  # noqa: E402
-from .controls import ControlRow, LoraRow, spin  # noqa: E402
+from .controls import ControlRow, LoraRow, ReferenceRow, spin  # noqa: E402
 from .document import GimpDocument  # noqa: E402
 from .formats import UnsupportedImage  # noqa: E402
 from .params import MAX_BATCH, MAX_SEED  # noqa: E402
@@ -120,6 +128,7 @@ class SfumatoWindow:
         self.connect_button.connect("clicked", lambda _b: self.reconnect())
         self.model = Gtk.ComboBoxText()
         self.model.connect("changed", lambda _c: self._offer_loras())
+        self.model.connect("changed", lambda _c: self._offer_adapters())
         self.prompt = Gtk.TextView(wrap_mode=Gtk.WrapMode.WORD_CHAR)
         prompt_box = Gtk.ScrolledWindow(min_content_height=60)
         prompt_box.add(self.prompt)
@@ -195,6 +204,12 @@ class SfumatoWindow:
         self.add_control_button = Gtk.Button(label="+ ControlNet")
         self.add_control_button.connect("clicked", lambda _b: self.add_control())
         _attach_rows(self.controlnet.grid, [("", self.controls_box), ("", self.add_control_button)])
+        self.reference_section = _section(grid, "Reference")
+        self.reference_rows: list[ReferenceRow] = []
+        self.references_box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=8)
+        self.add_reference_button = Gtk.Button(label="+ Reference")
+        self.add_reference_button.connect("clicked", lambda _b: self.add_reference())
+        _attach_rows(self.reference_section.grid, [("", self.references_box), ("", self.add_reference_button)])
         self.expand_section = _section(grid, "Expand")
         self.expand_margin = spin(8, 2048, 8, 128, 0)
         self.expand_sides = {side: Gtk.CheckButton(label=side, active=side == "right") for side in SIDES}
@@ -233,6 +248,7 @@ class SfumatoWindow:
         self._was_connected = False
         self._lists_from: Any = None  # the welcome the upscaler and VAE lists were filled from
         self.controlnet.expander.connect("notify::expanded", lambda *_a: self._refresh_layers())
+        self.reference_section.expander.connect("notify::expanded", lambda *_a: self._refresh_layers())
         self.reconnect()
         self.window.show_all()
         self.refresh()
@@ -266,6 +282,7 @@ class SfumatoWindow:
             preview=PreviewSettings(enabled=True),
             loras=unique_loras(row.choice() for row in self.lora_rows),
             vae=self.vae.get_active_id() or None,
+            references=tuple(row.spec() for row in self.reference_rows),
         )
 
     def generate(self) -> Submit | None:
@@ -336,6 +353,25 @@ class SfumatoWindow:
         for row in self.lora_rows:
             row.offer(loras)
 
+    def add_reference(self) -> ReferenceRow:
+        row = ReferenceRow(self.image, self._remove_reference)
+        self.reference_rows.append(row)
+        self.references_box.pack_start(row.widget, False, False, 0)
+        row.widget.show_all()
+        self.reference_section.set_expanded(True)
+        self._offer_adapters()
+        return row
+
+    def _remove_reference(self, row: ReferenceRow) -> None:
+        self.reference_rows.remove(row)
+        self.references_box.remove(row.widget)
+
+    def _offer_adapters(self) -> None:
+        welcome = self.controller.connection.welcome if self.controller is not None else None
+        adapters = ipadapters_for(welcome.models, self.model.get_active_id() or "") if welcome is not None else []
+        for row in self.reference_rows:
+            row.offer(adapters)
+
     def _remove_control(self, row: ControlRow) -> None:
         self.control_rows.remove(row)
         self.controls_box.remove(row.widget)
@@ -343,6 +379,8 @@ class SfumatoWindow:
     def _refresh_layers(self) -> None:
         for row in self.control_rows:
             row.refresh_layers()
+        for ref in self.reference_rows:
+            ref.refresh_layers()
 
     def cancel(self) -> list[str]:
         return self.controller.cancel() if self.controller is not None else []

@@ -7,7 +7,7 @@ from typing import Any
 from krita import DockWidget, Krita
 
 from sfumato.plugin.core.expand import SIDES, Margins
-from sfumato.plugin.core.models import OWN_VAE, checkpoints, describe, loras_for, upscalers, vaes
+from sfumato.plugin.core.models import OWN_VAE, checkpoints, describe, ipadapters_for, loras_for, upscalers, vaes
 from sfumato.plugin.core.requests import ControlSpec, GenerationParams, unique_loras
 from sfumato.plugin.core.status import connection_line, message_line, queue_line
 from sfumato.protocol import (
@@ -23,6 +23,7 @@ from sfumato.protocol import (
 from .app import SfumatoApp
 from .document import active_document
 from .qt import QtCore, QtWidgets
+from .reference_row import ReferenceRow
 
 
 class ControlRow(QtWidgets.QWidget):
@@ -160,6 +161,7 @@ class SfumatoDocker(DockWidget):
         self.reconnect.clicked.connect(self._reconnect)
         self.model = QtWidgets.QComboBox()
         self.model.currentIndexChanged.connect(lambda _: self._offer_loras())
+        self.model.currentIndexChanged.connect(lambda _: self._offer_adapters())
         self.prompt = QtWidgets.QPlainTextEdit()
         self.prompt.setPlaceholderText("What to paint")
         self.prompt.setMaximumHeight(70)
@@ -238,6 +240,12 @@ class SfumatoDocker(DockWidget):
         self.controlnet = Section("ControlNet", form)
         self.controlnet.form.addRow(self.controls_box)
         self.controlnet.form.addRow(add_control)
+        self.references_box = QtWidgets.QVBoxLayout()
+        add_reference = QtWidgets.QPushButton("+ Reference")
+        add_reference.clicked.connect(self.add_reference)
+        self.reference_section = Section("Reference", form)
+        self.reference_section.form.addRow(self.references_box)
+        self.reference_section.form.addRow(add_reference)
         self.expand_section = Section("Expand", form)
         self.expand_margin = QtWidgets.QSpinBox()
         self.expand_margin.setRange(8, 2048)
@@ -290,6 +298,8 @@ class SfumatoDocker(DockWidget):
     def canvasChanged(self, canvas: Any) -> None:
         for row in self.control_rows():
             row.refresh_layers()
+        for ref in self.reference_rows():
+            ref.refresh_layers()
 
     # ------------------------------------------------------------------ actions (also used by shortcuts)
 
@@ -308,6 +318,7 @@ class SfumatoDocker(DockWidget):
             loras=unique_loras(r.choice() for r in self.lora_rows()),
             vae=self.vae.currentData(),
             preview=PreviewSettings(enabled=True, max_per_second=self.app.settings.previews_per_second),
+            references=tuple(r.spec() for r in self.reference_rows()),
         )
 
     def generate(self) -> None:
@@ -358,6 +369,27 @@ class SfumatoDocker(DockWidget):
         loras = loras_for(welcome.models, self.model.currentData() or "") if welcome is not None else []
         for row in self.lora_rows():
             row.offer(loras)
+
+    def add_reference(self) -> ReferenceRow:
+        row = ReferenceRow(self._remove_reference)
+        self.references_box.addWidget(row)
+        self.reference_section.set_expanded(True)
+        self._offer_adapters()
+        return row
+
+    def reference_rows(self) -> list[ReferenceRow]:
+        items = (self.references_box.itemAt(i).widget() for i in range(self.references_box.count()))
+        return [w for w in items if isinstance(w, ReferenceRow)]
+
+    def _remove_reference(self, row: ReferenceRow) -> None:
+        self.references_box.removeWidget(row)
+        row.deleteLater()
+
+    def _offer_adapters(self) -> None:
+        welcome = self.app.connection.welcome
+        adapters = ipadapters_for(welcome.models, self.model.currentData() or "") if welcome is not None else []
+        for row in self.reference_rows():
+            row.offer(adapters)
 
     def control_rows(self) -> list[ControlRow]:
         items = (self.controls_box.itemAt(i).widget() for i in range(self.controls_box.count()))

@@ -217,7 +217,7 @@ def test_window_in_real_gimp_under_xvfb(chroot: str, request: pytest.FixtureRequ
     env = {
         "SFUMATO_GIMP_TEST_HOOK": "{inside}/window_selftest.py",
         "SFUMATO_GIMP_TEST_WINDOW": "{inside}/{name}.json",
-        "SFUMATO_GIMP_TEST_SERVER": request.getfixturevalue("backend_url"),
+        "SFUMATO_GIMP_TEST_SERVER": request.getfixturevalue("painters_backend_url"),
         "SFUMATO_GIMP_SCREENSHOT": "{inside}/screenshot.png",
         "SFUMATO_GIMP_TEST_PYLIB": "{inside}/pylib",
     }

@@ -257,6 +257,32 @@ def scenario(win: Any, run: Run) -> Iterator[Wait | None]:
     control.remove.clicked()
     run.check("ControlNet: ✕ removes the control", win.control_rows == [] and not win.controls_box.get_children())
 
+    # (a2) a style reference: the same restyle of 'Paint', with the restyled layer as its reference
+    image.set_selected_layers([src])
+    win.prompt.get_buffer().set_text("styled")
+    win.generate_button.clicked()
+    yield Wait(landed("styled [seed 7]"), 90, "the restyle without a reference")
+    plain = image.get_layer_by_name("styled [seed 7]")
+    plain.set_name("styled without reference")
+    ref = win.add_reference()
+    run.check("reference: the layer list holds the image's layers", ref.layer.set_active_id("a test [seed 7]"))
+    ref.mode.set_active_id("style")
+    ref.weight.set_value(1.0)
+    run.check(
+        "reference: the window offers the backend's IP-Adapter", ref.adapter.set_active_id("ipadapter/ip-adapter_sd15")
+    )
+    win.generate_button.clicked()
+    yield Wait(landed("styled [seed 7]"), 90, "the restyle with a style reference")
+    styled = image.get_layer_by_name("styled [seed 7]")
+    a, b = pixels(styled), pixels(plain)
+    differing = sum(1 for i in range(0, len(a), 4) if a[i : i + 4] != b[i : i + 4])
+    run.check("reference: a style reference changes the restyle", differing > len(a) // 40, f"{differing} px differ")
+    run.check("reference: source layer untouched", pixels(src) == source_before)
+    ref.remove.clicked()
+    run.check("reference: ✕ removes it", win.reference_rows == [] and not win.references_box.get_children())
+    image.remove_layer(plain)
+    image.remove_layer(styled)
+
     # (b) repaint a soft selection on the restyled layer
     image.set_selected_layers([result])
     image.select_ellipse(Gimp.ChannelOps.REPLACE, size // 4, size // 4, size // 2, size // 2)

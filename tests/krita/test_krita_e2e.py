@@ -167,8 +167,8 @@ def _run_scenario(editor: Editor, backend_url: str, tmp_path: Path, sabotage: st
 
 @pytest.mark.krita
 @pytest.mark.parametrize("editor", EDITORS, ids=lambda e: e.label)
-def test_plugin_in_real_krita(tmp_path: Path, backend_url: str, editor: Editor) -> None:
-    run = _run_scenario(editor, backend_url, tmp_path)
+def test_plugin_in_real_krita(tmp_path: Path, painters_backend_url: str, editor: Editor) -> None:
+    run = _run_scenario(editor, painters_backend_url, tmp_path)
     body = run.body
     report = "\n".join(f"{'ok  ' if c['ok'] else 'FAIL'} {c['name']} {c['detail']}" for c in body["checks"])
     passed = sum(c["ok"] for c in body["checks"])

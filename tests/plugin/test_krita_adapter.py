@@ -169,3 +169,54 @@ def test_an_upscale_opens_a_new_document_in_the_source_depth(adapter: Any) -> No
     assert new.name() == "big [seed 3]" and [n.name() for n in new.topLevelNodes()] == ["big [seed 3]"]
     assert new.topLevelNodes()[0].pixelData(0, 0, 1, 1) == struct.pack("<4H", 3, 2, 1, 4)  # Krita's BGRA
     assert [n.name() for n in doc.topLevelNodes()] == ["Paint"]  # the source document is left as it was
+
+
+def test_a_reference_row_names_a_layer_that_travels_scaled_down(adapter: Any) -> None:
+    """The docker's Reference row (real Qt widgets) and the adapter reading its layer: a 600×400 layer goes
+    out as 336×224 RGBA, each pixel the layer's at the centre of its area, in RGBA order."""
+    from sfumato.plugin.core.requests import GenerationParams, build_submit
+    from sfumato.protocol import ModelInfo
+
+    app = _qt_app()
+    saved = sys.modules.pop("sfumato.plugin.krita.reference_row", None)
+    try:
+        from sfumato.plugin.krita.reference_row import ReferenceRow
+
+        doc = open_doc(size=(600, 400))
+        look = doc.add_layer("look")
+        rng = np.random.default_rng(1)
+        bgra = rng.integers(0, 255, (400, 600, 4), dtype=np.uint8)
+        bgra[..., 3] = 255
+        look.setPixelData(bgra.tobytes(), 0, 0, 600, 400)
+        doc.add_layer("Paint")
+        removed: list[Any] = []
+        row = ReferenceRow(removed.append)
+        assert [row.layer.itemText(i) for i in range(row.layer.count())] == ["", "look", "Paint"]
+        row.layer.setCurrentText("look")
+        row.mode.setCurrentText("composition")
+        row.weight.setValue(0.5)
+        adapters = [ModelInfo(id="ipadapter/a", kind="ipadapter", arch="sd15", label="a")]
+        row.offer(adapters)
+        assert [row.adapter.itemData(i) for i in range(row.adapter.count())] == [None, "ipadapter/a"]
+        row.adapter.setCurrentIndex(1)
+        row.offer(adapters)  # a refresh keeps the choice
+        spec = row.spec()
+        assert (spec.layer, spec.mode, spec.weight, spec.adapter) == ("look", "composition", 0.5, "ipadapter/a")
+        (ref,) = build_submit(adapter.KritaDocument(doc), GenerationParams(references=(spec,)), "j").references
+        assert (ref.image.width, ref.image.height, ref.image.format) == (336, 224, "rgba8")
+        got = np.frombuffer(ref.image.data, np.uint8).reshape(224, 336, 4)
+        ys = (2 * np.arange(224) + 1) * 400 // (2 * 224)
+        xs = (2 * np.arange(336) + 1) * 600 // (2 * 336)
+        assert np.array_equal(got, bgra[ys][:, xs][..., [2, 1, 0, 3]])
+        row.deleteLater()
+    finally:
+        sys.modules.pop("sfumato.plugin.krita.reference_row", None)
+        if saved is not None:
+            sys.modules["sfumato.plugin.krita.reference_row"] = saved
+    assert app is not None
+
+
+def _qt_app() -> Any:
+    from PyQt6 import QtWidgets
+
+    return QtWidgets.QApplication.instance() or QtWidgets.QApplication([])

@@ -91,7 +91,19 @@ async def run(url: str) -> None:
     assert max(alpha) == 255 and len(alpha) == 16 * 12
     await client.close()
     await task
+    references()
     print(f"core checks passed on Python {sys.version.split()[0]}")
+
+
+def references() -> None:
+    """A reference layer is scaled down before it travels, in pure Python (no numpy in an editor)."""
+    from sfumato.plugin.core.references import ReferenceSpec, fitted_size, reference_for, shrink
+
+    layer = Image(width=500, height=300, format="rgba8", data=bytes(range(250)) * 2400)
+    small = shrink(layer, *fitted_size(500, 300))
+    assert (small.width, small.height) == (373, 224) and len(small.data) == 373 * 224 * 4
+    ref = reference_for(ListDocument(None), ReferenceSpec(weight=0.5, mode="full"), Rect(x=0, y=0, w=64, h=64))
+    assert (ref.image.width, ref.weight, ref.mode) == (64, 0.5, "full")
 
 
 if __name__ == "__main__":

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import msgpack
 import pytest
 
 from sfumato.protocol import (
+    MAX_REFERENCES,
     PROTOCOL_VERSION,
     BadFrame,
     Cancel,
@@ -37,6 +39,7 @@ from sfumato.protocol import (
     ProtocolViolation,
     Queued,
     Rect,
+    Reference,
     Result,
     ServerConnection,
     Started,
@@ -512,3 +515,54 @@ def test_upscale_options_are_checked() -> None:
         job_id="j", task="upscale", model="m", image=PIXELS, origin=Point(x=3, y=1), upscale=UpscaleOptions(factor=4)
     )
     assert big.output_rect == Rect(x=12, y=4, w=8, h=8)
+
+
+# ---------------------------------------------------------------------------- 1.6: references, IP-Adapters
+
+IPADAPTER = ModelInfo(id="ipadapter/ip-adapter_sd15", kind="ipadapter", arch="sd15", label="ip-adapter_sd15")
+ENCODER = ModelInfo(id="clip_vision/vit-h", kind="clip_vision", arch="vit-h", label="vit-h")
+REFERENCE = Reference(image=PIXELS, weight=0.5, mode="style")
+
+
+def with_reference(job_id: str = "r") -> Submit:
+    return dataclasses.replace(submit(), job_id=job_id, references=(REFERENCE,))
+
+
+def test_a_1_5_editor_sees_no_ipadapters_and_may_not_send_references() -> None:
+    conn = server()
+    conn.receive(hello(version=[1, 5]))
+    (frame,) = conn.welcome("S1", False, LIMITS, (*MODELS, IPADAPTER, ENCODER), "cpu")
+    kinds = [m["kind"] for m in msgpack.unpackb(frame)["models"]]
+    assert "ipadapter" not in kinds and "clip_vision" not in kinds and "checkpoint" in kinds
+    error = refused(conn, encode(with_reference("ref-1")), ProtocolViolation)
+    assert (error.field, error.job_id) == ("submit.references", "ref-1")
+    assert conn.state is ConnectionState.OPEN and isinstance(conn.receive(encode(submit())), Submit)
+    new = server()
+    new.receive(hello())
+    sent = decode(new.welcome("S1", False, LIMITS, (IPADAPTER, ENCODER), "cpu")[0])
+    assert isinstance(sent, Welcome) and sent.models == (IPADAPTER, ENCODER)
+    got = new.receive(encode(with_reference()))
+    assert isinstance(got, Submit) and got.references == (REFERENCE,)
+
+
+def test_an_editor_does_not_send_references_to_a_1_5_backend() -> None:
+    old = ClientConnection("test")
+    old.hello()
+    old.receive(welcome(version=(1, 5)))
+    with pytest.raises(ProtocolViolation, match="reference images"):
+        old.send(with_reference())
+    assert open_client().send(with_reference())
+
+
+def test_references_are_checked() -> None:
+    with pytest.raises(InvalidMessage, match="at most 1024 px"):
+        Reference(image=Image(width=1025, height=1, format="rgba8", data=bytes(1025 * 4)))
+    with pytest.raises(InvalidMessage, match="one of"):
+        Reference(image=PIXELS, mode="pose")
+    with pytest.raises(InvalidMessage, match=r"0\.0\.\.2\.0"):
+        Reference(image=PIXELS, weight=2.5)
+    with pytest.raises(InvalidMessage, match="no references for an upscale"):
+        Submit(job_id="j", task="upscale", model="m", image=PIXELS, references=(REFERENCE,))
+    assert len(dataclasses.replace(submit(), references=(REFERENCE,) * MAX_REFERENCES).references) == 4
+    with pytest.raises(InvalidMessage, match="references"):
+        dataclasses.replace(submit(), references=(REFERENCE,) * (MAX_REFERENCES + 1))

@@ -365,4 +365,56 @@ def scenario() -> Iterator[Wait | None]:
         "Convert Image Color Space" in docker.message.text() and len(ctl.documents) == sent_before,
         docker.message.text(),
     )
+
+    # (g) a style reference, in a document of its own: the same restyle of 'Paint' with and without the
+    # layer 'Look' as its reference
+    refdoc = app.createDocument(DEEP, DEEP, "sfumato-reference", "RGBA", "U8", "", 300.0)
+    app.activeWindow().addView(refdoc)
+    yield Wait(lambda: app.activeDocument() == refdoc, 10, "the reference document to become active")
+    look = refdoc.createNode("Look", "paintlayer")
+    stripes = bytes(c for y in range(DEEP) for x in range(DEEP) for c in ((x * 13) % 256, (y * 5) % 256, 40, 255))
+    look.setPixelData(QtCore.QByteArray(stripes), 0, 0, DEEP, DEEP)
+    refdoc.rootNode().addChildNode(look, None)
+    paint = refdoc.createNode("Paint", "paintlayer")
+    paint.setPixelData(
+        QtCore.QByteArray(b"".join(pattern()[y * SIZE * 4 : (y * SIZE + DEEP) * 4] for y in range(DEEP))),
+        0,
+        0,
+        DEEP,
+        DEEP,
+    )
+    refdoc.rootNode().addChildNode(paint, look)
+    refdoc.setActiveNode(paint)
+    yield None
+    paint_before = bytes(paint.pixelData(0, 0, DEEP, DEEP))
+    docker.prompt.setPlainText("styled")
+    docker.strength.setValue(50)
+    docker.steps.setValue(8)
+    docker.seed.setValue(7)
+    docker.generate_button.click()
+    yield Wait(lambda: refdoc.nodeByName("styled [seed 7]") is not None, 120, "the restyle without a reference")
+    plain = refdoc.nodeByName("styled [seed 7]")
+    plain.setName("styled without reference")
+    refdoc.setActiveNode(paint)
+    yield None
+    row = docker.add_reference()
+    row.layer.setCurrentText("Look")
+    row.mode.setCurrentText("style")
+    row.weight.setValue(1.0)
+    offered = [row.adapter.itemData(i) for i in range(row.adapter.count())]
+    RUN.check(
+        "reference: the docker offers the backend's IP-Adapter", "ipadapter/ip-adapter_sd15" in offered, str(offered)
+    )
+    docker.generate_button.click()
+    yield Wait(lambda: refdoc.nodeByName("styled [seed 7]") is not None, 120, "the restyle with a style reference")
+    styled = refdoc.nodeByName("styled [seed 7]")
+    a, b = bytes(styled.pixelData(0, 0, DEEP, DEEP)), bytes(plain.pixelData(0, 0, DEEP, DEEP))
+    differing = sum(1 for i in range(0, len(a), 4) if a[i : i + 4] != b[i : i + 4])
+    RUN.check(
+        "reference: a style reference changes the restyle", differing > DEEP * DEEP // 10, f"{differing} px differ"
+    )
+    RUN.check("reference: source layer untouched", bytes(paint.pixelData(0, 0, DEEP, DEEP)) == paint_before)
+    row.remove.click()  # the painter removes the reference (✕)
+    RUN.check("reference: ✕ removes the reference", not docker.reference_rows())
+    refdoc.setModified(False)
     RUN.write()
