@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,19 +58,40 @@ def generate(rt: Runtime, job: Job, hooks: JobHooks, inputs: Inputs, timings: di
     # 2. strength 0
     if n1 == 0:
         return EngineResult(common.unchanged(job), job.result, job.seeds, timings)
-    try:
+    with job_pipeline(rt, job) as pipe:
         # 3. the first pass
         t = time.perf_counter()
         outputs = run_pass(
-            rt, job, inputs, job.rgb, resolution.width, resolution.height, req.strength, 0, n1 + n2, hooks
+            rt, job, inputs, job.rgb, resolution.width, resolution.height, req.strength, 0, n1 + n2, hooks, pipe
         )
         timings["generate"] = time.perf_counter() - t
         # 4. the refine pass
         if n2:
             t = time.perf_counter()
-            w, h = resolution.refine_width, resolution.refine_height
-            outputs = run_pass(rt, job, inputs, outputs, w, h, min(req.strength, REFINE_STRENGTH), n1, n1 + n2, hooks)
+            w, h, strength = resolution.refine_width, resolution.refine_height, min(req.strength, REFINE_STRENGTH)
+            outputs = run_pass(rt, job, inputs, outputs, w, h, strength, n1, n1 + n2, hooks, pipe)
             timings["refine"] = time.perf_counter() - t
+    # 5. the result pixels
+    t = time.perf_counter()
+    images = [common.finish(job, out) for out in outputs]
+    timings["finish"] = time.perf_counter() - t
+    return EngineResult(images, job.result, job.seeds, timings)
+
+
+@contextmanager
+def job_pipeline(rt: Runtime, job: Job) -> Iterator[Any]:
+    """The job's pipeline with its LoRAs, embeddings, VAE and references applied — once for all its passes
+    (and an upscale's tile batches), taken off again after it. A GPU out of memory fails this job alone."""
+    models = job.models
+    task = job.req.task + ("+control" if models.controls else "")
+    try:
+        with LOADING:  # workers on other devices may be loading too (models/loading.py)
+            pipe = rt.cache.pipeline(models.entry, task, [cn for _, cn in models.controls])
+        with (
+            entered_and_left_locked(addons.applied(pipe, models.entry, models.addons, rt.cache)),  # this job only
+            entered_and_left_locked(reference.applied(rt.cache, job, pipe)),
+        ):
+            yield pipe
     except JobCancelled:
         raise
     except Exception as exc:
@@ -81,11 +103,6 @@ def generate(rt: Runtime, job: Job, hooks: JobHooks, inputs: Inputs, timings: di
                 ErrorCode.OUT_OF_MEMORY,
             ) from None
         raise
-    # 5. the result pixels
-    t = time.perf_counter()
-    images = [common.finish(job, out) for out in outputs]
-    timings["finish"] = time.perf_counter() - t
-    return EngineResult(images, job.result, job.seeds, timings)
 
 
 def run_pass(
@@ -99,14 +116,13 @@ def run_pass(
     step_offset: int,
     total: int,
     hooks: JobHooks,
+    pipe: Any,
 ) -> list[np.ndarray]:
-    """One pipeline call. ``source`` is the context-sized input (one, or one per batch item)."""
+    """One call of ``pipe`` (from :func:`job_pipeline`). ``source`` is the context-sized input (one, or one
+    per batch item)."""
     import torch
 
     req, models = job.req, job.models
-    task = req.task + ("+control" if models.controls else "")
-    with LOADING:  # workers on other devices may be loading too (models/loading.py)
-        pipe = rt.cache.pipeline(models.entry, task, [cn for _, cn in models.controls])
     pipe.scheduler = make_scheduler(req.scheduler, pipe.scheduler.config)
     per_item = isinstance(source, list)
     batch = len(job.seeds)
@@ -127,11 +143,7 @@ def run_pass(
         **inputs(job, width, height),
         **reference.inputs(rt.cache, job, pipe, len(images) if per_item else 1),
     }
-    with (
-        entered_and_left_locked(addons.applied(pipe, models.entry, models.addons, rt.cache)),  # this job only
-        entered_and_left_locked(reference.applied(rt.cache, job, pipe)),
-    ):
-        out = pipe(**kwargs).images  # (B, H, W, 3) float
+    out = pipe(**kwargs).images  # (B, H, W, 3) float
     if hooks.cancelled():
         raise JobCancelled
     return [pixels.resize(np.asarray(o, dtype=np.float32), job.context.w, job.context.h) for o in out]

@@ -73,7 +73,7 @@ def inputs(cache: PipelineCache, job: Job, pipe: Any, prompts: int) -> dict[str,
 
 
 def applied(cache: PipelineCache, job: Job, pipe: Any) -> AbstractContextManager[None]:
-    """3. one adapter per reference in the UNet while the pass runs, heard where its mode says."""
+    """3. one adapter per reference in the UNet while the job runs (all its passes), heard where its mode says."""
     chosen = job.models.references
     if not chosen:
         return nullcontext()

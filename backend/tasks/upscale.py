@@ -116,12 +116,14 @@ def generate(rt: passes.Runtime, job: Job, hooks: JobHooks, timings: dict[str, f
         cn = tile_controlnet(rt.catalogue, job.models.entry)
         if cn is not None:
             job = dataclasses.replace(job, models=dataclasses.replace(job.models, controls=[(TILE_CONTROL, cn)]))
-        for b, batch in enumerate(batches):
-            if hooks.cancelled():
-                raise JobCancelled
-            refined = refine(rt, job, tile_req, batch, big, alpha, b * TILES_PER_BATCH, b * n, total, hooks)
-            for tile, rgb in zip(batch, refined):
-                blend.add(tile, rgb)
+        job = dataclasses.replace(job, req=tile_req)
+        with passes.job_pipeline(rt, job) as pipe:  # add-ons applied once for every batch
+            for b, batch in enumerate(batches):
+                if hooks.cancelled():
+                    raise JobCancelled
+                refined = refine(rt, pipe, job, batch, big, alpha, b * TILES_PER_BATCH, b * n, total, hooks)
+                for tile, rgb in zip(batch, refined):
+                    blend.add(tile, rgb)
         big = blend.result()
     # 5. the result
     if req.image.linear:
@@ -145,8 +147,8 @@ def enlarge(rt: passes.Runtime, job: Job, hooks: JobHooks) -> np.ndarray:
 
 def refine(
     rt: passes.Runtime,
+    pipe: Any,
     job: Job,
-    tile_req: Submit,
     batch: list[tiles.Tile],
     big: np.ndarray,
     alpha: np.ndarray,
@@ -162,7 +164,6 @@ def refine(
     sources = [big[tile.slices] for tile in batch]
     tile_job = dataclasses.replace(
         job,
-        req=tile_req,
         context=rect,
         result=rect,
         rgb=big[t.slices],
@@ -171,7 +172,7 @@ def refine(
         control_maps=sources,
     )
     width, height = _snap(t.w), _snap(t.h)
-    return passes.run_pass(rt, tile_job, inputs, sources, width, height, tile_req.strength, offset, total, hooks)
+    return passes.run_pass(rt, tile_job, inputs, sources, width, height, job.req.strength, offset, total, hooks, pipe)
 
 
 def _snap(side: int) -> int:

@@ -85,6 +85,28 @@ def test_tiles_cover_the_picture_and_blending_equal_tiles_gives_them_back() -> N
 # ---------------------------------------------------------------------------- the seam
 
 
+def test_the_add_ons_are_applied_once_for_every_tile_batch(engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LoRAs, embeddings, VAE and references go onto the pipeline once per job, not once per batch of tiles."""
+    from sfumato.backend.models import addons
+
+    entered: list[str] = []
+    passes_run: list[int] = []
+    real_applied, real_pass = addons.applied, passes.run_pass
+
+    def counting(pipe: Any, entry: Any, chosen: Any, cache: Any) -> Any:
+        entered.append(entry.id)
+        return real_applied(pipe, entry, chosen, cache)
+
+    def counted_pass(*args: Any) -> Any:
+        passes_run.append(1)
+        return real_pass(*args)
+
+    monkeypatch.setattr(addons, "applied", counting)
+    monkeypatch.setattr(passes, "run_pass", counted_pass)
+    engine.run(request(0.3), 7)
+    assert len(passes_run) == 2 and entered == ["builtin:tiny"]  # two batches of tiles, the add-ons applied once
+
+
 def test_no_seam_with_a_model_that_returns_its_input(engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every tile goes through the refine, unchanged: cut, placed and blended back, the gradient has no seam."""
     calls: list[int] = []
