@@ -24,8 +24,9 @@ from .regions import Point, Rect
 from .schema import Bool, Float, Int, ListOf, Nested, Optional, Record, Str, Timings, wire
 from .states import JobState
 
-PROTOCOL_VERSION = (1, 5)  # 1.1: error.job_id, image.linear, nil means absent; 1.2: buffer frames; 1.3: LoRAs, VAEs;
-# 1.4: devices in welcome and status, the worker_failed code; 1.5: the upscale task, upscaler models
+PROTOCOL_VERSION = (1, 6)  # 1.1: error.job_id, image.linear, nil means absent; 1.2: buffer frames; 1.3: LoRAs, VAEs;
+# 1.4: devices in welcome and status, the worker_failed code; 1.5: the upscale task, upscaler models;
+# 1.6: live jobs (submit.live) and the supersede rule (cancelled.superseded_by)
 
 MAX_TYPE_CHARS = 64  # a message type longer than this is a bad frame, not an unknown type
 
@@ -228,6 +229,9 @@ class Submit(Message):
     upscale: UpscaleOptions = wire(
         Nested(UpscaleOptions), "since 1.5; read only by the upscale task", default=UpscaleOptions()
     )
+    live: bool = wire(
+        Bool(), "since 1.6: a live job; it supersedes the session's earlier live job (see Live painting)", default=False
+    )
 
     @property
     def image_rect(self) -> Rect:
@@ -373,6 +377,9 @@ class Cancelled(Message):
     TYPE = "cancelled"
     PATH = "cancelled"
     job_id: str = wire(JOB_ID)
+    superseded_by: str | None = wire(
+        Optional(JOB_ID), "since 1.6: the newer live job that replaced this one; nil = cancelled", default=None
+    )
 
 
 @dataclasses.dataclass(frozen=True)
