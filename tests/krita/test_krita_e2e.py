@@ -32,7 +32,7 @@ OUT = ROOT / "out"
 STATUS_DIR = ROOT / ".pytest_cache"
 SELFTEST = Path(__file__).resolve().parent / "sfumato_selftest"
 CHROOTS = ROOT / "install" / "chroots.sh"
-TIMEOUT_S = int(os.environ.get("SFUMATO_KRITA_TIMEOUT", "300"))
+TIMEOUT_S = int(os.environ.get("SFUMATO_KRITA_TIMEOUT", "600"))
 NOT_POSSIBLE_HERE = 3  # install/chroots.sh: no root, or no way to get debootstrap
 
 sys.path.insert(0, str(ROOT / "install"))
