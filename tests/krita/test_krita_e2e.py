@@ -166,6 +166,7 @@ def _run_scenario(editor: Editor, backend_url: str, tmp_path: Path, sabotage: st
 
 
 @pytest.mark.krita
+@pytest.mark.timeout(TIMEOUT_S + 120)  # Krita's own limit, then the install and the judging
 @pytest.mark.parametrize("editor", EDITORS, ids=lambda e: e.label)
 def test_plugin_in_real_krita(tmp_path: Path, backend_url: str, editor: Editor) -> None:
     run = _run_scenario(editor, backend_url, tmp_path)
