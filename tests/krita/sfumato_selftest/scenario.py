@@ -398,6 +398,12 @@ def live_burst(doc: Any, docker: Any, sf: Any) -> Iterator[Wait | None]:
     from sfumato.plugin.core.live import PLAIN
 
     layer = doc.activeNode()
+    # the baseline: the same 20 strokes with Live off — how long this machine alone stalls Krita
+    heartbeat = Heartbeat()
+    for i in range(20):
+        layer.setPixelData(QtCore.QByteArray(bytes((i, 2 * i, 3 * i, 255)) * 16 * 16), 8 + 5 * i, 80, 16, 16)
+        yield None
+    baseline = heartbeat.stop()
     docker.prompt.setPlainText("live")
     docker.strength.setValue(60)
     docker.random_seed.setChecked(False)
@@ -447,9 +453,10 @@ def live_burst(doc: Any, docker: Any, sf: Any) -> Iterator[Wait | None]:
         f"sent {submitted}, superseded {superseded}, finished {finished}",
     )
     RUN.check(
-        "live: Krita's event loop never stalled more than 50 ms during the burst",
-        longest <= 0.050 and live.slowest_tick_s <= 0.050 and slowest_event[0] <= 0.050,
-        f"longest gap {longest * 1000:.1f} ms; slowest live tick {live.slowest_tick_s * 1000:.1f} ms; slowest "
+        "live: Krita's event loop never stalled more than 50 ms during the burst (or than without Live)",
+        longest <= max(0.050, baseline) and live.slowest_tick_s <= 0.050 and slowest_event[0] <= 0.050,
+        f"longest gap {longest * 1000:.1f} ms (the same strokes without Live: {baseline * 1000:.1f} ms); "
+        f"slowest live tick {live.slowest_tick_s * 1000:.1f} ms; slowest "
         f"event handled {slowest_event[0] * 1000:.1f} ms; burst {last_change - burst_started:.2f} s; "
         f"last stroke to picture {arrived - last_change:.2f} s",
     )
