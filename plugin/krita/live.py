@@ -52,6 +52,7 @@ class KritaLive:
         self.doc, self.on_error = doc, on_error
         self.painting = LivePainting(controller, doc, params, debounce_s)
         self.seen: tuple[object, ...] | None = None  # None: the first tick counts as a change (paints at once)
+        self.layer: Any = None  # the painter's layer the fingerprint was last taken of
         self.slowest_tick_s = 0.0  # the longest a tick held Krita's event loop
         self.timer = QTimer()
         self.timer.timeout.connect(self.tick)
@@ -64,7 +65,12 @@ class KritaLive:
                 self.stop()
                 return
             node = self.doc.doc.activeNode()
-            if node is not None and node.name() != PREVIEW_LAYER:
+            if node is None or node.name() == PREVIEW_LAYER:  # Krita may activate the preview layer it added
+                node = self.layer
+                if node is not None:
+                    self.doc.doc.setActiveNode(node)  # the painter goes on painting on their layer
+            self.layer = self.doc.source = node  # what the fingerprint watches is what a live job reads
+            if node is not None:
                 now = fingerprint(node)
                 if now != self.seen:
                     self.seen = now

@@ -227,11 +227,18 @@ def test_live_paints_each_change_of_the_layer_but_not_its_own_preview_and_apply_
     assert preview is not None and preview.pixelData(0, 0, 1, 1) == bytes((50, 100, 200, 255))  # shown, as BGRA
     kl.tick()
     assert len(client.sent) == 2  # the live picture in the preview layer is no change of the painter's layer
+    doc.active = preview  # as Krita may do with a layer just added
+    paint.setPixelData(bytes((0, 255, 0, 255)) * 9, 10, 10, 3, 3)  # the painter paints on
+    kl.tick()
+    assert doc.activeNode() is paint  # the painter's layer is active again
+    assert len(client.sent) == 3 and client.sent[2].image == adapter.KritaDocument(doc).read_layer(
+        Rect(x=0, y=0, w=64, h=64)
+    )
     assert kl.apply() == "fox [seed 5]"
     assert [n.name() for n in doc.topLevelNodes()] == ["Paint", "fox [seed 5]"] and doc.activeNode() is paint
     assert doc.nodeByName("fox [seed 5]").pixelData(0, 0, 1, 1) == bytes((50, 100, 200, 255))
     kl.tick()
-    assert len(client.sent) == 2 and kl.apply() is None  # applied once; the new layer is no change either
+    assert len(client.sent) == 3 and kl.apply() is None  # applied once; the new layer is no change either
     fake_krita.Krita.instance().docs.remove(doc)
     kl.tick()  # its document closed: live painting stops by itself
     assert not kl.painting.on and not kl.timer.isActive() and not errors
