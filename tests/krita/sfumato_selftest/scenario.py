@@ -87,7 +87,11 @@ def finish() -> None:
     app = Krita.instance()
     for d in app.documents():
         d.setModified(False)
-    QTimer.singleShot(100, lambda: app.activeWindow().qwindow().close())
+    # Krita ignores a close while an image is still busy (the 4096² one renders for a while): ask again
+    closer = QTimer()
+    closer.timeout.connect(lambda: app.activeWindow().qwindow().close())
+    closer.start(1000)
+    _KEEP.append(closer)
 
 
 # ---------------------------------------------------------------------------- helpers
