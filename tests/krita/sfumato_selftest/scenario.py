@@ -87,9 +87,15 @@ def finish() -> None:
     app = Krita.instance()
     for d in app.documents():
         d.setModified(False)
+
     # Krita ignores a close while an image is still busy (the 4096² one renders for a while): ask again
+    def close() -> None:
+        window = app.activeWindow()
+        if window is not None:
+            window.qwindow().close()
+
     closer = QTimer()
-    closer.timeout.connect(lambda: app.activeWindow().qwindow().close())
+    closer.timeout.connect(close)
     closer.start(1000)
     _KEEP.append(closer)
 
