@@ -25,7 +25,7 @@ from .qt import QTimer
 
 log = logging.getLogger(__name__)
 
-POLL_MS = 100  # how often the layer's fingerprint is compared
+POLL_MS = 50  # how often the layer's fingerprint is compared (an unchanged layer costs ~0.1 ms)
 THUMBNAIL_SIDE = 256  # the fingerprint's resolution: a change must show at 1/256 of the canvas side
 
 
