@@ -98,10 +98,9 @@ def finish() -> None:
     closer.timeout.connect(close)
     closer.start(1000)
     _KEEP.append(closer)
-    # Since the live-painting steps were added, Krita (5.1, 5.2 and 6) no longer closes its window here
-    # (cause not found yet; see the branch's report). The result is written: end the process rather
-    # than wait for the test's time limit.
-    QTimer.singleShot(15_000, lambda: os._exit(0))
+    # Since the live-painting steps were added, Krita (5.1, 5.2 and 6) no longer exits here: its main
+    # thread seems blocked while closing (even this timer's retries stop). Cause not found yet; the
+    # result is written, and the test's time limit ends Krita.
 
 
 # ---------------------------------------------------------------------------- helpers
