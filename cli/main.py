@@ -1,4 +1,5 @@
-"""The ``sfumato`` command: ``serve``, ``img2img``, ``expand``, ``upscale`` (cli/upscale.py) and ``models``.
+"""The ``sfumato`` command: ``serve``, ``img2img``, ``expand``, ``upscale`` (cli/upscale.py), ``live``
+(cli/live.py) and ``models``.
 
 ``img2img`` and ``expand`` are a headless editor built on plugin.core (the same client code as the Krita plugin).
 Without ``--server`` it starts an embedded backend in this process and talks to it over loopback.
@@ -64,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
             from .upscale import run_upscale
 
             return asyncio.run(run_upscale(args))
+        if args.command == "live":
+            from .live import run_live
+
+            return asyncio.run(run_live(args))
         return asyncio.run(run_img2img(args))
     except CliError as exc:
         print(f"sfumato: {exc}", file=sys.stderr)
@@ -108,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .upscale import add_parser as add_upscale
 
     add_upscale(sub)
+    from .live import add_parser as add_live
+
+    add_live(sub)
     m = sub.add_parser("models", help="list the model catalogue (usable and unusable, with reasons)")
     m.add_argument("--models", dest="model_dirs", action="append", type=Path, metavar="DIR")
     m.add_argument("--server", help="list what a running backend offers instead")

@@ -25,6 +25,7 @@ from .messages import (
     CLIENT_MESSAGES,
     PROTOCOL_VERSION,
     SERVER_MESSAGES,
+    Cancelled,
     DeviceStatus,
     Error,
     Hello,
@@ -61,6 +62,10 @@ UPSCALE_SINCE = (1, 5)
 # an older editor would refuse the unknown model kinds, and an older backend ignore the references.
 REFERENCES_SINCE = (1, 6)
 KINDS_SINCE_REFERENCES = ("ipadapter", "clip_vision")
+
+# Since 1.6 a submit may be live (a newer live job of the same session supersedes it) and a
+# cancelled may say which job superseded it; an older backend would run every live job to the end.
+LIVE_SINCE = (1, 6)
 
 # Errors after which reconnecting with the same settings cannot help (or would fight another connection).
 NO_RECONNECT = frozenset((ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.SESSION_REPLACED))
@@ -193,6 +198,10 @@ class ServerConnection(Connection):
             refused = ProtocolViolation("expected img2img or inpaint before protocol 1.5, got upscale", "submit.task")
             refused.job_id = message.job_id  # the refusal names the job; it never enters a state
             raise refused
+        elif isinstance(message, Submit) and message.live and not self._speaks(LIVE_SINCE):
+            refused = ProtocolViolation("expected no live job before protocol 1.6, got one", "submit.live")
+            refused.job_id = message.job_id
+            raise refused
         return message
 
     def welcome(
@@ -236,6 +245,8 @@ class ServerConnection(Connection):
         return self.send(Error(code=error.code, message=error.message, field=error.field, fatal=True))
 
     def _for_peer(self, message: Message) -> Message:
+        if isinstance(message, Cancelled) and message.superseded_by is not None and not self._speaks(LIVE_SINCE):
+            return dataclasses.replace(message, superseded_by=None)  # never sent: such an editor sends no live job
         if self._speaks(DEVICES_SINCE):
             return message
         if isinstance(message, Status) and message.devices:
@@ -335,5 +346,9 @@ class ClientConnection(Connection):
                 raise ProtocolViolation(
                     "the backend speaks an older protocol that cannot use reference images; update the backend",
                     "submit.references",
+                )
+            if message.live and not self._speaks(LIVE_SINCE):
+                raise ProtocolViolation(
+                    "the backend speaks an older protocol that cannot paint live; update the backend", "submit.live"
                 )
             self.jobs.submitted(message.job_id)

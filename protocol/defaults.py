@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # The schedulers a request may name; the backend maps each to a diffusers scheduler.
-SCHEDULERS = ("euler_a", "euler", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "unipc")
+SCHEDULERS = ("euler_a", "euler", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "unipc", "lcm")  # lcm: since 1.6
 
 MAX_STEPS = 200  # submit.steps
 DEFAULT_MODEL = "builtin:tiny"  # the built-in test model every backend has (it paints noise)

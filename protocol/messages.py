@@ -29,7 +29,8 @@ from .states import JobState
 
 PROTOCOL_VERSION = (1, 6)  # 1.1: error.job_id, image.linear, nil means absent; 1.2: buffer frames; 1.3: LoRAs, VAEs;
 # 1.4: devices in welcome and status, the worker_failed code; 1.5: the upscale task, upscaler models;
-# 1.6: reference images (IP-Adapter), ipadapter and clip_vision models
+# 1.6: reference images (IP-Adapter), ipadapter and clip_vision models; live jobs (submit.live) and the
+# supersede rule (cancelled.superseded_by)
 
 MAX_TYPE_CHARS = 64  # a message type longer than this is a bad frame, not an unknown type
 
@@ -273,6 +274,9 @@ class Submit(Message):
         "since 1.6; reference images for img2img and inpaint, each through an IP-Adapter",
         default=(),
     )
+    live: bool = wire(
+        Bool(), "since 1.6: a live job; it supersedes the session's earlier live job (see Live painting)", default=False
+    )
 
     @property
     def image_rect(self) -> Rect:
@@ -420,6 +424,9 @@ class Cancelled(Message):
     TYPE = "cancelled"
     PATH = "cancelled"
     job_id: str = wire(JOB_ID)
+    superseded_by: str | None = wire(
+        Optional(JOB_ID), "since 1.6: the newer live job that replaced this one; nil = cancelled", default=None
+    )
 
 
 @dataclasses.dataclass(frozen=True)

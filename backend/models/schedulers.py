@@ -20,6 +20,7 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "ddim": ("DDIMScheduler", {}),
     "unipc": ("UniPCMultistepScheduler", {}),
+    "lcm": ("LCMScheduler", {}),  # for LCM-distilled checkpoints and LoRAs (live painting's fast preset)
 }
 
 

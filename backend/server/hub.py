@@ -15,7 +15,6 @@ import time
 from typing import Any, Protocol
 
 from sfumato.protocol import (
-    Cancelled,
     DecodeLimits,
     DeviceStatus,
     Error,
@@ -177,28 +176,49 @@ class Hub:
                 )
             )
             return
-        refusal = self._refuse(editor, req)
-        if refusal is not None:
+        superseded = [j for j in editor.active_jobs if j.live] if req.live else []
+        refusal = self._refuse(editor, req, replaced=len(superseded))
+        if refusal is not None:  # a refused live job supersedes nothing
             connection.send(JobError(job_id=req.job_id, code=refusal[0], message=refusal[1], field=refusal[2]))
             return
         editor.forget_finished()
         self._forget_result(editor, req.job_id)  # an old result under a reused id
         reserved = job_bytes(req)
+        waiting = [j for j in superseded if j in self.queue]
+        freed = sum(j.reserved for j in waiting)  # a queued live job's room passes to its successor
+        self.budget.release(editor, freed)
         verdict = self.budget.reserve(editor, reserved)
         if verdict is not None:
+            self.budget.reserve(editor, freed)  # given back just now: always fits again
             connection.send(JobError(job_id=req.job_id, code=verdict.code, message=verdict.message))
             return
+        for old in waiting:
+            old.reserved = 0
         seed = req.seed if req.seed is not None else secrets.randbelow(1 << 32)
-        job = Job(owner=editor, id=req.job_id, request=req, seed=seed, reserved=reserved)
+        job = Job(owner=editor, id=req.job_id, request=req, seed=seed, reserved=reserved, live=req.live)
         editor.jobs[job.id] = job
-        self.queue.push(job)
+        self._supersede(superseded, job)
         self.reposition()
         self.broadcast_status()
 
-    def _refuse(self, editor: EditorState, req: Submit) -> tuple[str, str, str] | None:
+    def _supersede(self, superseded: list[Job], job: Job) -> None:
+        """Queue ``job``; the live jobs it supersedes end (queued: at once, in place; running: at the next step)."""
+        placed = False
+        for old in superseded:
+            old.superseded_by = old.superseded_by or job.id  # superseded again while stopping: the first one counts
+            old.cancel.set()  # a running one stops at its next step; the worker reports it
+            if not placed and self.queue.replace(old, job):
+                placed = True
+                self.finish(old, JobEvent.CANCELLED, old.cancelled())
+            elif self.queue.remove(old):
+                self.finish(old, JobEvent.CANCELLED, old.cancelled())
+        if not placed:
+            self.queue.push(job)
+
+    def _refuse(self, editor: EditorState, req: Submit, replaced: int = 0) -> tuple[str, str, str] | None:
         if self.closing:
             return ErrorCode.SHUTTING_DOWN, "the server is shutting down", ""
-        if len(editor.active_jobs) >= self.config.max_queued_per_editor:
+        if len(editor.active_jobs) - replaced >= self.config.max_queued_per_editor:
             cap = self.config.max_queued_per_editor
             return ErrorCode.QUEUE_FULL, f"you already have {cap} jobs waiting; wait or cancel some", ""
         out = req.output_rect  # an upscale's result is larger than its image: that size counts
@@ -233,7 +253,7 @@ class Hub:
     def _cancel_job(self, job: Job) -> None:
         job.cancel.set()  # a running job stops at its next step; the worker reports it
         if self.queue.remove(job):
-            self.finish(job, JobEvent.CANCELLED, Cancelled(job_id=job.id))
+            self.finish(job, JobEvent.CANCELLED, job.cancelled())
             self.reposition()
 
     def shutdown(self) -> None:
@@ -266,6 +286,8 @@ class Hub:
 
     def finish(self, job: Job, event: JobEvent, message: Message | None = None, result: bytes | None = None) -> None:
         """The one way a job ends: its state, its event, its inputs released, its result kept."""
+        if result is not None and job.superseded_by is not None:  # its last step ran before the newer job came
+            event, message, result = JobEvent.CANCELLED, job.cancelled(), None
         was_running = job in self.running
         self.running.discard(job)
         job.advance(event)

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sfumato.protocol import JobEvent, JobState, Submit, advance
+from sfumato.protocol import Cancelled, JobEvent, JobState, Submit, advance
 
 if TYPE_CHECKING:
     from .hub import ConnectionLike
@@ -24,6 +24,8 @@ class Job:
     position: int = -1
     cancel: threading.Event = field(default_factory=threading.Event)
     created: float = field(default_factory=time.monotonic)
+    live: bool = False  # a live job: a newer live job of its owner supersedes it
+    superseded_by: str | None = None  # the live job that replaced it; it ends cancelled, never with a result
 
     @property
     def submit(self) -> Submit:
@@ -32,6 +34,10 @@ class Job:
 
     def advance(self, event: JobEvent) -> None:
         self.state = advance(self.state, event)
+
+    def cancelled(self) -> Cancelled:
+        """How this job's cancel is told to its owner: superseded, or cancelled as asked."""
+        return Cancelled(job_id=self.id, superseded_by=self.superseded_by)
 
 
 @dataclass(eq=False)

@@ -17,6 +17,10 @@ class FairQueue:
     def __len__(self) -> int:
         return sum(len(lane) for lane in self._lanes.values())
 
+    def __contains__(self, job: Job) -> bool:
+        lane = self._lanes.get(job.owner)
+        return lane is not None and job in lane
+
     def push(self, job: Job) -> None:
         lane = self._lanes.get(job.owner)
         if lane is None:
@@ -31,6 +35,14 @@ class FairQueue:
         lane.remove(job)
         if not lane:
             del self._lanes[job.owner]
+        return True
+
+    def replace(self, old: Job, new: Job) -> bool:
+        """Put ``new`` where ``old`` waits (same owner): a superseding live job keeps its editor's turn."""
+        lane = self._lanes.get(old.owner)
+        if lane is None or old not in lane or new.owner is not old.owner:
+            return False
+        lane[lane.index(old)] = new
         return True
 
     def order(self) -> list[Job]:

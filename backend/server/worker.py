@@ -22,7 +22,6 @@ from collections.abc import Callable
 from typing import Any
 
 from sfumato.protocol import (
-    Cancelled,
     DeviceStatus,
     ErrorCode,
     Image,
@@ -164,7 +163,7 @@ class Worker:
         try:
             frame = self._generate(job)
         except JobCancelled:
-            return JobEvent.CANCELLED, Cancelled(job_id=job.id), None
+            return JobEvent.CANCELLED, job.cancelled(), None
         except (JobFailure, ProtocolError) as exc:  # the request cannot run here, in words for the painter
             if is_device_lost(exc):  # e.g. a model load that failed because the device is gone
                 raise
@@ -199,7 +198,7 @@ class Worker:
         log.error("the worker on %s failed and is replaced:\n%s", self.label, trace)
         if job is not None and not job.state.finished:
             if job.cancel.is_set():  # what its owner asked for happened anyway
-                self.hub.finish(job, JobEvent.CANCELLED, Cancelled(job_id=job.id))
+                self.hub.finish(job, JobEvent.CANCELLED, job.cancelled())
             else:
                 message = (
                     f"the worker on {self.label} failed ({type(exc).__name__}: {exc}) and was replaced; "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sfumato.protocol import Cancelled, JobError, Progress, Rect, Result, Submit
 
@@ -24,6 +24,9 @@ from .expand import Margins, build_expand, refuse_empty
 from .jobs import TrackedJob
 from .requests import GenerationParams, build_submit, new_job_id
 from .upscale import build_upscale
+
+if TYPE_CHECKING:
+    from .live import LivePainting
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,7 @@ class Controller:
         self.kept_results: list[KeptResult] = []
         self.messages: list[str] = []  # plain-words notes for the painter, newest last
         self.connection = ConnectionChanged("disconnected")
+        self.live: LivePainting | None = None  # set while a document paints live (plugin/core/live.py)
 
     # ------------------------------------------------------------------ actions
 
@@ -97,6 +101,9 @@ class Controller:
     def handle(self, event: Any, job: TrackedJob | None) -> None:
         if isinstance(event, ConnectionChanged):
             self.connection = event
+        elif job is not None and job.submit.live:
+            if self.live is not None:  # live jobs show in the preview layer until Apply
+                self.live.handle(event, job)
         elif job is not None:
             doc = self.documents.get(job.id)
             if (

@@ -14,7 +14,8 @@ from sfumato.plugin.core.requests import GenerationParams
 from sfumato.protocol import Submit
 
 from .bridge import Bridge
-from .document import KritaDocument, UnsupportedDocument, active_document
+from .document import KritaDocument, UnsupportedDocument, active_document, check_supported
+from .live import KritaLive
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,9 +37,11 @@ class SfumatoApp:
         self.controller: Controller | None = None
         self.views: list[Callable[[], None]] = []
         self.last_error = ""
+        self.live: KritaLive | None = None  # while the docker's Live toggle is on (and until Apply)
         self.connect()
 
     def connect(self) -> None:
+        self.stop_live()  # its jobs belonged to the connection being replaced
         client = self.bridge.start(self.settings.server_url, self.settings.token)
         self.controller = Controller(client, self.bridge.schedule, self._changed, job_prefix="krita")
 
@@ -66,7 +69,7 @@ class SfumatoApp:
         """The active layer enlarged ×``factor`` into a new document."""
         return self._start(lambda ctl, doc: ctl.upscale(doc, params, factor, upscaler, strength))
 
-    def _start(self, action: Callable[[Controller, KritaDocument], Submit]) -> Submit | None:
+    def _start(self, action: Callable[[Controller, KritaDocument], Submit | None]) -> Submit | None:
         doc = active_document()
         self.last_error = ""
         if doc is None:
@@ -83,6 +86,33 @@ class SfumatoApp:
                 self.last_error = f"Could not start: {exc}"
         self._changed()
         return None
+
+    def start_live(self, params: Callable[[], GenerationParams]) -> bool:
+        """Live on for the active document: each change of its active layer paints a new live picture."""
+
+        def start(ctl: Controller, doc: KritaDocument) -> None:
+            self.stop_live()
+            self.live = None
+            check_supported(doc.doc, "document")  # refused now, in words, rather than from the timer
+            self.live = KritaLive(ctl, doc, params, self._live_failed)
+            self._changed()
+
+        self._start(start)
+        return self.live is not None
+
+    def stop_live(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+    def apply_live(self) -> str | None:
+        """The newest live picture becomes a real layer; its name (None: no picture yet)."""
+        name = self.live.apply() if self.live is not None else None
+        self._changed()
+        return name
+
+    def _live_failed(self, message: str) -> None:
+        self.last_error = message
+        self._changed()
 
     def cancel(self) -> list[str]:
         return self.controller.cancel() if self.controller is not None else []

@@ -199,6 +199,15 @@ class SfumatoDocker(DockWidget):
         self.generate_button.clicked.connect(self.generate)
         self.cancel_button = QtWidgets.QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancel)
+        self.live_button = QtWidgets.QPushButton("Live")
+        self.live_button.setCheckable(True)
+        self.live_button.setToolTip(
+            "Repaint live: every change of the active layer paints a new picture in the preview layer (fast settings)"
+        )
+        self.live_button.toggled.connect(self.toggle_live)
+        self.apply_button = QtWidgets.QPushButton("Apply")
+        self.apply_button.setToolTip("Turn the live picture into a layer")
+        self.apply_button.clicked.connect(self.apply_live)
         self.progress = QtWidgets.QProgressBar()
         self.queue = QtWidgets.QLabel("")
         self.message = QtWidgets.QLabel("")
@@ -214,6 +223,9 @@ class SfumatoDocker(DockWidget):
         buttons = QtWidgets.QHBoxLayout()
         buttons.addWidget(self.generate_button)
         buttons.addWidget(self.cancel_button)
+        live_row = QtWidgets.QHBoxLayout()
+        live_row.addWidget(self.live_button)
+        live_row.addWidget(self.apply_button)
         self.mode = QtWidgets.QLabel("")  # what the next Generate will do
         # What a painter touches on every picture comes first, visible without scrolling at the default
         # size; the rest folds away (connection settings fold by themselves once connected).
@@ -224,6 +236,7 @@ class SfumatoDocker(DockWidget):
         form.addRow("Strength", strength_row)
         form.addRow(self.mode)
         form.addRow(buttons)
+        form.addRow(live_row)
         form.addRow(self.progress)
         form.addRow(self.queue)
         form.addRow(self.message)
@@ -342,6 +355,20 @@ class SfumatoDocker(DockWidget):
 
     def cancel(self) -> None:
         self.app.cancel()
+
+    def toggle_live(self, on: bool) -> None:
+        """Live on: paint each change of the active layer (plugin/krita/live.py); off: stop, keep the picture."""
+        if on:
+            self._save_defaults()
+            if not self.app.start_live(self.params):
+                self.live_button.setChecked(False)  # refused (no document, not connected): the message says why
+        else:
+            self.app.stop_live()
+        self.refresh()
+
+    def apply_live(self) -> None:
+        self.app.apply_live()
+        self.refresh()
 
     def add_control(self) -> ControlRow:
         row = ControlRow(self._remove_control)
@@ -473,4 +500,8 @@ class SfumatoDocker(DockWidget):
             self.progress.setValue(0)
         self.queue.setText(queue_line(jobs))
         self.cancel_button.setEnabled(bool(jobs))
+        live = self.app.live
+        self.apply_button.setEnabled(live is not None and live.painting.picture is not None)
+        if live is not None and not live.painting.on and self.live_button.isChecked():
+            self.live_button.setChecked(False)  # stopped by itself (its document closed, an error)
         self.message.setText(message_line(self.app.last_error, controller.messages if controller is not None else []))

@@ -72,6 +72,7 @@ def preview_to_krita(bgra8: bytes, depth: str, linear: bool) -> bytes:
 class KritaDocument:
     def __init__(self, doc: Any) -> None:
         self.doc = doc
+        self.source: Any = None  # the layer to read instead of the active one (live painting's layer)
         self._preview: Any = None
         self._title = doc.name() or doc.fileName() or "Untitled"
 
@@ -99,7 +100,7 @@ class KritaDocument:
         return Rect(x=sel.x(), y=sel.y(), w=sel.width(), h=sel.height())
 
     def _node(self, layer: str | None) -> Any:
-        node = self.doc.nodeByName(layer) if layer else self.doc.activeNode()
+        node = self.doc.nodeByName(layer) if layer else (self.source or self.doc.activeNode())
         if node is None:
             raise UnsupportedDocument(f"there is no layer named {layer!r}" if layer else "select a layer first")
         return node

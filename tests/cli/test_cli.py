@@ -400,3 +400,56 @@ def test_a_lora_and_a_vae_chosen_by_flag_change_the_picture(
     capsys.readouterr()
     assert main([*base, "-o", str(files / "x.png"), "--lora", "Lora/nope"]) != 0
     assert "Lora/nope" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- live
+
+
+def test_live_repaints_each_change_of_the_file_and_writes_the_newest_result(files: Path, model_cache: Path) -> None:
+    """A painter saving the file again and again: each change sends a live job superseding the last;
+    OUT ends as an ordinary restyle of the last version of the file (same seed, the fast preset)."""
+    import queue
+    import signal
+    import threading
+
+    from sfumato.plugin.core.live import fast_preset
+
+    source, out = files / "in.png", files / "live.png"
+    canvas = load(source).copy()
+    with backend_process(model_cache) as (url, _):
+        exe = str(Path(sys.executable).with_name("sfumato"))
+        args = [exe, "live", str(source), "-o", str(out), "--server", url, "--seed", "7", "--strength", "0.75"]
+        args += ["--debounce", "0.05", "--prompt", "live"]
+        lines: queue.Queue[str] = queue.Queue()
+        seen: list[str] = []
+
+        def next_line(prefix: str) -> str:
+            while not (line := lines.get(timeout=120)).startswith(prefix):
+                pass
+            return line
+
+        with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+            reader = threading.Thread(target=lambda: [(lines.put(x), seen.append(x)) for x in proc.stdout or ()])
+            reader.start()
+            try:
+                next_line("sent ")  # the file as it was at the start
+                for i in range(5):  # five saves, each once the previous one was sent
+                    canvas[10:40, 10:40, :3] = (40 * i, 200 - 30 * i, 90)
+                    PILImage.fromarray(canvas).save(files / "next.png")
+                    os.replace(files / "next.png", source)
+                    job = next_line("sent ").split()[1]
+                next_line(f"wrote {out} (job {job},")
+            finally:
+                proc.send_signal(signal.SIGINT)
+                proc.wait(30)
+                reader.join(30)
+        summary = next_line("live: ").split()
+        sent, superseded, finished = int(summary[1]), int(summary[3]), int(summary[5])
+        assert proc.returncode == 0, "".join(seen)
+        assert sent == 6 and superseded + finished == 6 and finished >= 1
+        preset = fast_preset("builtin:tiny", [])
+        ref = ["img2img", str(source), "-o", str(files / "ref.png"), "--server", url, "--quiet", "--seed", "7"]
+        ref += ["--strength", "0.75", "--prompt", "live", "--steps", str(preset.steps), "--cfg", str(preset.guidance)]
+        assert main([*ref, "--scheduler", preset.scheduler]) == 0
+    assert np.array_equal(load(out), load(files / "ref.png"))  # the last version of the file, bit for bit
+    assert not np.array_equal(load(out), load(source))  # and repainted, not copied

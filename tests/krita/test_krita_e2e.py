@@ -32,7 +32,7 @@ OUT = ROOT / "out"
 STATUS_DIR = ROOT / ".pytest_cache"
 SELFTEST = Path(__file__).resolve().parent / "sfumato_selftest"
 CHROOTS = ROOT / "install" / "chroots.sh"
-TIMEOUT_S = int(os.environ.get("SFUMATO_KRITA_TIMEOUT", "300"))
+TIMEOUT_S = int(os.environ.get("SFUMATO_KRITA_TIMEOUT", "420"))
 NOT_POSSIBLE_HERE = 3  # install/chroots.sh: no root, or no way to get debootstrap
 
 sys.path.insert(0, str(ROOT / "install"))
@@ -166,6 +166,7 @@ def _run_scenario(editor: Editor, backend_url: str, tmp_path: Path, sabotage: st
 
 
 @pytest.mark.krita
+@pytest.mark.timeout(TIMEOUT_S + 120)  # Krita's own limit, then the install and the judging
 @pytest.mark.parametrize("editor", EDITORS, ids=lambda e: e.label)
 def test_plugin_in_real_krita(tmp_path: Path, painters_backend_url: str, editor: Editor) -> None:
     run = _run_scenario(editor, painters_backend_url, tmp_path)

@@ -105,6 +105,33 @@ class Node(Canvas):
     def setLocked(self, locked: bool) -> None:
         self.is_locked = locked
 
+    def uniqueId(self) -> Any:
+        from PyQt6.QtCore import QUuid
+
+        if not hasattr(self, "_uuid"):
+            self._uuid = QUuid.createUuid()
+        return self._uuid
+
+    def bounds(self) -> Any:
+        """The extent of what was painted (alpha > 0), as Krita reports it; 8-bit layers only here."""
+        from PyQt6.QtCore import QRect
+
+        assert self.bpp == 4, "the fake knows the extent of 8-bit layers only"
+        painted = [i // 4 for i in range(3, len(self.data), 4) if self.data[i]]
+        if not painted:
+            return QRect()
+        xs, ys = [i % self.cols for i in painted], [i // self.cols for i in painted]
+        return QRect(min(xs), min(ys), max(xs) - min(xs) + 1, max(ys) - min(ys) + 1)
+
+    def thumbnail(self, w: int, h: int) -> Any:
+        """The layer scaled to fit w×h, as Krita makes it (smooth scaling of the BGRA pixels)."""
+        from PyQt6.QtCore import Qt
+        from PyQt6.QtGui import QImage
+
+        assert self.bpp == 4, "the fake makes thumbnails of 8-bit layers only"
+        image = QImage(bytes(self.data), self.cols, self.rows, self.cols * 4, QImage.Format.Format_ARGB32)
+        return image.scaled(w, h, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
+
 
 class Document:
     def __init__(self, width: int, height: int, depth: str = "U8", model: str = "RGBA", profile: str = "") -> None:

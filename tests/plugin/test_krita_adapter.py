@@ -26,16 +26,19 @@ import fake_krita
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
+ADAPTER_MODULES = ("krita", "sfumato.plugin.krita.document", "sfumato.plugin.krita.live")
+
+
 @pytest.fixture
 def adapter() -> Iterator[ModuleType]:
     """plugin.krita.document imported against the fake ``krita`` (and removed again afterwards)."""
-    saved = {k: sys.modules.pop(k) for k in ("krita", "sfumato.plugin.krita.document") if k in sys.modules}
+    saved = {k: sys.modules.pop(k) for k in ADAPTER_MODULES if k in sys.modules}
     sys.modules["krita"] = fake_krita
     fake_krita.Krita._instance = None
     import sfumato.plugin.krita.document as document
 
     yield document
-    for key in ("krita", "sfumato.plugin.krita.document"):
+    for key in ADAPTER_MODULES:
         sys.modules.pop(key, None)
     sys.modules.update(saved)
 
@@ -220,3 +223,79 @@ def _qt_app() -> Any:
     from PyQt6 import QtWidgets
 
     return QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+
+
+class LiveClient:
+    """What live painting needs of the client: the catalogue it was welcomed with, and where submits go."""
+
+    def __init__(self) -> None:
+        from sfumato.plugin.core.jobs import JobTracker
+
+        self.tracker = JobTracker()
+        self.welcome = None
+        self.sent: list[Any] = []
+
+    async def submit(self, submit: Any, document: object = None) -> Any:
+        self.sent.append(submit)
+        return self.tracker.add(submit, document)
+
+    async def cancel(self, job_id: str) -> None:
+        self.sent.append(("cancel", job_id))
+
+
+def test_live_paints_each_change_of_the_layer_but_not_its_own_preview_and_apply_makes_one_layer(adapter: Any) -> None:
+    import asyncio
+
+    from PyQt6.QtGui import QGuiApplication
+
+    from sfumato.plugin.core.controller import Controller
+    from sfumato.plugin.core.requests import GenerationParams
+    from sfumato.plugin.krita import live
+    from sfumato.protocol import Result
+
+    app = QGuiApplication.instance() or QGuiApplication([])  # QTimer needs one
+    doc = open_doc(size=(64, 64))
+    paint = doc.add_layer("Paint")
+    paint.setPixelData(bytes((90, 60, 30, 255)) * 64 * 64, 0, 0, 64, 64)
+    client = LiveClient()
+    controller = Controller(client, asyncio.run, job_prefix="k")  # type: ignore[arg-type]
+    errors: list[str] = []
+    params = GenerationParams(prompt="fox", seed=5)
+    kl = live.KritaLive(controller, adapter.KritaDocument(doc), lambda: params, errors.append, 0.0)
+    assert kl.timer.isActive()
+    kl.timer.stop()  # the test ticks by hand; a due live job is sent in a turn of Qt's loop of its own
+
+    def tick() -> None:
+        kl.tick()
+        app.processEvents()
+
+    tick()
+    assert [s.live for s in client.sent] == [True]  # Live on paints the canvas as it is at once
+    tick()
+    assert len(client.sent) == 1  # nothing changed: nothing sent
+    paint.setPixelData(bytes((0, 0, 255, 255)) * 9, 30, 30, 3, 3)  # a small red stroke
+    tick()
+    assert len(client.sent) == 2 and client.sent[1].image.data != client.sent[0].image.data
+    job = client.tracker.jobs[client.sent[1].job_id]
+    picture = Image(width=64, height=64, format=PixelFormat.RGBA8, data=bytes((200, 100, 50, 255)) * 64 * 64)
+    controller.handle(Result(job_id=job.id, images=(picture,), rect=Rect(x=0, y=0, w=64, h=64), seeds=(5,)), job)
+    preview = doc.nodeByName(adapter.PREVIEW_LAYER)
+    assert preview is not None and preview.pixelData(0, 0, 1, 1) == bytes((50, 100, 200, 255))  # shown, as BGRA
+    tick()
+    assert len(client.sent) == 2  # the live picture in the preview layer is no change of the painter's layer
+    doc.active = preview  # as Krita may do with a layer just added
+    paint.setPixelData(bytes((0, 255, 0, 255)) * 9, 10, 10, 3, 3)  # the painter paints on
+    tick()
+    assert doc.activeNode() is paint  # the painter's layer is active again
+    assert len(client.sent) == 3 and client.sent[2].image == adapter.KritaDocument(doc).read_layer(
+        Rect(x=0, y=0, w=64, h=64)
+    )
+    assert kl.apply() == "fox [seed 5]"
+    assert [n.name() for n in doc.topLevelNodes()] == ["Paint", "fox [seed 5]"] and doc.activeNode() is paint
+    assert doc.nodeByName("fox [seed 5]").pixelData(0, 0, 1, 1) == bytes((50, 100, 200, 255))
+    tick()
+    assert len(client.sent) == 3 and kl.apply() is None  # applied once; the new layer is no change either
+    fake_krita.Krita.instance().docs.remove(doc)
+    kl.tick()  # its document closed: live painting stops by itself
+    assert not kl.painting.on and not kl.timer.isActive() and not errors
+    assert kl.slowest_tick_s > 0

@@ -11,6 +11,7 @@ import sys
 
 from sfumato.plugin.core.client import Client
 from sfumato.plugin.core.controller import Controller
+from sfumato.plugin.core.live import LivePainting, fast_params
 from sfumato.plugin.core.requests import GenerationParams
 from sfumato.plugin.core.transport import WebSocketTransport
 from sfumato.protocol import Image, Rect, Result
@@ -89,6 +90,16 @@ async def run(url: str) -> None:
     assert all(r.w < 64 or r.h < 64 for r in doc.reads), "only the context around the selection is read"
     alpha = image.data[3::4]
     assert max(alpha) == 255 and len(alpha) == 16 * 12
+    # live painting (plugin/core/live.py): a live job's picture is kept as a preview until Apply
+    done.clear()
+    doc.selection = None
+    live = LivePainting(controller, doc, lambda: GenerationParams(prompt="live", strength=0.5, seed=3), 0.0)
+    live.changed(0.0)
+    sent = live.tick(0.0)
+    assert sent is not None and sent.live and sent.steps == fast_params(GenerationParams(), ()).steps
+    await asyncio.wait_for(done.wait(), 120)
+    assert live.picture is not None and live.picture.job_id == sent.job_id and len(doc.layers) == 1
+    assert live.apply() == "live [seed 3]" and len(doc.layers) == 2
     await client.close()
     await task
     references()

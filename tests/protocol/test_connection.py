@@ -566,3 +566,52 @@ def test_references_are_checked() -> None:
     assert len(dataclasses.replace(submit(), references=(REFERENCE,) * MAX_REFERENCES).references) == 4
     with pytest.raises(InvalidMessage, match="references"):
         dataclasses.replace(submit(), references=(REFERENCE,) * (MAX_REFERENCES + 1))
+
+
+# ---------------------------------------------------------------------------- 1.6: live jobs, supersede
+
+
+def live(job_id: str = "l") -> Submit:
+    return Submit(job_id=job_id, task="img2img", model="m", image=PIXELS, live=True)
+
+
+def test_a_1_5_editor_may_not_send_a_live_job_and_never_hears_superseded_by() -> None:
+    conn = server()
+    conn.receive(hello(version=[1, 5]))
+    conn.welcome("S1", False, LIMITS, (), "cpu")
+    error = refused(conn, encode(live("live-1")), ProtocolViolation)
+    assert (error.field, error.job_id) == ("submit.live", "live-1")
+    assert conn.state is ConnectionState.OPEN and isinstance(conn.receive(encode(submit())), Submit)
+    (frame,) = conn.send(Cancelled(job_id="j", superseded_by="k"))
+    assert "superseded_by" not in msgpack.unpackb(frame) or msgpack.unpackb(frame)["superseded_by"] is None
+    new = open_server()
+    received = new.receive(encode(live()))
+    assert isinstance(received, Submit) and received.live
+    sent = decode(new.send(Cancelled(job_id="j", superseded_by="k"))[0])
+    assert isinstance(sent, Cancelled) and sent.superseded_by == "k"
+
+
+def test_an_editor_does_not_send_a_live_job_to_a_1_5_backend() -> None:
+    old = ClientConnection("test")
+    old.hello()
+    old.receive(welcome(version=(1, 5)))
+    with pytest.raises(ProtocolViolation, match="cannot paint live"):
+        old.send(live())
+    assert old.jobs.get("l") is None  # refused before it was tracked
+    assert open_client().send(live())
+
+
+def test_a_superseded_job_ends_cancelled_in_the_editors_tracker_whether_queued_or_running() -> None:
+    conn = open_client()
+    for job_id in ("a", "b"):
+        conn.send(live(job_id))
+    conn.receive(encode(Queued(job_id="a", position=0)))
+    conn.receive(encode(Started(job_id="a", steps=2, steps_requested=2, width=2, height=2, seeds=(1,))))
+    conn.receive(encode(Queued(job_id="b", position=0)))
+    for old, new in (("a", "b"), ("b", "c")):
+        if new == "c":
+            conn.send(live("c"))
+        event = conn.receive(encode(Cancelled(job_id=old, superseded_by=new)))
+        assert isinstance(event, Cancelled) and event.superseded_by == new
+        assert conn.jobs.get(old) is JobState.CANCELLED
+    assert conn.jobs.get("c") is JobState.QUEUED

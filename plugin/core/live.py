@@ -1,0 +1,202 @@
+"""Live painting, editor-neutral: while it is on, each change of the canvas — once the painter pauses
+for the debounce — sends a *live* job that supersedes the previous one (the backend drops or stops
+it: protocol/SPEC.md, Live painting). The newest picture is shown in the preview layer and becomes
+a real layer only when the painter applies it, without a new generation.
+
+The editor drives it: it says when it noticed a change (:meth:`LivePainting.changed`, its own way of
+noticing: Krita compares a cheap fingerprint of the layer on a timer) and calls :meth:`LivePainting.tick`
+from a timer with the current time. Nothing here waits, sleeps or knows about Qt or GLib.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sfumato.protocol import (
+    Cancelled,
+    Image,
+    JobError,
+    LoraWeight,
+    ModelInfo,
+    PreviewSettings,
+    Rect,
+    Result,
+    Submit,
+    arch_family,
+)
+
+from .controller import Controller, result_layer_name
+from .editor import DocumentLike
+from .pixels import to_rgba8
+from .requests import GenerationParams, build_submit, new_job_id
+
+DEBOUNCE_S = 0.25  # the pause after a change before its live job is sent
+
+# A model or LoRA distilled for few steps, recognised by its name (as painters' files are named).
+_FAST = re.compile(r"lcm|turbo|lightning|hyper", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class FastPreset:
+    """Few steps and low guidance: a live picture every second or so instead of every ten."""
+
+    steps: int
+    guidance: float
+    scheduler: str
+    lora: str | None = None  # an LCM/Turbo/Lightning LoRA to add, by catalogue id
+
+
+PLAIN = FastPreset(steps=8, guidance=4.0, scheduler="dpmpp_2m")  # any checkpoint: converges in few steps
+DISTILLED = FastPreset(steps=4, guidance=1.5, scheduler="euler_a")  # a Turbo/Lightning/Hyper checkpoint
+LCM = FastPreset(steps=4, guidance=1.5, scheduler="lcm")  # an LCM checkpoint, or any with an LCM LoRA
+
+
+def fast_preset(model: str, models: Sequence[ModelInfo]) -> FastPreset:
+    """The fast settings for ``model``, using what the backend's catalogue offers for it."""
+    entry = next((m for m in models if m.id == model), None)
+    name = f"{model} {entry.label if entry else ''}"
+    if _FAST.search(name):
+        return LCM if "lcm" in name.lower() else DISTILLED
+    family = arch_family(entry.arch) if entry else ""
+    for m in models:
+        if m.kind == "lora" and m.arch == family and "lcm" in f"{m.id} {m.label}".lower():
+            return dataclasses.replace(LCM, lora=m.id)
+    for m in models:
+        if m.kind == "lora" and m.arch == family and _FAST.search(f"{m.id} {m.label}"):
+            return dataclasses.replace(DISTILLED, lora=m.id)
+    return PLAIN
+
+
+def fast_params(params: GenerationParams, models: Sequence[ModelInfo]) -> GenerationParams:
+    """The painter's settings with the fast preset applied (prompt, strength, seed, model kept)."""
+    preset = fast_preset(params.model, models)
+    loras = params.loras
+    if preset.lora is not None and all(lora.id != preset.lora for lora in loras):
+        loras = (*loras, LoraWeight(id=preset.lora, weight=1.0))
+    return dataclasses.replace(
+        params, steps=preset.steps, guidance=preset.guidance, scheduler=preset.scheduler, loras=loras, batch_size=1
+    )
+
+
+class Debounce:
+    """Due once the changes have paused for ``delay_s`` (times are the editor's clock, in seconds)."""
+
+    def __init__(self, delay_s: float = DEBOUNCE_S) -> None:
+        self.delay_s = delay_s
+        self.due_at: float | None = None
+
+    def changed(self, now: float) -> None:
+        self.due_at = now + self.delay_s
+
+    def due(self, now: float) -> bool:
+        if self.due_at is None or now < self.due_at:
+            return False
+        self.due_at = None
+        return True
+
+
+@dataclass
+class LivePicture:
+    """The newest live result: shown in the preview layer until it is applied or replaced."""
+
+    job_id: str
+    image: Image
+    rect: Rect
+    name: str  # the layer name Apply gives it (like every result)
+
+
+@dataclass
+class LiveCounts:
+    submitted: int = 0
+    superseded: int = 0  # ended by a newer live job
+    finished: int = 0  # ran to the end: a picture arrived
+
+
+class LivePainting:
+    """One document's live painting. Runs on the editor's GUI thread, like the controller it sends through."""
+
+    def __init__(
+        self,
+        controller: Controller,
+        doc: DocumentLike,
+        params: Callable[[], GenerationParams],
+        debounce_s: float = DEBOUNCE_S,
+    ) -> None:
+        self.controller, self.doc, self.params = controller, doc, params
+        self.debounce = Debounce(debounce_s)
+        self.on = True
+        self.latest: str | None = None  # the newest live job sent; only its picture is shown
+        self.picture: LivePicture | None = None
+        self.counts = LiveCounts()
+        self.sent: dict[str, Submit] = {}  # job id → what was sent (the change each picture reflects)
+        controller.live = self
+
+    def changed(self, now: float) -> None:
+        """The editor noticed a change of the canvas."""
+        if self.on:
+            self.debounce.changed(now)
+
+    def tick(self, now: float) -> Submit | None:
+        """Called from the editor's timer: sends the live job once the changes paused; returns it."""
+        if not self.on or not self.debounce.due(now) or not self.doc.is_open():
+            return None
+        return self.send()
+
+    def send(self) -> Submit:
+        """A live job for the canvas as it is now; it supersedes the previous one on the backend."""
+        welcome = self.controller.client.welcome
+        params = fast_params(self.params(), welcome.models if welcome is not None else ())
+        submit = build_submit(self.doc, params, new_job_id(f"{self.controller.job_prefix}-live"))
+        submit = dataclasses.replace(submit, live=True, preview=PreviewSettings(enabled=False))  # no flicker
+        self.latest = submit.job_id
+        self.sent[submit.job_id] = submit
+        self.counts.submitted += 1
+        self.controller.schedule(self.controller.client.submit(submit, self.doc))
+        return submit
+
+    def handle(self, event: Any, job: Any) -> None:
+        """An event of a live job (the controller routes them here)."""
+        if isinstance(event, Result):
+            self.counts.finished += 1
+            if job.id == self.latest and self.doc.is_open():
+                image, seed = event.images[0], event.seeds[0]
+                self.picture = LivePicture(job.id, image, event.rect, result_layer_name(job.submit, seed))
+                self.doc.show_preview(to_rgba8(image), event.rect)  # the same size: shown pixel for pixel
+        elif isinstance(event, Cancelled):
+            if event.superseded_by is not None:
+                self.counts.superseded += 1  # the previous picture stays until the new one arrives
+            elif job.id == self.latest:
+                self.latest = None
+        elif isinstance(event, JobError):
+            self.controller.messages.append(f"live: {event.message}")
+            if job.id == self.latest:
+                self.latest = None
+
+    def apply(self) -> str | None:
+        """The newest live picture becomes a real layer (undoable, named like every result); its name."""
+        picture = self.picture
+        if picture is None or not self.doc.is_open():
+            return None
+        self.picture = None
+        self.doc.clear_preview()
+        self.doc.insert_result(picture.image, picture.rect, picture.name)
+        return picture.name
+
+    def stop(self) -> None:
+        """Live off: the pending change is forgotten and the running live job cancelled; the last
+        picture stays shown, so Apply still works."""
+        self.on = False
+        self.debounce.due_at = None
+        active = {j.id for j in self.controller.active_jobs()}
+        if self.latest is not None and self.latest in active:
+            self.controller.cancel(self.latest)
+
+    def discard(self) -> None:
+        """Forget the live picture and clear the preview layer."""
+        self.picture = None
+        if self.doc.is_open():
+            self.doc.clear_preview()
