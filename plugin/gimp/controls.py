@@ -48,6 +48,17 @@ def spin(lo: float, hi: float, step: float, value: float, digits: int = 2) -> An
     return button
 
 
+def refill_layers(combo: Any, image: Any) -> None:
+    """A row's layer picker: the layer Generate paints from, then the image's layers; the choice is kept."""
+    current = combo.get_active_id() or ACTIVE_LAYER
+    combo.remove_all()
+    combo.append(ACTIVE_LAYER, "(the layer Generate paints from)")
+    for name in layer_names(image):
+        combo.append(name, name)
+    if not combo.set_active_id(current):
+        combo.set_active_id(ACTIVE_LAYER)
+
+
 class ControlRow:
     def __init__(self, image: Any, on_remove: Callable[[ControlRow], None]) -> None:
         self.image = image
@@ -78,13 +89,7 @@ class ControlRow:
 
     def refresh_layers(self) -> None:
         """The image's layers now (the painter adds and renames them while the window is open)."""
-        current = self.layer.get_active_id() or ACTIVE_LAYER
-        self.layer.remove_all()
-        self.layer.append(ACTIVE_LAYER, "(the layer Generate paints from)")
-        for name in layer_names(self.image):
-            self.layer.append(name, name)
-        if not self.layer.set_active_id(current):
-            self.layer.set_active_id(ACTIVE_LAYER)
+        refill_layers(self.layer, self.image)
 
     def spec(self) -> ControlSpec:
         return ControlSpec(
@@ -155,13 +160,7 @@ class ReferenceRow:
         self.refresh_layers()
 
     def refresh_layers(self) -> None:
-        current = self.layer.get_active_id() or ACTIVE_LAYER
-        self.layer.remove_all()
-        self.layer.append(ACTIVE_LAYER, "(the layer Generate paints from)")
-        for name in layer_names(self.image):
-            self.layer.append(name, name)
-        if not self.layer.set_active_id(current):
-            self.layer.set_active_id(ACTIVE_LAYER)
+        refill_layers(self.layer, self.image)
 
     def offer(self, adapters: list[ModelInfo]) -> None:
         current = self.adapter.get_active_id() or AUTO_ADAPTER

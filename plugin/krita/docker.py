@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from krita import DockWidget, Krita
+from krita import DockWidget
 
 from sfumato.plugin.core.expand import SIDES, Margins
 from sfumato.plugin.core.models import OWN_VAE, checkpoints, describe, ipadapters_for, loras_for, upscalers, vaes
@@ -22,6 +22,7 @@ from sfumato.protocol import (
 
 from .app import SfumatoApp
 from .document import active_document
+from .pickers import refill_layers
 from .qt import QtCore, QtWidgets
 from .reference_row import ReferenceRow
 
@@ -54,13 +55,7 @@ class ControlRow(QtWidgets.QWidget):
         self.refresh_layers()
 
     def refresh_layers(self) -> None:
-        doc = Krita.instance().activeDocument()
-        current = self.layer.currentText()
-        self.layer.clear()
-        self.layer.addItem("")
-        if doc is not None:
-            self.layer.addItems([n.name() for n in doc.topLevelNodes() if n.type() == "paintlayer"])
-        self.layer.setCurrentText(current)
+        refill_layers(self.layer)
 
     def spec(self) -> ControlSpec:
         return ControlSpec(

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from krita import Krita
-
 from sfumato.plugin.core.models import describe
 from sfumato.plugin.core.references import ReferenceSpec
 from sfumato.protocol import DEFAULT_REFERENCE_MODE, REFERENCE_MODES, ModelInfo
 
+from .pickers import refill_layers
 from .qt import QtWidgets
 
 
@@ -46,13 +45,7 @@ class ReferenceRow(QtWidgets.QWidget):
         self.refresh_layers()
 
     def refresh_layers(self) -> None:
-        doc = Krita.instance().activeDocument()
-        current = self.layer.currentText()
-        self.layer.clear()
-        self.layer.addItem("")
-        if doc is not None:
-            self.layer.addItems([n.name() for n in doc.topLevelNodes() if n.type() == "paintlayer"])
-        self.layer.setCurrentText(current)
+        refill_layers(self.layer)
 
     def offer(self, adapters: list[ModelInfo]) -> None:
         current = self.adapter.currentData()
