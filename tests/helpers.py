@@ -231,3 +231,31 @@ class RecordingHooks:
 
     def cancelled(self) -> bool:
         return self.cancel_after is not None and len(self.steps) >= self.cancel_after
+
+
+class RecordingConnection:
+    """What the hub needs of an editor's connection, recording what it is sent (hub tests without sockets)."""
+
+    def __init__(self) -> None:
+        self.editor: Any = None
+        self.sent: list[Any] = []
+
+    def send(self, message: Any, job_id: str | None = None) -> None:
+        self.sent.append(message)
+
+    def send_latest(self, job_id: str, frame: bytes) -> None:
+        pass
+
+    def send_result(self, job_id: str) -> None:
+        self.sent.append(("result", job_id))
+
+    def close(self, reason: str) -> None:
+        pass
+
+    def of(self, cls: type) -> list[Any]:
+        return [m for m in self.sent if isinstance(m, cls)]
+
+    @property
+    def results(self) -> list[str]:
+        """The jobs whose result was handed to this connection."""
+        return [m[1] for m in self.sent if isinstance(m, tuple)]

@@ -14,6 +14,7 @@ import threading
 from types import SimpleNamespace
 from typing import Any
 
+from helpers import RecordingConnection as Recording
 from helpers import aio, connected_client, running_server, submit, until
 
 from sfumato.backend.config import Config
@@ -60,31 +61,6 @@ class SteppedEngine:
 
     def loaded_models(self) -> list[str]:
         return []
-
-
-class Recording:
-    def __init__(self) -> None:
-        self.editor: Any = None
-        self.sent: list[Any] = []
-
-    def send(self, message: Any, job_id: str | None = None) -> None:
-        self.sent.append(message)
-
-    def send_latest(self, job_id: str, frame: bytes) -> None:
-        pass
-
-    def send_result(self, job_id: str) -> None:
-        self.sent.append(("result", job_id))
-
-    def of(self, cls: type) -> list[Any]:
-        return [m for m in self.sent if isinstance(m, cls)]
-
-    @property
-    def results(self) -> list[str]:
-        return [m[1] for m in self.sent if isinstance(m, tuple)]
-
-    def close(self, reason: str) -> None:
-        pass
 
 
 def live(job_id: str, steps: int = 10, size: int = 8, **kw: Any) -> Submit:

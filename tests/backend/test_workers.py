@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from helpers import RecordingConnection as Recording
 from helpers import aio, backend_process, connected_client, next_of, raw_client, running_server, submit, until
 
 from sfumato.backend.config import Config
@@ -89,24 +90,6 @@ class GatedEngine:
 
     def loaded_models(self) -> list[str]:
         return list(self.holds)
-
-
-class Recording:
-    def __init__(self) -> None:
-        self.editor: Any = None
-        self.sent: list[Any] = []
-
-    def send(self, message: Any, job_id: str | None = None) -> None:
-        self.sent.append(message)
-
-    def send_latest(self, job_id: str, frame: bytes) -> None:
-        pass
-
-    def send_result(self, job_id: str) -> None:
-        self.sent.append(("result", job_id))
-
-    def close(self, reason: str) -> None:
-        pass
 
 
 @aio
