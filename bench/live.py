@@ -1,14 +1,16 @@
 """Live painting with the built-in tiny model: bursts of canvas changes through plugin.core's live
 painting and the real server, timed against a baseline measured in the same run.
 
-Baseline: one ordinary job of the same canvas with the live (fast) settings, submit to result,
-measured right before and right after each burst (the mean of the two).
+Baseline: the debounce's pause, then one ordinary job of the same canvas with the live (fast) settings
+(a painter who stops, waits as long as the debounce and clicks Generate: the backend idles during the
+pause in both cases), measured right before and right after each burst (the mean of the two).
 
 (a) a quick burst: 20 changes 20 ms apart (well inside the debounce): jobs sent / superseded /
     finished, and the time from the last change to its picture vs one job time + the debounce
-    (goal ≤ 1.0×: the burst costs no more than painting the final canvas once);
+    (goal ≤ 1.0×: the burst costs no more than painting the final canvas once, after the same pause);
 (b) a painter's pace: 20 changes, each once the previous change's job has started (so each one
-    supersedes a running job): the same figures, and the steps the superseded jobs ran.
+    outdates a running job, stopped at once when it could not finish within the debounce, else
+    superseded when the next job is sent): the same figures, and the steps the outdated jobs ran.
 (c) two editors painting at that pace plus one ordinary Generate: the Generate's wait vs one job
     time (fair: it waits for at most one live job of each painter).
 
@@ -19,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +35,10 @@ from helpers import Recorder, pattern_rgba, running_server
 
 from sfumato.plugin.core.client import Client
 from sfumato.plugin.core.controller import Controller
-from sfumato.plugin.core.live import DEBOUNCE_S, LivePainting, fast_params
+from sfumato.plugin.core.live import DEBOUNCE_S, LivePainting, LiveTimer, fast_params
 from sfumato.plugin.core.requests import GenerationParams, build_submit
 from sfumato.plugin.core.transport import WebSocketTransport
-from sfumato.protocol import Cancelled, Image, Progress, Rect, Result, Started
+from sfumato.protocol import Cancelled, Image, PreviewSettings, Progress, Rect, Result, Started, Submit
 
 SIZE = 128
 PARAMS = GenerationParams(prompt="live", strength=1.0, seed=5)
@@ -109,60 +113,66 @@ class Editor:
         assert self.controller is not None
         return LivePainting(self.controller, self.canvas, lambda: PARAMS)
 
-    async def ordinary(self, job_id: str) -> float:
-        """One ordinary job of the canvas with the live settings: seconds from submit to result."""
-        welcome = self.client.welcome
-        params = fast_params(PARAMS, welcome.models if welcome is not None else ())
+    async def ordinary(self, job_id: str, pause_s: float = 0.0) -> float:
+        """One ordinary job of the canvas with the live settings after ``pause_s`` of quiet: seconds from the
+        start of the pause to the result (a painter who stops, waits and clicks Generate)."""
         t = time.perf_counter()
-        await self.client.submit(build_submit(self.canvas, params, job_id))
+        await asyncio.sleep(pause_s)  # the backend idles as it does while a live change's debounce runs
+        welcome = self.client.welcome  # the click reads the canvas, as a live job does when it leaves
+        params = fast_params(PARAMS, welcome.models if welcome is not None else ())
+        submit = build_submit(self.canvas, params, job_id)  # the same job a live one is, previews off, not live
+        await self.client.submit(dataclasses.replace(submit, preview=PreviewSettings(enabled=False)))
         await self.rec.wait_for(Result, job_id, timeout=300)
         return time.perf_counter() - t
 
 
 async def burst(editor: Editor, live: LivePainting, wait_started: bool, gap_s: float = 0.02) -> dict[str, float]:
-    """20 strokes; each ticks the debounce with the real clock. Returns the figures of the burst."""
-    before = (live.counts.submitted, live.counts.superseded, live.counts.finished)
+    """20 strokes, the debounce timed by the real clock. Returns the figures of the burst."""
+    c = live.counts
+    before = (c.submitted, c.superseded, c.finished, c.stopped)
     results_before = len(editor.rec.of(Result))
     cancelled_before = len(editor.rec.of(Cancelled))
-    ticker_done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    sent: asyncio.Queue[str] = asyncio.Queue()  # the live jobs as they leave (no polling: the worker shares the GIL)
+    jobs: list[str] = []
 
-    async def ticker() -> None:  # the editor's timer: every 10 ms
-        while not ticker_done.is_set():
-            live.tick(time.monotonic())
-            await asyncio.sleep(0.01)
+    def fired(fire: Callable[[], Submit | None]) -> None:
+        submit = fire()
+        if submit is not None:
+            jobs.append(submit.job_id)
+            sent.put_nowait(submit.job_id)
 
-    ticking = asyncio.create_task(ticker())
+    timer = LiveTimer(live, lambda s, fire: loop.call_later(s, fired, fire))  # the editor's one-shot timer
+
     last_change = 0.0
     for i in range(20):
         editor.canvas.stroke(i)
         last_change = time.monotonic()
         live.changed(last_change)
+        timer.arm()
         if wait_started:  # the painter's next stroke comes once this one is being painted
-            sent = live.counts.submitted
-            while live.counts.submitted == sent:
-                await asyncio.sleep(0.005)
-            await editor.rec.wait_for(Started, live.latest, timeout=300)
+            await editor.rec.wait_for(Started, await sent.get(), timeout=300)
         else:
             await asyncio.sleep(gap_s)
-    while live.debounce.due_at is not None:  # the last change's job is not sent yet
-        await asyncio.sleep(0.005)
-    final = live.latest
-    assert final is not None
+    while live.debounce.due_at is not None or not sent.empty():  # until the last change's job has left
+        await sent.get()
+    final = jobs[-1]
     await editor.rec.wait_for(Result, final, timeout=300)
     latency = time.monotonic() - last_change
-    ticker_done.set()
-    await ticking
-    superseded = [e for e in editor.rec.of(Cancelled)[cancelled_before:] if e.superseded_by]
+    for job_id in jobs[:-1]:  # the outdated jobs' ends may come after the picture
+        await editor.rec.wait_for(Cancelled, job_id, timeout=300)
+    ended = editor.rec.of(Cancelled)[cancelled_before:]  # superseded, or stopped early by a change
     steps_run = []
-    for c in superseded:
-        progress = editor.rec.of(Progress, c.job_id)
-        started = editor.rec.of(Started, c.job_id)
+    for end in ended:
+        progress = editor.rec.of(Progress, end.job_id)
+        started = editor.rec.of(Started, end.job_id)
         if started:
             steps_run.append((progress[-1].step if progress else 0, started[0].steps))
     return {
-        "sent": live.counts.submitted - before[0],
-        "superseded": live.counts.superseded - before[1],
-        "finished": live.counts.finished - before[2],
+        "sent": c.submitted - before[0],
+        "superseded": c.superseded - before[1],
+        "stopped": c.stopped - before[3],
+        "finished": c.finished - before[2],
         "results": len(editor.rec.of(Result)) - results_before,
         "latency_s": latency,
         "stopped_running": sum(1 for done, total in steps_run if done < total),
@@ -184,19 +194,21 @@ async def main(rounds: int) -> None:
         for pace, wait_started in (("(a) quick burst, 20 ms apart", False), ("(b) painter's pace", True)):
             rows = []
             for r in range(rounds):
-                job_s = await painter.ordinary(f"base-{pace[1]}-{r}")  # the baseline before and after the burst:
-                figures = await burst(painter, painter.live(), wait_started)  # a shared machine's load drifts
-                job_s = (job_s + await painter.ordinary(f"after-{pace[1]}-{r}")) / 2
-                figures["ratio"] = figures["latency_s"] / (job_s + DEBOUNCE_S)
-                figures["job_s"] = job_s
+                # the baseline before and after the burst: a shared machine's load drifts
+                base_s = await painter.ordinary(f"base-{pace[1]}-{r}", DEBOUNCE_S)
+                figures = await burst(painter, painter.live(), wait_started)
+                base_s = (base_s + await painter.ordinary(f"after-{pace[1]}-{r}", DEBOUNCE_S)) / 2
+                figures["ratio"] = figures["latency_s"] / base_s
+                figures["job_s"] = base_s - DEBOUNCE_S
                 rows.append(figures)
             med = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
             ratios = ", ".join(f"{row['ratio']:.2f}" for row in rows)
             print(
-                f"{pace}: sent {med['sent']:.0f}, superseded {med['superseded']:.0f} "
-                f"({med['stopped_running']:.0f} stopped while running), finished {med['finished']:.0f} "
-                f"(results {med['results']:.0f}); last change → its picture {med['latency_s']:.2f} s vs one job "
-                f"{med['job_s']:.2f} s + debounce {DEBOUNCE_S} s → {med['ratio']:.2f}×   goal ≤ 1.0× "
+                f"{pace}: sent {med['sent']:.0f}, superseded {med['superseded']:.0f}, stopped at a change "
+                f"{med['stopped']:.0f} ({med['stopped_running']:.0f} of them ended mid-steps), "
+                f"finished {med['finished']:.0f} "
+                f"(results {med['results']:.0f}); last change → its picture {med['latency_s']:.2f} s vs debounce "
+                f"{DEBOUNCE_S} s + one job {med['job_s']:.2f} s → {med['ratio']:.2f}×   goal ≤ 1.0× "
                 f"(ratios {ratios})"
             )
         async with Editor(server.url, "a") as a, Editor(server.url, "b") as b, Editor(server.url, "c") as c:

@@ -4,14 +4,21 @@ it: protocol/SPEC.md, Live painting). The newest picture is shown in the preview
 a real layer only when the painter applies it, without a new generation.
 
 The editor drives it: it says when it noticed a change (:meth:`LivePainting.changed`, its own way of
-noticing: Krita compares a cheap fingerprint of the layer on a timer) and calls :meth:`LivePainting.tick`
-from a timer with the current time. Nothing here waits, sleeps or knows about Qt or GLib.
+noticing: Krita compares a cheap fingerprint of the layer on a timer) and lends :class:`LiveTimer` its
+one-shot timer, which sends the live job when the debounce ends — on time, not at the next poll.
+Nothing here waits, sleeps or knows about Qt or GLib.
+
+A change also ends the running live job early when it would still be running once the debounce is
+over: that job's picture would be superseded unseen anyway, and stopping it now frees the device
+before the change's own job is sent (the time from the last change to its picture stays one job
+plus the debounce). A job that can finish within the debounce runs on: its picture is shown.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +32,7 @@ from sfumato.protocol import (
     PreviewSettings,
     Rect,
     Result,
+    Started,
     Submit,
     arch_family,
 )
@@ -112,8 +120,17 @@ class LivePicture:
 @dataclass
 class LiveCounts:
     submitted: int = 0
-    superseded: int = 0  # ended by a newer live job
+    superseded: int = 0  # ended by the backend when a newer live job came
+    stopped: int = 0  # stopped at a change, being unable to finish before the change's own job leaves
     finished: int = 0  # ran to the end: a picture arrived
+
+
+@dataclass(frozen=True)
+class RunningJob:
+    """The live job the backend is painting now, timed on the live painting's clock."""
+
+    job_id: str
+    started_at: float
 
 
 class LivePainting:
@@ -125,9 +142,14 @@ class LivePainting:
         doc: DocumentLike,
         params: Callable[[], GenerationParams],
         debounce_s: float = DEBOUNCE_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.controller, self.doc, self.params = controller, doc, params
         self.debounce = Debounce(debounce_s)
+        self.clock = clock  # times the running job (the debounce keeps the editor's own times)
+        self.job_s: float | None = None  # how long the newest finished live job ran, started → picture
+        self.running: RunningJob | None = None
+        self.outdated: set[str] = set()  # live jobs stopped early by a change
         self.on = True
         self.latest: str | None = None  # the newest live job sent; only its picture is shown
         self.picture: LivePicture | None = None
@@ -139,6 +161,23 @@ class LivePainting:
         """The editor noticed a change of the canvas."""
         if self.on:
             self.debounce.changed(now)
+            self._stop_outdated()
+
+    def next_tick_in(self, now: float) -> float | None:
+        """Seconds until :meth:`tick` should be called (the editor's one-shot timer), None when nothing is due."""
+        due = self.debounce.due_at
+        return None if due is None or not self.on else max(0.0, due - now)
+
+    def _stop_outdated(self) -> None:
+        """Stop the running live job now if it would still be running when the debounce ends."""
+        job = self.running
+        if job is None or job.job_id != self.latest or job.job_id in self.outdated:
+            return
+        if self.job_s is not None and job.started_at + self.job_s <= self.clock() + self.debounce.delay_s:
+            return  # its picture comes before the change's own job leaves: it is shown meanwhile
+        self.outdated.add(job.job_id)
+        self.counts.stopped += 1
+        self.controller.cancel(job.job_id)
 
     def tick(self, now: float) -> Submit | None:
         """Called from the editor's timer: sends the live job once the changes paused; returns it."""
@@ -160,6 +199,16 @@ class LivePainting:
 
     def handle(self, event: Any, job: Any) -> None:
         """An event of a live job (the controller routes them here)."""
+        if isinstance(event, Started):
+            self.running = RunningJob(job.id, self.clock())
+        if not isinstance(event, (Result, Cancelled, JobError)):
+            return
+        if self.running is not None and self.running.job_id == job.id:
+            if isinstance(event, Result):
+                self.job_s = self.clock() - self.running.started_at
+            self.running = None
+        stopped_early = job.id in self.outdated
+        self.outdated.discard(job.id)
         if isinstance(event, Result):
             self.counts.finished += 1
             if job.id == self.latest and self.doc.is_open():
@@ -168,10 +217,10 @@ class LivePainting:
                 self.doc.show_preview(to_rgba8(image), event.rect)  # the same size: shown pixel for pixel
         elif isinstance(event, Cancelled):
             if event.superseded_by is not None:
-                self.counts.superseded += 1  # the previous picture stays until the new one arrives
-            elif job.id == self.latest:
+                self.counts.superseded += 1  # the picture before stays shown until the new one arrives
+            elif job.id == self.latest and not stopped_early:
                 self.latest = None
-        elif isinstance(event, JobError):
+        else:
             self.controller.messages.append(f"live: {event.message}")
             if job.id == self.latest:
                 self.latest = None
@@ -200,3 +249,32 @@ class LivePainting:
         self.picture = None
         if self.doc.is_open():
             self.doc.clear_preview()
+
+
+StartTimer = Callable[[float, Callable[[], object]], object]  # (seconds, callback): the editor's one-shot timer
+
+
+class LiveTimer:
+    """Sends a live painting's job when its debounce ends, through the editor's one-shot timer: armed
+    once per debounce end (a change that moves the end arms it again; a timer for an end that moved
+    finds nothing due and re-arms)."""
+
+    def __init__(self, painting: LivePainting, start_timer: StartTimer, clock: Callable[[], float] = time.monotonic):
+        self.painting, self.start_timer, self.clock = painting, start_timer, clock
+        self.armed_for: float | None = None  # the debounce end a timer is set for
+
+    def arm(self) -> None:
+        """Called after the editor told the painting of a change."""
+        due = self.painting.debounce.due_at
+        wait = self.painting.next_tick_in(self.clock())
+        if wait is not None and due != self.armed_for:
+            self.armed_for = due
+            self.start_timer(wait, self.fire)
+
+    def fire(self) -> Submit | None:
+        """The timer's callback: the live job if the debounce has ended, else the timer is set again."""
+        self.armed_for = None
+        submit = self.painting.tick(self.clock())
+        if submit is None:
+            self.arm()
+        return submit

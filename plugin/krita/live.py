@@ -11,13 +11,14 @@ Only the painter's layer is looked at, never the projection: the live picture it
 from __future__ import annotations
 
 import logging
+import math
 import time
 import zlib
 from collections.abc import Callable
 from typing import Any
 
 from sfumato.plugin.core.controller import Controller
-from sfumato.plugin.core.live import DEBOUNCE_S, LivePainting
+from sfumato.plugin.core.live import DEBOUNCE_S, LivePainting, LiveTimer
 from sfumato.plugin.core.requests import GenerationParams
 
 from .document import PREVIEW_LAYER, KritaDocument
@@ -54,6 +55,7 @@ class KritaLive:
         self.seen: tuple[object, ...] | None = None  # None: the first tick counts as a change (paints at once)
         self.layer: Any = None  # the painter's layer the fingerprint was last taken of
         self.slowest_tick_s = 0.0  # the longest a tick held Krita's event loop
+        self.send_timer = LiveTimer(self.painting, lambda s, fire: QTimer.singleShot(math.ceil(s * 1000), self.send))
         self.timer = QTimer()
         self.timer.timeout.connect(self.tick)
         self.timer.start(POLL_MS)
@@ -75,19 +77,18 @@ class KritaLive:
                 if now != self.seen:
                     self.seen = now
                     self.painting.changed(started)
-            due = self.painting.debounce.due_at
-            if due is not None and time.monotonic() >= due:
-                QTimer.singleShot(0, self.send)  # a turn of its own: Krita's loop runs between the two
+            self.send_timer.arm()
         except Exception as exc:  # plain words in the docker, never Krita's modal dialog from a timer
             self._failed(exc)
         self.slowest_tick_s = max(self.slowest_tick_s, time.monotonic() - started)
 
     def send(self) -> None:
-        """The live job of the layer as it is now, once the changes paused."""
+        """The live job of the layer as it is now, once the changes paused (a turn of Krita's loop of its
+        own, even when due at once: the loop runs between the tick that noticed and the send)."""
         started = time.monotonic()
         try:
             if self.painting.on:
-                self.painting.tick(started)
+                self.send_timer.fire()
         except Exception as exc:
             self._failed(exc)
         self.slowest_tick_s = max(self.slowest_tick_s, time.monotonic() - started)

@@ -1,6 +1,6 @@
-"""plugin.core's live painting: the debounce, the fast preset, and a burst of 20 changes through a
-real backend process — exactly one live job runs to the end, its picture is the last change's, and
-Apply turns it into one layer without a new generation."""
+"""plugin.core's live painting: the debounce, the fast preset, when a change stops the running live job,
+and a burst of 20 changes through a real backend process — exactly one live job runs to the end, its
+picture is the last change's, and Apply turns it into one layer without a new generation."""
 
 from __future__ import annotations
 
@@ -8,18 +8,30 @@ import asyncio
 import dataclasses
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers import Recorder, aio, backend_process, until
 
 from sfumato.plugin.core.client import Client
 from sfumato.plugin.core.controller import Controller
-from sfumato.plugin.core.live import DISTILLED, LCM, PLAIN, Debounce, LivePainting, fast_params, fast_preset
+from sfumato.plugin.core.live import (
+    DISTILLED,
+    LCM,
+    PLAIN,
+    Debounce,
+    LivePainting,
+    LiveTimer,
+    fast_params,
+    fast_preset,
+)
 from sfumato.plugin.core.pixels import to_rgba8
 from sfumato.plugin.core.requests import GenerationParams
 from sfumato.plugin.core.transport import WebSocketTransport
-from sfumato.protocol import Cancelled, Image, JobState, LoraWeight, ModelInfo, Rect, Result
+from sfumato.protocol import Cancelled, Image, JobState, LoraWeight, ModelInfo, Rect, Result, Started
 
 # ---------------------------------------------------------------------------- the parts alone
 
@@ -47,6 +59,136 @@ def test_the_fast_preset_uses_an_lcm_or_turbo_model_or_lora_where_the_backend_ha
     assert (fast.steps, fast.guidance, fast.scheduler, fast.batch_size) == (4, 1.5, "lcm", 1)
     assert fast.loras == (LoraWeight(id="Lora/lcm-lora-sdv1-5", weight=1.0),)
     assert (fast.prompt, fast.strength, fast.seed, fast.model) == ("p", 0.4, 3, "sd/dream")  # the painter's own
+
+
+class Desk:
+    """What a live painting sends through, recorded: submits, cancels; and a clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.submitted: list[Any] = []
+        self.cancelled: list[str] = []
+        self.client = SimpleNamespace(welcome=None, submit=self._submit)
+        self.job_prefix, self.live, self.messages = "t", None, []
+
+    async def _submit(self, submit: Any, doc: Any) -> None:
+        self.submitted.append(submit)
+
+    def schedule(self, coro: Any) -> None:
+        asyncio.run(coro)  # the submit is recorded at once
+
+    def cancel(self, job_id: str) -> list[str]:
+        self.cancelled.append(job_id)
+        return [job_id]
+
+    def active_jobs(self) -> list[Any]:
+        return []
+
+    def event(self, live: LivePainting, submit: Any, event: Any, at: float) -> None:
+        self.now = at
+        live.handle(event, SimpleNamespace(id=submit.job_id, submit=submit))
+
+
+def _started(submit: Any) -> Started:
+    return Started(job_id=submit.job_id, steps=8, steps_requested=8, width=64, height=64, seeds=(1,))
+
+
+def _result(submit: Any) -> Result:
+    image = Image(width=64, height=64, format="rgba8", data=bytes(64 * 64 * 4))
+    return Result(job_id=submit.job_id, images=(image,), rect=Rect(x=0, y=0, w=64, h=64), seeds=(1,))
+
+
+def _painting(desk: Desk) -> LivePainting:
+    params = GenerationParams(prompt="live", strength=0.5, seed=1)
+    return LivePainting(desk, Canvas(), lambda: params, debounce_s=0.25, clock=lambda: desk.now)  # type: ignore[arg-type]
+
+
+def test_a_change_stops_the_running_live_job_at_once_when_nothing_says_it_could_finish_within_the_debounce() -> None:
+    desk = Desk()
+    live = _painting(desk)
+    live.changed(0.0)
+    first = live.tick(0.25)
+    assert first is not None and desk.submitted == [first]
+    live.changed(0.3)  # sent, not started yet: the backend drops it in place when the next one comes
+    assert desk.cancelled == []
+    desk.event(live, first, _started(first), 0.32)
+    desk.now = 0.4
+    live.changed(0.4)  # no live job has finished yet: its length is unknown, so it is stopped now
+    live.changed(0.45)
+    assert desk.cancelled == [first.job_id] and live.counts.stopped == 1  # once
+    desk.event(live, first, Cancelled(job_id=first.job_id), 0.5)
+    assert live.latest == first.job_id and live.counts.superseded == 0  # the next one is still due
+    second = live.tick(0.7)
+    assert second is not None and live.latest == second.job_id
+
+
+def _timed(desk: Desk, live: LivePainting, job_s: float) -> None:
+    """One live job that ran ``job_s`` from its start to its picture: the length the next ones are judged by."""
+    live.changed(desk.now)
+    submit = live.tick(desk.now + 0.25)
+    assert submit is not None
+    desk.event(live, submit, _started(submit), desk.now + 0.3)
+    desk.event(live, submit, _result(submit), desk.now + job_s)
+
+
+def test_a_running_live_job_known_to_finish_within_the_debounce_runs_on_and_its_picture_is_shown() -> None:
+    desk = Desk()
+    live = _painting(desk)
+    _timed(desk, live, 0.2)
+    live.changed(desk.now)
+    job = live.tick(desk.now + 0.25)
+    assert job is not None
+    desk.event(live, job, _started(job), desk.now + 0.3)
+    desk.now += 0.06
+    live.changed(desk.now)  # it ends 0.14 s from now, before this change's job leaves in 0.25 s: it runs on
+    assert desk.cancelled == []
+    desk.event(live, job, _result(job), desk.now + 0.14)
+    assert live.picture is not None and live.picture.job_id == job.job_id and live.counts.finished == 2
+
+
+def test_a_running_live_job_known_to_end_after_the_debounce_is_stopped_at_the_change() -> None:
+    desk = Desk()
+    live = _painting(desk)
+    _timed(desk, live, 0.4)
+    live.changed(desk.now)
+    job = live.tick(desk.now + 0.25)
+    assert job is not None
+    desk.event(live, job, _started(job), desk.now + 0.3)
+    desk.now += 0.1
+    live.changed(desk.now)  # it would end 0.3 s from now, after this change's job leaves in 0.25 s
+    assert desk.cancelled == [job.job_id] and live.counts.stopped == 1
+
+
+def test_the_editor_is_told_when_to_tick_next() -> None:
+    live = _painting(Desk())
+    assert live.next_tick_in(0.0) is None  # nothing changed
+    live.changed(1.0)
+    assert live.next_tick_in(1.1) == pytest.approx(0.15)
+    assert live.next_tick_in(2.0) == 0.0  # overdue: at once
+    live.stop()
+    assert live.next_tick_in(2.0) is None
+
+
+def test_the_live_timer_is_armed_once_per_debounce_end_and_sends_when_it_ends() -> None:
+    desk = Desk()
+    live = _painting(desk)
+    timers: list[tuple[float, Any]] = []
+    timer = LiveTimer(live, lambda s, fire: timers.append((s, fire)), clock=lambda: desk.now)
+    live.changed(0.0)
+    timer.arm()
+    timer.arm()  # the editor's poll notices nothing new: no second timer
+    assert [s for s, _ in timers] == [0.25]
+    desk.now = 0.1
+    live.changed(0.1)  # a change moves the end
+    timer.arm()
+    assert [s for s, _ in timers] == [0.25, pytest.approx(0.25)]
+    desk.now = 0.25
+    assert timers[0][1]() is None and desk.submitted == []  # the first timer finds nothing due yet: set again
+    assert timers[-1][0] == pytest.approx(0.1)
+    desk.now = 0.35
+    sent = timers[-1][1]()
+    assert sent is not None and desk.submitted == [sent] and sent.live
+    assert timers[1][1]() is None and len(desk.submitted) == 1 and len(timers) == 3  # nothing pending, nothing set
 
 
 # ---------------------------------------------------------------------------- a burst through a real backend
