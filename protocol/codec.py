@@ -11,7 +11,7 @@ from typing import Any
 
 import msgpack
 
-from .buffers import BUFFERS, Frame, attach, check_references, sizes, split
+from .buffers import BUFFERS, Frame, attach, check_references, chunked, sizes, split
 from .errors import BadFrame, InvalidMessage, LimitExceeded, ProtocolError
 from .images import compress_images
 from .limits import DEFAULT_LIMITS, DecodeLimits
@@ -52,10 +52,11 @@ def encode(message: Message, compress: bool = False) -> bytes:
     return _pack(_body(message, compress))
 
 
-def encode_frames(message: Message, compress: bool = False) -> list[Frame]:
-    """Since 1.2: a header frame, then each large image payload as its own frame (the payload itself, no copy)."""
+def encode_frames(message: Message, compress: bool = False, chunks: bool = False) -> list[Frame]:
+    """Since 1.2: a header frame, then each large image payload as its own frame (the payload itself, no
+    copy); since 1.7 (``chunks``) each payload cut into frames of at most CHUNK_BYTES."""
     header, buffers = split(_body(message, compress))
-    return [_pack(header), *buffers]
+    return [_pack(header), *(chunked(buffers) if chunks else buffers)]
 
 
 def decode(data: object, limits: DecodeLimits = DEFAULT_LIMITS) -> Message | Unknown:

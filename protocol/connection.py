@@ -16,7 +16,7 @@ import dataclasses
 from enum import Enum
 from typing import ClassVar
 
-from .buffers import BUFFERS_SINCE, Frame
+from .buffers import BUFFERS_SINCE, CHUNKS_SINCE, Frame
 from .codec import Unknown, encode, encode_frames
 from .errors import ErrorCode, ProtocolError, ProtocolViolation, VersionMismatch
 from .jobs import JobStates
@@ -130,7 +130,9 @@ class Connection:
         message = self._for_peer(message)
         if isinstance(message, Error) and message.fatal:
             self._close(message)
-        return encode_frames(message, self.compress) if self.buffers else [encode(message, self.compress)]
+        if not self.buffers:
+            return [encode(message, self.compress)]
+        return encode_frames(message, self.compress, chunks=self._speaks(CHUNKS_SINCE))
 
     def _for_peer(self, message: Message) -> Message:
         """``message`` as the negotiated version knows it."""
@@ -143,6 +145,7 @@ class Connection:
     def _negotiated(self, theirs: tuple[int, ...], field: str) -> None:
         self.version = negotiate(self.speaks, theirs, field)
         self._reader.buffers_allowed = self.buffers
+        self._reader.chunks_allowed = self._speaks(CHUNKS_SINCE)
 
     def _close(self, error: Error) -> None:
         self.state = ConnectionState.CLOSED

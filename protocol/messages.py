@@ -27,10 +27,10 @@ from .regions import Point, Rect
 from .schema import Bool, Float, Int, ListOf, Nested, Optional, Record, Str, Timings, wire
 from .states import JobState
 
-PROTOCOL_VERSION = (1, 6)  # 1.1: error.job_id, image.linear, nil means absent; 1.2: buffer frames; 1.3: LoRAs, VAEs;
+PROTOCOL_VERSION = (1, 7)  # 1.1: error.job_id, image.linear, nil means absent; 1.2: buffer frames; 1.3: LoRAs, VAEs;
 # 1.4: devices in welcome and status, the worker_failed code; 1.5: the upscale task, upscaler models;
 # 1.6: reference images (IP-Adapter), ipadapter and clip_vision models; live jobs (submit.live) and the
-# supersede rule (cancelled.superseded_by)
+# supersede rule (cancelled.superseded_by); 1.7: a buffer may travel as several frames (chunks)
 
 MAX_TYPE_CHARS = 64  # a message type longer than this is a bad frame, not an unknown type
 

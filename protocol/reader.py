@@ -1,13 +1,14 @@
 """Whole websocket messages in → protocol messages out, for one connection.
 
 A message is one frame, or (since 1.2, once negotiated) a header frame followed by the buffer
-frames it declared. Nothing is kept from a message that fails: a malformed, missing or extra
-buffer frame drops the header and every buffer received with it.
+frames it declared — since 1.7 each buffer possibly in several chunks. Nothing is kept from a
+message that fails: a malformed, missing or extra buffer frame drops the header and every buffer
+received with it.
 """
 
 from __future__ import annotations
 
-from .buffers import BUFFERS
+from .buffers import BUFFERS, MIN_CHUNK_BYTES
 from .codec import Header, Unknown, decode_header, load
 from .errors import BadFrame
 from .limits import DecodeLimits
@@ -19,8 +20,11 @@ class MessageReader:
     def __init__(self, limits: DecodeLimits) -> None:
         self.limits = limits
         self.buffers_allowed = False  # set once both sides speak 1.2
+        self.chunks_allowed = False  # set once both sides speak 1.7: a buffer may span several frames
         self._header: Header | Unknown | None = None
         self._buffers: list[bytes] = []
+        self._chunks: list[bytes] = []  # the part received so far of the buffer now due
+        self._chunk_bytes = 0
 
     def read(self, frame: object) -> Message | Unknown | None:
         """The message ``frame`` completes, or ``None`` while its buffer frames are still arriving."""
@@ -41,12 +45,25 @@ class MessageReader:
     def _take(self, header: Header | Unknown, frame: object) -> Message | Unknown | None:
         index = len(self._buffers)
         expected = header.buffers[index]
-        if not isinstance(frame, (bytes, bytearray, memoryview)) or len(frame) != expected:
-            self._header, self._buffers = None, []
+        missing = expected - self._chunk_bytes
+        size = len(frame) if isinstance(frame, (bytes, bytearray, memoryview)) else None
+        if size is None or not (size == missing or (self.chunks_allowed and MIN_CHUNK_BYTES <= size < missing)):
+            self._header, self._buffers, self._chunks, self._chunk_bytes = None, [], [], 0
             path = f"{header.cls.PATH}.{BUFFERS}[{index}]" if isinstance(header, Header) else "frame"
-            exc = BadFrame(f"expected buffer frame {index} of {expected} bytes, got {describe(frame)}", path)
+            due = f"buffer frame {index} of {expected} bytes"
+            if self.chunks_allowed and missing > MIN_CHUNK_BYTES:
+                due = f"{due}: its {missing} bytes still due, or a chunk of {MIN_CHUNK_BYTES}..{missing - 1} of them"
+            exc = BadFrame(f"expected {due}, got {describe(frame)}", path)
             raise header.refused(exc) if isinstance(header, Header) else exc
-        self._buffers.append(frame if isinstance(frame, bytes) else bytes(frame))  # websockets gives bytes
+        assert isinstance(frame, (bytes, bytearray, memoryview))
+        data = frame if isinstance(frame, bytes) else bytes(frame)  # websockets gives bytes
+        if size < missing or self._chunks:  # a chunk: the buffer is joined once its last chunk is in
+            self._chunks.append(data)
+            self._chunk_bytes += size
+            if size < missing:
+                return None
+            data, self._chunks, self._chunk_bytes = b"".join(self._chunks), [], 0
+        self._buffers.append(data)
         if len(self._buffers) < len(header.buffers):
             return None
         buffers, self._header, self._buffers = self._buffers, None, []

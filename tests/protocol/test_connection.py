@@ -52,6 +52,7 @@ from sfumato.protocol import (
     decode,
     encode,
 )
+from sfumato.protocol.buffers import CHUNK_BYTES, MIN_CHUNK_BYTES
 from sfumato.protocol.limits import DEFAULT_LIMITS
 
 PIXELS = Image(width=2, height=2, format="rgba8", data=bytes(range(16)))
@@ -303,10 +304,10 @@ def big_submit(job_id: str = "big") -> Submit:
 
 def pair(editor_minor: int = PROTOCOL_VERSION[1], limits: object = DEFAULT_LIMITS) -> tuple[ClientConnection, Any]:
     """An editor and a backend connection that have shaken hands through each other's bytes."""
-    client, backend = ClientConnection("test"), ServerConnection(limits, "backend", ())  # type: ignore[arg-type]
+    client = ClientConnection("test", version=(PROTOCOL_VERSION[0], editor_minor))
+    backend = ServerConnection(limits, "backend", ())  # type: ignore[arg-type]
     (hello_frame,) = client.hello()
-    body = msgpack.unpackb(hello_frame)
-    backend.receive(msgpack.packb({**body, "version": [PROTOCOL_VERSION[0], editor_minor]}))
+    backend.receive(hello_frame)
     for frame in backend.welcome("S1", False, LIMITS, (), "cpu"):
         client.receive(frame)
     return client, backend
@@ -352,7 +353,7 @@ def test_small_payloads_stay_inline_and_older_peers_get_single_frames() -> None:
 
 
 def test_a_wrong_buffer_frame_drops_the_whole_message() -> None:
-    client, backend = pair()
+    client, backend = pair(editor_minor=6)  # before 1.7 a buffer is exactly one frame
     header, layer, _ = client.send(big_submit("torn"))
     backend.receive(header)
     backend.receive(bytes(layer))
@@ -363,6 +364,45 @@ def test_a_wrong_buffer_frame_drops_the_whole_message() -> None:
     refused(backend, "a text frame", BadFrame)
     exc = refused(backend, bytes(layer), BadFrame)  # a buffer with no header that declared it
     assert exc.field == "frame"
+
+
+def test_since_1_7_a_large_buffer_travels_in_chunks_and_arrives_whole() -> None:
+    client, backend = pair()
+    side = 1024  # 4 MiB of rgba8
+    n = side * side * 4
+    layer = Image(width=side, height=side, format="rgba8", data=(bytes(range(251)) * (n // 251 + 1))[:n])
+    message = Submit(job_id="chunky", task="img2img", model="m", image=layer)
+    header, *chunks = client.send(message)
+    assert [len(c) for c in chunks] == [CHUNK_BYTES] * 4
+    assert all(isinstance(c, memoryview) and c.obj is layer.data for c in chunks)  # slices of the pixels: no copies
+    assert backend.receive(header) is None
+    assert [backend.receive(bytes(c)) for c in chunks[:-1]] == [None] * 3
+    assert backend.receive(bytes(chunks[-1])) == message  # joined bit for bit
+    data = layer.data  # a receiver takes any cut of at least MIN_CHUNK_BYTES, not only the reference sender's
+    backend.receive(header)
+    for cut in (data[:MIN_CHUNK_BYTES], data[MIN_CHUNK_BYTES : CHUNK_BYTES + 17], data[CHUNK_BYTES + 17 : -3]):
+        assert backend.receive(cut) is None
+    assert backend.receive(data[-3:]) == message  # the last may be as small as it is
+    old_client, old_backend = pair(editor_minor=6)  # a 1.6 peer: one frame per buffer, as before
+    old_header, whole = old_client.send(message)
+    assert len(whole) == len(data) and old_backend.receive(old_header) is None and old_backend.receive(whole) == message
+
+
+def test_a_chunk_that_overruns_its_buffer_or_is_too_small_drops_the_whole_message() -> None:
+    client, backend = pair()
+    header, layer, _ = client.send(big_submit("torn"))
+    first = MIN_CHUNK_BYTES
+    backend.receive(header)
+    backend.receive(bytes(layer[:first]))
+    exc = refused(backend, bytes(layer[first:]) + b"\x07", BadFrame)  # one byte of the mask's buffer in it
+    assert (exc.field, exc.job_id) == ("submit.buffers[0]", "torn")
+    assert f"its {len(layer) - first} bytes still due, or a chunk of {MIN_CHUNK_BYTES}.." in exc.message
+    assert backend.receive(encode(Cancel(job_id="torn"))) == Cancel(job_id="torn")  # nothing kept: a fresh start
+    for small in (b"", bytes(layer[:1000])):  # empty, or a sliver that is not the buffer's last: a 256 MiB
+        backend.receive(header)  # buffer in 1-byte frames would hold gigabytes of per-frame overhead
+        exc = refused(backend, small, BadFrame)
+        assert exc.field == "submit.buffers[0]"
+        assert backend.receive(encode(Cancel(job_id="torn"))) == Cancel(job_id="torn")
 
 
 def test_declared_buffers_are_checked_before_any_is_accepted() -> None:
