@@ -133,7 +133,9 @@ async def run_live(args: argparse.Namespace) -> int:
         live.stop()
         lost = failed.result() if failed.done() else None  # before our own close says "disconnected"
     c = live.counts
-    print(f"live: {c.submitted} sent, {c.superseded} superseded, {c.finished} finished")
+    print(
+        f"live: {c.submitted} sent, {c.superseded} superseded, {c.stopped} stopped at a change, {c.finished} finished"
+    )
     if lost is not None:
         raise CliError(f"lost the backend: {lost}", EXIT_CONNECTION)
     return EXIT_OK

@@ -105,6 +105,12 @@ class Connection:
         """Whether large payloads travel as buffer frames (both sides speak 1.2)."""
         return self._speaks(BUFFERS_SINCE)
 
+    @property
+    def assembling(self) -> bool:
+        """Whether a message's buffer frames are still due: the frame that completes it, however small,
+        joins its buffers and validates the whole message."""
+        return self._reader.assembling
+
     def receive(self, frame: object) -> Event | None:
         """One websocket message from the peer → the event it completes (``None``: buffer frames still due).
 

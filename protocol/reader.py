@@ -26,6 +26,11 @@ class MessageReader:
         self._chunks: list[bytes] = []  # the part received so far of the buffer now due
         self._chunk_bytes = 0
 
+    @property
+    def assembling(self) -> bool:
+        """Whether a header's buffer frames are still due (the frame that completes them joins and loads it all)."""
+        return self._header is not None
+
     def read(self, frame: object) -> Message | Unknown | None:
         """The message ``frame`` completes, or ``None`` while its buffer frames are still arriving."""
         if self._header is None:
@@ -56,8 +61,9 @@ class MessageReader:
             exc = BadFrame(f"expected {due}, got {describe(frame)}", path)
             raise header.refused(exc) if isinstance(header, Header) else exc
         assert isinstance(frame, (bytes, bytearray, memoryview))
-        data = frame if isinstance(frame, bytes) else bytes(frame)  # websockets gives bytes
-        if size < missing or self._chunks:  # a chunk: the buffer is joined once its last chunk is in
+        # an unknown message's buffers are counted, never kept; websockets gives bytes
+        data = b"" if isinstance(header, Unknown) else frame if isinstance(frame, bytes) else bytes(frame)
+        if size < missing or self._chunk_bytes:  # a chunk: the buffer is joined once its last chunk is in
             self._chunks.append(data)
             self._chunk_bytes += size
             if size < missing:

@@ -180,8 +180,11 @@ class Connection:
         except Exception:  # closed, cleanly or not
             return False
         msg: Event | None
+        # a small frame is decoded here, unless it may complete a message of buffer frames (the join and
+        # the checks of the whole message would then run on the event loop); a text frame is refused at once
+        inline = isinstance(raw, str) or (len(raw) <= INLINE_DECODE_BYTES and not self.protocol.assembling)
         try:
-            if isinstance(raw, str) or len(raw) <= INLINE_DECODE_BYTES:  # (a text frame is refused at once)
+            if inline:
                 msg = self.protocol.receive(raw)
             else:
                 msg = await asyncio.get_running_loop().run_in_executor(self.decoder, self.protocol.receive, raw)
@@ -192,7 +195,7 @@ class Connection:
             log.exception("decoding a frame from %s failed unexpectedly", self.peer)
             self.send(Error(code=ErrorCode.INTERNAL, message="the backend failed to read this message"))
             msg = None
-        if not isinstance(raw, str) and len(raw) > INLINE_DECODE_BYTES:
+        if not inline and not self.protocol.assembling:  # once per message, not per chunk
             await self._release_last_frame()
         del raw
         if msg is None:

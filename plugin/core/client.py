@@ -17,12 +17,15 @@ from dataclasses import dataclass
 
 from sfumato.protocol import (
     Cancel,
+    Cancelled,
     ClientConnection,
     ConnectionState,
     Error,
     GetStatus,
+    JobError,
     Message,
     ProtocolError,
+    Result,
     Submit,
     Unknown,
     VersionMismatch,
@@ -167,6 +170,8 @@ class Client:
                 continue
             job = self.tracker.apply(msg)
             self.listener(msg, job)
+            if job is not None and job.state.finished and isinstance(msg, (Result, Cancelled, JobError)):
+                self.tracker.settle(job)  # its last event (a resumed `done` is followed by its result)
             if conn.state is ConnectionState.CLOSED:
                 reason = conn.closed_by.message if conn.closed_by is not None else "closed"
                 # e.g. another connection took this session: do not fight it

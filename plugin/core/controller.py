@@ -109,6 +109,7 @@ class Controller:
             if (
                 isinstance(event, Progress)
                 and event.preview is not None
+                and not job.state.finished  # its result came meanwhile (the network thread runs ahead)
                 and doc is not None
                 and doc.is_open()
                 and job.submit.task != "upscale"  # an upscale's previews are tiles of a bigger picture

@@ -25,8 +25,11 @@ from typing import Any
 
 from sfumato.protocol import (
     Cancelled,
+    ErrorCode,
     Image,
     JobError,
+    JobState,
+    JobStatus,
     LoraWeight,
     ModelInfo,
     PreviewSettings,
@@ -43,6 +46,7 @@ from .pixels import to_rgba8
 from .requests import GenerationParams, build_submit, new_job_id
 
 DEBOUNCE_S = 0.25  # the pause after a change before its live job is sent
+FINISHED_STATES = {state.value for state in JobState if state.finished}
 
 # A model or LoRA distilled for few steps, recognised by its name (as painters' files are named).
 _FAST = re.compile(r"lcm|turbo|lightning|hyper", re.IGNORECASE)
@@ -147,14 +151,14 @@ class LivePainting:
         self.controller, self.doc, self.params = controller, doc, params
         self.debounce = Debounce(debounce_s)
         self.clock = clock  # times the running job (the debounce keeps the editor's own times)
-        self.job_s: float | None = None  # how long the newest finished live job ran, started → picture
+        self.job_s: float | None = None  # how long a live job runs, started → picture (the newest one's)
         self.running: RunningJob | None = None
-        self.outdated: set[str] = set()  # live jobs stopped early by a change
+        self.outdated: set[str] = set()  # live jobs stopped early by a change, until their end arrives
+        self.cancelling: set[str] = set()  # their cancels, until answered (a cancel may cross the result)
         self.on = True
         self.latest: str | None = None  # the newest live job sent; only its picture is shown
         self.picture: LivePicture | None = None
         self.counts = LiveCounts()
-        self.sent: dict[str, Submit] = {}  # job id → what was sent (the change each picture reflects)
         controller.live = self
 
     def changed(self, now: float) -> None:
@@ -173,10 +177,11 @@ class LivePainting:
         job = self.running
         if job is None or job.job_id != self.latest or job.job_id in self.outdated:
             return
-        if self.job_s is not None and job.started_at + self.job_s <= self.clock() + self.debounce.delay_s:
+        now = self.clock()
+        if self.job_s is not None and now - job.started_at < self.job_s <= now - job.started_at + self.debounce.delay_s:
             return  # its picture comes before the change's own job leaves: it is shown meanwhile
-        self.outdated.add(job.job_id)
-        self.counts.stopped += 1
+        self.outdated.add(job.job_id)  # (an overdue job's end is unknown: it is stopped too)
+        self.cancelling.add(job.job_id)
         self.controller.cancel(job.job_id)
 
     def tick(self, now: float) -> Submit | None:
@@ -192,7 +197,6 @@ class LivePainting:
         submit = build_submit(self.doc, params, new_job_id(f"{self.controller.job_prefix}-live"))
         submit = dataclasses.replace(submit, live=True, preview=PreviewSettings(enabled=False))  # no flicker
         self.latest = submit.job_id
-        self.sent[submit.job_id] = submit
         self.counts.submitted += 1
         self.controller.schedule(self.controller.client.submit(submit, self.doc))
         return submit
@@ -201,14 +205,23 @@ class LivePainting:
         """An event of a live job (the controller routes them here)."""
         if isinstance(event, Started):
             self.running = RunningJob(job.id, self.clock())
+        if isinstance(event, JobError) and job.id in self.cancelling and event.code == ErrorCode.NOT_FOUND:
+            self.cancelling.discard(job.id)  # our early stop's cancel came after the job had ended: no error
+            return
+        if isinstance(event, JobStatus) and event.state in FINISHED_STATES:  # ended while we were away
+            self._ended(job.id)
         if not isinstance(event, (Result, Cancelled, JobError)):
             return
         if self.running is not None and self.running.job_id == job.id:
+            ran = self.clock() - self.running.started_at
             if isinstance(event, Result):
-                self.job_s = self.clock() - self.running.started_at
-            self.running = None
+                self.job_s = ran
+            elif self.job_s is not None:
+                self.job_s = max(self.job_s, ran)  # stopped unfinished: a live job takes at least this long
         stopped_early = job.id in self.outdated
-        self.outdated.discard(job.id)
+        self._ended(job.id)
+        if isinstance(event, Cancelled):
+            self.cancelling.discard(job.id)
         if isinstance(event, Result):
             self.counts.finished += 1
             if job.id == self.latest and self.doc.is_open():
@@ -218,12 +231,19 @@ class LivePainting:
         elif isinstance(event, Cancelled):
             if event.superseded_by is not None:
                 self.counts.superseded += 1  # the picture before stays shown until the new one arrives
-            elif job.id == self.latest and not stopped_early:
+            elif stopped_early:
+                self.counts.stopped += 1
+            elif job.id == self.latest:
                 self.latest = None
         else:
             self.controller.messages.append(f"live: {event.message}")
             if job.id == self.latest:
                 self.latest = None
+
+    def _ended(self, job_id: str) -> None:
+        if self.running is not None and self.running.job_id == job_id:
+            self.running = None
+        self.outdated.discard(job_id)
 
     def apply(self) -> str | None:
         """The newest live picture becomes a real layer (undoable, named like every result); its name."""
@@ -255,25 +275,23 @@ StartTimer = Callable[[float, Callable[[], object]], object]  # (seconds, callba
 
 
 class LiveTimer:
-    """Sends a live painting's job when its debounce ends, through the editor's one-shot timer: armed
-    once per debounce end (a change that moves the end arms it again; a timer for an end that moved
-    finds nothing due and re-arms)."""
+    """Sends a live painting's job when its debounce ends, through the editor's one-shot timer."""
 
     def __init__(self, painting: LivePainting, start_timer: StartTimer, clock: Callable[[], float] = time.monotonic):
         self.painting, self.start_timer, self.clock = painting, start_timer, clock
-        self.armed_for: float | None = None  # the debounce end a timer is set for
+        self.armed = False  # a timer is pending
 
     def arm(self) -> None:
-        """Called after the editor told the painting of a change."""
-        due = self.painting.debounce.due_at
+        """Called after the editor told the painting of a change. One timer at a time: a change only
+        moves the debounce's end later, and a timer that comes before the end sets itself again."""
         wait = self.painting.next_tick_in(self.clock())
-        if wait is not None and due != self.armed_for:
-            self.armed_for = due
+        if wait is not None and not self.armed:
+            self.armed = True
             self.start_timer(wait, self.fire)
 
     def fire(self) -> Submit | None:
         """The timer's callback: the live job if the debounce has ended, else the timer is set again."""
-        self.armed_for = None
+        self.armed = False
         submit = self.painting.tick(self.clock())
         if submit is None:
             self.arm()

@@ -96,7 +96,8 @@ async def test_buffer_frames_carry_a_submit_and_a_torn_one_keeps_nothing(engine:
         assert (await next_of(ws, Result, 60)).job_id == "whole"
         header, layer = editor.send(submit("torn", size=256, steps=2))
         await ws.send(header)
-        await ws.send(bytes(layer)[:-1])  # one byte short
+        await ws.send(bytes(layer)[:-1])  # one byte short: since 1.7 a chunk, one byte still due
+        await ws.send(bytes(layer))  # far more than that byte: the message is torn
         refused = await next_of(ws, JobError)
         assert (refused.job_id, refused.code, refused.field) == ("torn", "bad_frame", "submit.buffers[0]")
         await ws.send(bytes(layer))  # a buffer no header declared: refused as a frame of its own
@@ -106,6 +107,44 @@ async def test_buffer_frames_carry_a_submit_and_a_torn_one_keeps_nothing(engine:
         await ws.send(encode(GetStatus()))
         assert (await next_of(ws, Status)).editors == 1  # the session lives on
         await ws.close()
+
+
+@aio
+async def test_the_small_last_chunk_of_a_large_message_is_decoded_off_the_event_loop(
+    engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sfumato.protocol import ClientConnection, ServerConnection
+
+    decoded_on: list[tuple[int, bool, str]] = []  # (frame bytes, completed a message, thread)
+    receive = ServerConnection.receive
+
+    def recording(self: ServerConnection, frame: object) -> Any:
+        event = receive(self, frame)
+        size = len(frame) if isinstance(frame, (bytes, bytearray, memoryview)) else -1
+        decoded_on.append((size, event is not None, threading.current_thread().name))
+        return event
+
+    monkeypatch.setattr(ServerConnection, "receive", recording)
+    async with running_server(engine) as server:
+        ws = await connect(server.url, max_size=None, compression=None)
+        editor = ClientConnection("chunks", kind="test")
+        for frame in editor.hello():
+            await ws.send(frame)
+        while editor.welcome is None:
+            editor.receive(await ws.recv())
+        layer = Image(width=1024, height=1025, format="rgba8", data=pattern_rgba(1024, 1025).data)
+        frames = editor.send(submit("chunked", image=layer, strength=0.0))  # strength 0: no denoising needed
+        assert len(frames[-1]) == 4096 and len(frames) == 6  # the header, 4 × 1 MiB, 4 KiB
+        loop_thread = threading.current_thread().name
+        for frame in frames:
+            await ws.send(frame)
+        assert (await next_of(ws, Result, 60)).job_id == "chunked"
+        await ws.send(encode(GetStatus()))
+        await next_of(ws, Status)
+        await ws.close()
+    completing = [(size, thread) for size, done, thread in decoded_on if done and size == 4096]
+    assert completing and all(thread != loop_thread for _, thread in completing)  # joined and checked on a thread
+    assert decoded_on[-1][2] == loop_thread  # a small frame on its own (the get_status) stays on the loop
 
 
 @aio

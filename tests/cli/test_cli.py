@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -443,10 +444,14 @@ def test_live_repaints_each_change_of_the_file_and_writes_the_newest_result(file
                 proc.send_signal(signal.SIGINT)
                 proc.wait(30)
                 reader.join(30)
-        summary = next_line("live: ").split()
-        sent, superseded, finished = int(summary[1]), int(summary[3]), int(summary[5])
+        summary = next_line("live: ")
+        counts = re.fullmatch(
+            r"live: (\d+) sent, (\d+) superseded, (\d+) stopped at a change, (\d+) finished\n?", summary
+        )
+        assert counts is not None, summary
+        sent, superseded, stopped, finished = (int(n) for n in counts.groups())
         assert proc.returncode == 0, "".join(seen)
-        assert sent == 6 and superseded + finished == 6 and finished >= 1
+        assert sent == 6 and superseded + stopped + finished == 6 and finished >= 1
         preset = fast_preset("builtin:tiny", [])
         ref = ["img2img", str(source), "-o", str(files / "ref.png"), "--server", url, "--quiet", "--seed", "7"]
         ref += ["--strength", "0.75", "--prompt", "live", "--steps", str(preset.steps), "--cfg", str(preset.guidance)]

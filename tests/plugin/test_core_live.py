@@ -31,7 +31,18 @@ from sfumato.plugin.core.live import (
 from sfumato.plugin.core.pixels import to_rgba8
 from sfumato.plugin.core.requests import GenerationParams
 from sfumato.plugin.core.transport import WebSocketTransport
-from sfumato.protocol import Cancelled, Image, JobState, LoraWeight, ModelInfo, Rect, Result, Started
+from sfumato.protocol import (
+    Cancelled,
+    Image,
+    JobError,
+    JobState,
+    JobStatus,
+    LoraWeight,
+    ModelInfo,
+    Rect,
+    Result,
+    Started,
+)
 
 # ---------------------------------------------------------------------------- the parts alone
 
@@ -115,11 +126,30 @@ def test_a_change_stops_the_running_live_job_at_once_when_nothing_says_it_could_
     desk.now = 0.4
     live.changed(0.4)  # no live job has finished yet: its length is unknown, so it is stopped now
     live.changed(0.45)
-    assert desk.cancelled == [first.job_id] and live.counts.stopped == 1  # once
+    assert desk.cancelled == [first.job_id]  # once
     desk.event(live, first, Cancelled(job_id=first.job_id), 0.5)
-    assert live.latest == first.job_id and live.counts.superseded == 0  # the next one is still due
+    assert live.counts.stopped == 1 and live.counts.superseded == 0 and live.outdated == set()
+    assert live.latest == first.job_id  # the next one is still due; the picture before stays
     second = live.tick(0.7)
     assert second is not None and live.latest == second.job_id
+
+
+def test_an_early_stop_that_crosses_the_jobs_picture_shows_the_picture_and_no_error() -> None:
+    desk = Desk()
+    live = _painting(desk)
+    live.changed(0.0)
+    job = live.tick(0.25)
+    assert job is not None
+    desk.event(live, job, _started(job), 0.3)
+    desk.now = 0.35
+    live.changed(0.35)
+    assert desk.cancelled == [job.job_id]
+    desk.event(live, job, _result(job), 0.36)  # it ended before the cancel arrived: the backend answers
+    not_found = JobError(job_id=job.job_id, code="not_found", message="no such job", field="cancel.job_id")
+    desk.event(live, job, not_found, 0.37)
+    assert live.picture is not None and live.picture.job_id == job.job_id  # shown, ready for Apply
+    assert desk.messages == [] and live.latest == job.job_id  # no false error for the painter
+    assert (live.counts.finished, live.counts.stopped) == (1, 0) and live.cancelling == set()
 
 
 def _timed(desk: Desk, live: LivePainting, job_s: float) -> None:
@@ -156,7 +186,35 @@ def test_a_running_live_job_known_to_end_after_the_debounce_is_stopped_at_the_ch
     desk.event(live, job, _started(job), desk.now + 0.3)
     desk.now += 0.1
     live.changed(desk.now)  # it would end 0.3 s from now, after this change's job leaves in 0.25 s
-    assert desk.cancelled == [job.job_id] and live.counts.stopped == 1
+    assert desk.cancelled == [job.job_id]
+
+
+def test_a_live_job_running_past_its_expected_length_is_stopped_and_the_length_learnt_again() -> None:
+    desk = Desk()
+    live = _painting(desk)
+    _timed(desk, live, 0.2)  # live jobs took 0.2 s: short enough to run on through a change...
+    live.changed(desk.now)
+    job = live.tick(desk.now + 0.25)
+    assert job is not None
+    desk.event(live, job, _started(job), desk.now + 0.3)
+    desk.now += 1.5  # ...but this one (a larger region) is still running after 1.5 s: its end is unknown
+    live.changed(desk.now)
+    assert desk.cancelled == [job.job_id]
+    desk.event(live, job, Cancelled(job_id=job.job_id), desk.now + 0.05)
+    assert live.job_s is not None and live.job_s >= 1.5  # the next ones are judged by at least that
+
+
+def test_a_live_job_that_ended_while_the_editor_was_away_is_not_cancelled_at_the_next_change() -> None:
+    desk = Desk()
+    live = _painting(desk)
+    live.changed(0.0)
+    job = live.tick(0.25)
+    assert job is not None
+    desk.event(live, job, _started(job), 0.3)
+    desk.event(live, job, JobStatus(job_id=job.job_id, state="failed"), 2.0)  # after a resume
+    desk.now = 2.1
+    live.changed(2.1)
+    assert desk.cancelled == [] and live.running is None
 
 
 def test_the_editor_is_told_when_to_tick_next() -> None:
@@ -169,7 +227,32 @@ def test_the_editor_is_told_when_to_tick_next() -> None:
     assert live.next_tick_in(2.0) is None
 
 
-def test_the_live_timer_is_armed_once_per_debounce_end_and_sends_when_it_ends() -> None:
+def test_the_live_timer_keeps_one_timer_while_the_painter_strokes_and_sends_once_they_pause() -> None:
+    desk = Desk()
+    live = _painting(desk)
+    pending: list[tuple[float, Any]] = []  # (when it fires, its callback): the editor's one-shot timers
+    timer = LiveTimer(live, lambda s, fire: pending.append((desk.now + s, fire)), clock=lambda: desk.now)
+
+    def run_until(t: float) -> None:
+        while pending and min(pending, key=lambda p: p[0])[0] <= t:
+            when, fire = min(pending, key=lambda p: p[0])
+            pending.remove((when, fire))
+            desk.now = when
+            fire()
+        desk.now = t
+
+    most = 0
+    for i in range(200):  # ten seconds of a continuous stroke, noticed at every 50 ms poll
+        run_until(i * 0.05)
+        live.changed(desk.now)
+        timer.arm()
+        most = max(most, len(pending))
+    assert most == 1 and desk.submitted == []  # one pending timer all along, not one per poll
+    run_until(20.0)  # the painter pauses
+    assert len(desk.submitted) == 1 and pending == []
+
+
+def test_the_live_timer_sets_itself_again_when_the_end_moved_and_sends_when_it_ends() -> None:
     desk = Desk()
     live = _painting(desk)
     timers: list[tuple[float, Any]] = []
@@ -177,18 +260,18 @@ def test_the_live_timer_is_armed_once_per_debounce_end_and_sends_when_it_ends() 
     live.changed(0.0)
     timer.arm()
     timer.arm()  # the editor's poll notices nothing new: no second timer
-    assert [s for s, _ in timers] == [0.25]
     desk.now = 0.1
-    live.changed(0.1)  # a change moves the end
+    live.changed(0.1)  # a change moves the end to 0.35
     timer.arm()
-    assert [s for s, _ in timers] == [0.25, pytest.approx(0.25)]
+    assert [s for s, _ in timers] == [0.25]
     desk.now = 0.25
-    assert timers[0][1]() is None and desk.submitted == []  # the first timer finds nothing due yet: set again
-    assert timers[-1][0] == pytest.approx(0.1)
+    assert timers[0][1]() is None and desk.submitted == []  # nothing due yet: set again for the rest
+    assert len(timers) == 2 and timers[1][0] == pytest.approx(0.1)
     desk.now = 0.35
-    sent = timers[-1][1]()
+    sent = timers[1][1]()
     assert sent is not None and desk.submitted == [sent] and sent.live
-    assert timers[1][1]() is None and len(desk.submitted) == 1 and len(timers) == 3  # nothing pending, nothing set
+    timer.arm()
+    assert len(timers) == 2  # nothing pending: nothing set
 
 
 # ---------------------------------------------------------------------------- a burst through a real backend
