@@ -4,6 +4,10 @@ No selection → the selected layer is restyled; a selection → it is repainted
 selections included — the same rule as Krita's docker, decided by plugin.core. The window lives as
 long as its plug-in process: the network runs on its own thread, events arrive through GLib's main
 loop, and GIMP's UI never waits on either. Closing the window cancels what is still running.
+
+*Live* (a toggle) repaints the selected layer as the painter paints (plugin/gimp/live.py drives
+plugin.core's LivePainting); the newest live picture shows in the preview layer and becomes a layer
+only through *Apply*. Live stops by itself, and the toggle goes off, when the image closes.
 """
 
 from __future__ import annotations
