@@ -7,9 +7,9 @@ the layer's mipmap, so its cost hardly depends on the layer's size). Measured in
 (tests/gimp/window_selftest.py, GIMP 3.0.4 and 3.2.6 under Xvfb on 2 loaded cores; printed on every
 run): the fingerprint of a 4096² layer takes 0.6–0.9 ms unchanged and 1.2–1.8 ms after a 16 px
 change (median of five; the very first one of a new layer 33–35 ms, while GIMP builds its mipmap);
-the slowest whole tick of the poll during the live scenario, sending the job included, 5–14 ms. Only the painter's layer is
-looked at, never the image's projection: the live picture sits in the *Sfumato preview* layer and
-must not count as a change.
+the slowest whole tick of the poll during the live scenario, sending the job included, 5–14 ms.
+Only the painter's layer is looked at, never the image's projection: the live picture sits in the
+*Sfumato preview* layer and must not count as a change.
 
 No ``gi`` here: the window lends its GLib timers (``glib.repeat``, ``glib.after``), and the host tests
 drive this module with fakes.
