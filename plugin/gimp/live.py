@@ -2,12 +2,14 @@
 
 GIMP tells a plug-in nothing when pixels change, so a 50 ms poll compares a cheap fingerprint of the
 painter's layer (the one selected layer of the window's image): its identity, offsets and size, and
-the checksum of its thumbnail (``Gimp.Drawable.get_thumbnail_data``, which GIMP's core renders from
-the layer's mipmap, so its cost hardly depends on the layer's size). Measured in the in-GIMP test
-(tests/gimp/window_selftest.py, GIMP 3.0.4 and 3.2.6 under Xvfb on 2 loaded cores; printed on every
-run): the fingerprint of a 4096² layer takes 0.6–0.9 ms unchanged and 1.2–1.8 ms after a 16 px
-change (median of five; the very first one of a new layer 33–35 ms, while GIMP builds its mipmap);
+the checksum of its thumbnail (``Gimp.Drawable.get_thumbnail_data``; GIMP's core renders it from
+downscaled data it keeps after the first call, so the cost hardly depends on the layer's size).
+
+Measured in the in-GIMP test (tests/gimp/window_selftest.py, printed on every run; GIMP 3.0.4 and
+3.2.6 under Xvfb on 2 loaded cores): the fingerprint of a 4096² layer takes 0.6–0.9 ms unchanged
+and 1.2–1.8 ms after a 16 px change (medians of five; the very first one of a new layer 33–35 ms);
 the slowest whole tick of the poll during the live scenario, sending the job included, 5–14 ms.
+
 Only the painter's layer is looked at, never the image's projection: the live picture sits in the
 *Sfumato preview* layer and must not count as a change.
 
