@@ -12,6 +12,8 @@ from sfumato.protocol import Image, Rect
 if TYPE_CHECKING:
     from .expand import Margins
 
+PREVIEW_LAYER = "Sfumato preview"  # the one layer previews and live pictures show in, in every editor
+
 
 class DocumentLike(Protocol):
     def is_open(self) -> bool: ...

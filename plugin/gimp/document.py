@@ -17,12 +17,12 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp  # noqa: E402
 
+from sfumato.plugin.core.editor import PREVIEW_LAYER  # noqa: E402
 from sfumato.plugin.core.expand import Margins  # noqa: E402
 from sfumato.protocol import Image, PixelFormat, Rect  # noqa: E402
 
 from .formats import BABL, GRAY, SELECTION_BABL, UnsupportedImage, check_base_type, wire_format  # noqa: E402
 
-PREVIEW_LAYER = "Sfumato preview"
 TRACE_ENV = "SFUMATO_GIMP_TRACE"  # a file: one JSON line per preview/result (used by tests/gimp)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 
 from gi.repository import GLib
@@ -21,6 +22,32 @@ def post(fn: Callable[[], None]) -> None:
         return False
 
     GLib.idle_add(once)
+
+
+def after(seconds: float, fn: Callable[[], object]) -> None:
+    """Run ``fn`` once on the main loop in ``seconds`` (a one-shot timeout: the callback returns False)."""
+
+    def once() -> bool:
+        try:
+            fn()
+        except Exception:
+            log.exception("sfumato: a timed callback failed")
+        return False
+
+    GLib.timeout_add(max(0, math.ceil(seconds * 1000)), once)
+
+
+def repeat(milliseconds: int, fn: Callable[[], bool]) -> None:
+    """Call ``fn`` every ``milliseconds`` on the main loop while it returns True (one that raises stops)."""
+
+    def again() -> bool:
+        try:
+            return bool(fn())
+        except Exception:
+            log.exception("sfumato: a repeating callback failed; it stops")
+            return False
+
+    GLib.timeout_add(milliseconds, again)
 
 
 class GLibLoop:

@@ -4,6 +4,10 @@ No selection → the selected layer is restyled; a selection → it is repainted
 selections included — the same rule as Krita's docker, decided by plugin.core. The window lives as
 long as its plug-in process: the network runs on its own thread, events arrive through GLib's main
 loop, and GIMP's UI never waits on either. Closing the window cancels what is still running.
+
+*Live* (a toggle) repaints the selected layer as the painter paints (plugin/gimp/live.py drives
+plugin.core's LivePainting); the newest live picture shows in the preview layer and becomes a layer
+only through *Apply*. Live stops by itself, and the toggle goes off, when the image closes.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import gi
 
@@ -53,11 +57,14 @@ from .bridge import Bridge  # noqa: E402
 from .controls import ControlRow, LoraRow, ReferenceRow, spin  # noqa: E402
 from .document import GimpDocument  # noqa: E402
 from .formats import UnsupportedImage  # noqa: E402
+from .live import GimpLive  # noqa: E402
 from .params import MAX_BATCH, MAX_SEED  # noqa: E402
 from .settings import Settings  # noqa: E402
 
 log = logging.getLogger(__name__)
 TEST_HOOK_ENV = "SFUMATO_GIMP_TEST_HOOK"  # a Python file whose start(window) drives the window (tests/gimp)
+
+T = TypeVar("T")
 
 LANCZOS = ""  # the upscaler list's first entry: no model, Lanczos resampling
 OWN = ""  # the VAE list's first entry: the checkpoint's own VAE
@@ -111,6 +118,8 @@ class SfumatoWindow:
         self.settings = Settings.load(self.folder)
         self.bridge = Bridge(glib.post)
         self.controller: Controller | None = None
+        self.live: GimpLive | None = None  # while the Live toggle is on (and its picture until Apply)
+        self._live_syncing = False  # the toggle set from code (refused, stopped by itself): not the painter
         self.last_error = ""
         self.closed = False
         s = self.settings
@@ -149,6 +158,14 @@ class SfumatoWindow:
         self.generate_button.connect("clicked", lambda _b: self.generate())
         self.cancel_button = Gtk.Button(label="Cancel")
         self.cancel_button.connect("clicked", lambda _b: self.cancel())
+        self.live_button = Gtk.ToggleButton(label="Live")
+        self.live_button.set_tooltip_text(
+            "Repaint live: every change of the selected layer paints a new picture in the preview layer (fast settings)"
+        )
+        self.live_button.connect("toggled", lambda _b: self._live_toggled())
+        self.apply_button = Gtk.Button(label="Apply")
+        self.apply_button.set_tooltip_text("Turn the live picture into a layer")
+        self.apply_button.connect("clicked", lambda _b: self.apply_live())
         self.progress = Gtk.ProgressBar(show_text=True)
         self.queue = Gtk.Label(label="", xalign=0)
         self.message = Gtk.Label(label="", xalign=0, wrap=True, selectable=True)
@@ -161,6 +178,9 @@ class SfumatoWindow:
         buttons = Gtk.Box(spacing=6, homogeneous=True)
         buttons.pack_start(self.generate_button, True, True, 0)
         buttons.pack_start(self.cancel_button, True, True, 0)
+        live_row = Gtk.Box(spacing=6, homogeneous=True)
+        live_row.pack_start(self.live_button, True, True, 0)
+        live_row.pack_start(self.apply_button, True, True, 0)
         # What a painter touches on every picture first; the rest folds away (as in the Krita docker).
         _attach_rows(
             grid,
@@ -172,6 +192,7 @@ class SfumatoWindow:
                 ("Strength", self.strength),
                 ("", self.mode),
                 ("", buttons),
+                ("", live_row),
                 ("", self.progress),
                 ("", self.queue),
                 ("", self.message),
@@ -260,6 +281,7 @@ class SfumatoWindow:
     def reconnect(self) -> None:
         self.settings.server_url = self.server.get_text().strip()
         self.settings.token = self.token.get_text()
+        self.stop_live()  # its jobs belonged to the connection being replaced
         if self.controller is not None:
             self.controller.cancel()
         client = self.bridge.start(self.settings.server_url, self.settings.token, self._on_event)
@@ -302,9 +324,45 @@ class SfumatoWindow:
         strength = self.upscale_strength.get_value()
         return self._start(lambda ctl, doc: ctl.upscale(doc, self.params(), factor, upscaler, strength))
 
-    def _start(self, action: Callable[[Controller, GimpDocument], Submit]) -> Submit | None:
+    def start_live(self) -> GimpLive | None:
+        """Live on: each change of the selected layer paints a new live picture (plugin/gimp/live.py)."""
+
+        def start(ctl: Controller, doc: GimpDocument) -> GimpLive:
+            if self.live is not None:
+                self.live.stop()
+            self.live = GimpLive(ctl, doc, self.params, self._live_failed, glib.repeat, glib.after)
+            return self.live
+
+        return self._start(start)
+
+    def stop_live(self) -> None:
+        """Live off: no more live jobs; the last live picture stays in the preview layer for Apply."""
+        if self.live is not None:
+            self.live.stop()
+        self.refresh_live()
+
+    def apply_live(self) -> str | None:
+        """The newest live picture becomes a real layer, without generating again; its name (None: no picture)."""
+        name = self.live.apply() if self.live is not None else None
+        self.refresh()
+        return name
+
+    def _live_toggled(self) -> None:
+        if self._live_syncing:
+            return
+        if self.live_button.get_active():
+            self.start_live()  # refused (not connected, no single layer): the message says why, refresh unticks
+        else:
+            self.stop_live()
+        self.refresh()
+
+    def _live_failed(self, message: str) -> None:
+        self.last_error = message
+        self.refresh()
+
+    def _start(self, action: Callable[[Controller, GimpDocument], T]) -> T | None:
         self.last_error = ""
-        submit = None
+        started = None
         if not self.image.is_valid():
             self.last_error = "The image this window belongs to was closed; open Sfumato from another image."
         elif self.controller is None or self.controller.connection.state != "connected":
@@ -317,14 +375,14 @@ class SfumatoWindow:
                 doc = GimpDocument(self.image, layers[0])
                 doc.check()
                 self._save_settings()
-                submit = action(self.controller, doc)
+                started = action(self.controller, doc)
             except (UnsupportedImage, ValueError) as exc:
                 self.last_error = str(exc)
             except Exception as exc:  # plain words in the window rather than a traceback
                 log.exception("generate failed")
                 self.last_error = f"Could not start: {exc}"
         self.refresh()
-        return submit
+        return started
 
     def add_control(self) -> ControlRow:
         row = ControlRow(self.image, self._remove_control)
@@ -403,6 +461,8 @@ class SfumatoWindow:
 
     def _closed(self, _window: Any) -> None:
         self.closed = True
+        if self.live is not None:
+            self.live.stop()
         self.cancel()
         self.bridge.stop()
         Gtk.main_quit()
@@ -459,7 +519,21 @@ class SfumatoWindow:
         self.queue.set_text(queue_line(jobs))
         self.cancel_button.set_sensitive(bool(jobs))
         self.generate_button.set_sensitive(self.image.is_valid())
+        self.refresh_live()
         self.message.set_text(message_line(self.last_error, controller.messages if controller is not None else []))
+
+    def refresh_live(self) -> None:
+        """The Live toggle follows live painting (off once it stopped by itself); Apply needs a live picture."""
+        live = self.live
+        on = live is not None and live.painting.on
+        if self.live_button.get_active() != on:
+            self._live_syncing = True
+            try:
+                self.live_button.set_active(on)
+            finally:
+                self._live_syncing = False
+        picture = live is not None and live.painting.picture is not None
+        self.apply_button.set_sensitive(picture and self.image.is_valid())
 
 
 def run_window(image: Any) -> None:

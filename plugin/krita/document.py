@@ -6,6 +6,7 @@ from typing import Any
 
 from krita import Krita, Selection
 
+from sfumato.plugin.core.editor import PREVIEW_LAYER
 from sfumato.plugin.core.expand import Margins
 from sfumato.plugin.core.pixels import (
     float_to_half,
@@ -18,8 +19,6 @@ from sfumato.plugin.core.pixels import (
 from sfumato.protocol import Image, PixelFormat, Rect
 
 from .qt import QtCore, QtGui
-
-PREVIEW_LAYER = "Sfumato preview"
 
 
 class UnsupportedDocument(Exception):

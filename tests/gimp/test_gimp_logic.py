@@ -6,6 +6,7 @@ loop, against a real backend; the document is a plain-bytes fake that records wh
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import socket
 import sys
@@ -13,6 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -290,3 +293,149 @@ def test_no_backend_fails_soon_with_what_to_do() -> None:
     assert not outcome.ok and "cannot reach the Sfumato backend" in outcome.message
     assert "./install/start" in outcome.message
     assert doc.reads == []  # nothing was read, nothing sent
+
+
+# ---------------------------------------------------------------------------- live painting's adapter
+
+
+class Bytes:
+    """GLib.Bytes as GIMP's thumbnail returns it."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def get_data(self) -> bytes:
+        return self.data
+
+
+class Layer:
+    """A GIMP layer as the live poll sees it: identity, name, offsets, size and a thumbnail of its pixels."""
+
+    def __init__(self, ident: int, name: str, pixels: bytes) -> None:
+        self.ident, self.name, self.pixels, self.valid = ident, name, pixels, True
+
+    def get_id(self) -> int:
+        return self.ident
+
+    def get_name(self) -> str:
+        return self.name
+
+    def is_valid(self) -> bool:
+        return self.valid
+
+    def get_offsets(self) -> tuple[bool, int, int]:
+        return True, 0, 0
+
+    def get_width(self) -> int:
+        return 64
+
+    def get_height(self) -> int:
+        return 64
+
+    def get_thumbnail_data(self, w: int, h: int) -> tuple[Bytes, int, int, int]:
+        return Bytes(self.pixels[::16]), 64, 64, 4  # coarse, as a thumbnail is
+
+
+class LiveDocument(ListDocument):
+    """A GimpDocument stand-in: the image's selected layers, the source the poll sets, the preview layer."""
+
+    def __init__(self, paint: Layer) -> None:
+        super().__init__(None)
+        self.image = SimpleNamespace(get_selected_layers=lambda: list(self.selected))
+        self.selected, self.source, self.open = [paint], paint, True
+        self.previews: list[Image] = []
+
+    def is_open(self) -> bool:
+        return self.open
+
+    def read_layer(self, rect: Rect, layer: str | None = None) -> Image:
+        return Image(width=64, height=64, format="rgba8", data=self.source.pixels)
+
+    def show_preview(self, image: Image, rect: Rect) -> None:
+        self.previews.append(image)
+
+    def clear_preview(self) -> None:
+        self.previews.append(None)  # type: ignore[arg-type]
+
+
+def test_live_polls_the_painters_layer_never_the_preview_and_apply_makes_one_layer() -> None:
+    from sfumato.plugin.core.controller import Controller
+    from sfumato.plugin.core.editor import PREVIEW_LAYER
+    from sfumato.plugin.core.jobs import JobTracker
+    from sfumato.plugin.core.requests import GenerationParams
+    from sfumato.plugin.gimp.live import POLL_MS, GimpLive
+    from sfumato.protocol import Result
+
+    sent: list[Any] = []
+    tracker = JobTracker()
+
+    async def submit(s: Any, document: object = None) -> Any:
+        sent.append(s)
+        return tracker.add(s, document)
+
+    async def cancel(job_id: str) -> None:
+        sent.append(("cancel", job_id))
+
+    client = SimpleNamespace(welcome=None, submit=submit, cancel=cancel, tracker=tracker)
+    controller = Controller(client, asyncio.run, job_prefix="g")  # type: ignore[arg-type]
+    paint = Layer(1, "Paint", bytes((90, 60, 30, 255)) * 64 * 64)
+    doc = LiveDocument(paint)
+    polls: list[tuple[int, Callable[[], bool]]] = []
+    timers: list[tuple[float, Callable[[], object]]] = []
+    errors: list[str] = []
+    params = GenerationParams(prompt="fox", seed=5)
+    repeat, after = (lambda ms, f: polls.append((ms, f))), (lambda s, f: timers.append((s, f)))
+    live = GimpLive(controller, doc, lambda: params, errors.append, repeat, after, debounce_s=0.0)
+    assert [ms for ms, _ in polls] == [POLL_MS]
+
+    def turn() -> bool:
+        """One poll, then the one-shot timers it set (GLib's loop runs them in turns of their own)."""
+        again = polls[0][1]()
+        while timers:
+            timers.pop(0)[1]()
+        return again
+
+    assert turn() and [s.live for s in sent] == [True]  # Live on paints the layer as it is at once
+    assert turn() and len(sent) == 1  # nothing changed: nothing sent
+    paint.pixels = bytes((255, 0, 0, 255)) * 64 * 64  # the painter paints
+    turn()
+    assert len(sent) == 2 and sent[1].image.data == paint.pixels
+    job = tracker.jobs[sent[1].job_id]
+    picture = Image(width=64, height=64, format="rgba8", data=bytes((200, 100, 50, 255)) * 64 * 64)
+    controller.handle(Result(job_id=job.id, images=(picture,), rect=Rect(x=0, y=0, w=64, h=64), seeds=(5,)), job)
+    assert doc.previews == [picture] and live.painting.picture is not None
+    doc.selected = [Layer(2, PREVIEW_LAYER, picture.data)]  # the painter clicked the preview layer
+    turn()
+    assert len(sent) == 2 and doc.source is paint  # the preview is no change; the painter's layer is still watched
+    doc.selected = [paint, Layer(3, "Other", b"")]  # two layers: the last one watched stays
+    paint.pixels = bytes((0, 255, 0, 255)) * 64 * 64
+    turn()
+    assert len(sent) == 3 and sent[2].image.data == paint.pixels and doc.source is paint
+    assert live.apply() == "fox [seed 5]" and doc.layers[-1][2] == "fox [seed 5]" and doc.layers[-1][0] == picture
+    assert live.apply() is None and len(doc.layers) == 1  # applied once
+    live.stop()  # Live off: the running live job is cancelled, the GLib source ends, nothing more is sent
+    assert sent[3:] == [("cancel", sent[2].job_id)]
+    paint.pixels = bytes(64 * 64 * 4)
+    assert turn() is False and len(sent) == 4 and not errors
+    assert live.slowest_tick_s > 0
+
+
+def test_live_stops_in_plain_words_when_the_image_closes_or_the_poll_fails() -> None:
+    from sfumato.plugin.core.requests import GenerationParams
+    from sfumato.plugin.gimp.live import GimpLive
+
+    controller = SimpleNamespace(live=None, active_jobs=list)
+    polls: list[Callable[[], bool]] = []
+    for breakage in ("closed", "failing"):
+        paint = Layer(1, "Paint", bytes(64 * 64 * 4))
+        doc = LiveDocument(paint)
+        errors: list[str] = []
+        repeat = lambda ms, f: polls.append(f)  # noqa: E731
+        live = GimpLive(controller, doc, GenerationParams, errors.append, repeat, lambda s, f: None)  # type: ignore[arg-type]
+        if breakage == "closed":
+            doc.open = False
+        else:
+            paint.get_thumbnail_data = None  # type: ignore[assignment,method-assign]  # GIMP refused the call
+        assert polls[-1]() is False and not live.painting.on and not live.polling
+        assert len(errors) == 1 and errors[0].startswith("Live painting stopped: "), errors
+        assert ("was closed" in errors[0]) == (breakage == "closed"), errors

@@ -1,7 +1,7 @@
 """The in-GIMP window test: loaded into the Sfumato window's plug-in process through SFUMATO_GIMP_TEST_HOOK.
 
 Test-only, never shipped (test_gimp_e2e.py copies it next to the throwaway profile). It drives the
-window through its own widgets — the Connect, Generate and Cancel buttons — against a
+window through its own widgets — the Connect, Generate, Cancel, Live and Apply buttons — against a
 real backend, checks the image, writes a JSON result file (judged by the test, never GIMP's exit
 code), saves a screenshot and closes the window. Steps run as a generator polled by a GLib timer,
 so GIMP and the network keep running while the test waits.
@@ -9,6 +9,7 @@ so GIMP and the network keep running while the test waits.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -24,7 +25,11 @@ gi.require_version("Gdk", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gdk, Gegl, Gimp, GLib  # noqa: E402
 
+from sfumato.plugin.core.live import PLAIN  # noqa: E402
+from sfumato.plugin.core.pixels import to_rgba8  # noqa: E402
 from sfumato.plugin.gimp.document import PREVIEW_LAYER  # noqa: E402
+from sfumato.plugin.gimp.live import fingerprint  # noqa: E402
+from sfumato.protocol import Started  # noqa: E402
 
 OUT = os.environ.get("SFUMATO_GIMP_TEST_WINDOW", "")
 SERVER = os.environ.get("SFUMATO_GIMP_TEST_SERVER", "")
@@ -110,6 +115,14 @@ def projection(image: Any) -> bytes:
     data = pixels(dup.merge_visible_layers(Gimp.MergeType.CLIP_TO_IMAGE))
     dup.delete()
     return data
+
+
+def fill(layer: Any, x: int, y: int, rgba: tuple[int, int, int, int], side: int = 16) -> None:
+    """A square of one colour on ``layer``, written as GIMP's tools write: the buffer, then the drawable's update."""
+    buffer = layer.get_buffer()
+    buffer.set(Gegl.Rectangle.new(x, y, side, side), "R'G'B'A u8", bytes(rgba) * side * side)
+    buffer.flush()
+    layer.update(x, y, side, side)
 
 
 def changed(before: bytes, after: bytes, coverage: bytes, value: int) -> int:
@@ -380,6 +393,10 @@ def scenario(win: Any, run: Run) -> Iterator[Wait | None]:
         f"{big.get_width()}x{big.get_height()} {[layer.get_name() for layer in big.get_layers()]}",
     )
 
+    # (h) live painting, then what one tick of its poll costs on a 4096² layer
+    yield from live_scenario(win, run, src)
+    yield from fingerprint_cost(run)
+
     # (d) what cannot be done is said in plain words, nothing is sent
     image.set_selected_layers([src, result])
     sent = len(ctl.documents)  # filled at once, on this thread, for anything sent (the tracker fills later)
@@ -389,3 +406,168 @@ def scenario(win: Any, run: Run) -> Iterator[Wait | None]:
         "select exactly one layer" in win.message.get_text() and len(ctl.documents) == sent,
         f"{win.message.get_text()!r} {len(ctl.documents) - sent} sent",
     )
+
+
+def live_scenario(win: Any, run: Run, src: Any) -> Iterator[Wait | None]:
+    """Live on, two bursts of changes (the second once a live job started), one picture; Live off; Apply."""
+    image, ctl = win.image, win.controller
+    tracker = ctl.client.tracker
+    image.set_selected_layers([src])
+    win.prompt.get_buffer().set_text("live")
+    win.strength.set_value(0.6)
+    win.seed.set_value(21)
+    layers_before = names(image)
+    run.check("live: Apply is disabled while there is no live picture", not win.apply_button.get_sensitive())
+    win.live_button.clicked()  # Live on: the layer as it is counts as the first change
+    live = win.live
+    painting = live.painting if live is not None else None
+    run.check(
+        "live: the Live toggle starts live painting",
+        painting is not None and painting.on and win.live_button.get_active(),
+        win.message.get_text(),
+    )
+    assert live is not None and painting is not None
+    # The moment the first live job starts, the painter paints again: that job's picture is outdated.
+    started: list[str] = []
+    handle = painting.handle
+
+    def on_event(event: Any, job: Any) -> None:
+        if isinstance(event, Started) and not started:
+            started.append(job.id)
+            fill(src, 40, 96, (255, 255, 0, 255))
+        handle(event, job)
+
+    painting.handle = on_event  # type: ignore[method-assign]
+    for i in range(6):  # a burst faster than the debounce: one change per turn of the 50 ms scenario timer
+        fill(src, 8 + 12 * i, 8, ((40 * i) % 256, 200, 255 - 30 * i, 255))
+        yield None
+    yield Wait(lambda: bool(started), 60, "the first live job to start")
+    for i in range(3):  # more changes while that job runs, again faster than the debounce
+        fill(src, 20 + 16 * i, 64, (250, 30 * i, 60, 255))
+        yield None
+
+    def settled() -> bool:
+        picture = painting.picture
+        busy = [j for j in ctl.active_jobs() if j.submit.live]
+        return (
+            picture is not None and picture.job_id == painting.latest and not busy and painting.debounce.due_at is None
+        )
+
+    yield Wait(settled, 60, "the live picture of the last change")
+    painting.handle = handle  # type: ignore[method-assign]
+    picture = painting.picture
+    assert picture is not None
+    counts = painting.counts
+    run.check(
+        "live: two bursts of changes ran exactly one live job to the end; the job that started early was stopped",
+        counts.finished == 1 and started[0] != picture.job_id and counts.stopped >= 1 and counts.submitted >= 2,
+        counts,
+    )
+    preview = image.get_layer_by_name(PREVIEW_LAYER)
+    shown = to_rgba8(picture.image).data
+    run.check(
+        "live: the picture is shown in the locked preview layer, pixel for pixel",
+        preview is not None and preview.get_lock_content() and pixels(preview) == shown,
+    )
+    run.check(
+        "live: nothing became a layer before Apply",
+        [n for n in names(image) if n != PREVIEW_LAYER] == layers_before,
+        names(image),
+    )
+    run.check(
+        "live: the slowest tick of the poll held GIMP's main loop under 50 ms",
+        live.slowest_tick_s < 0.050,
+        f"slowest live tick {live.slowest_tick_s * 1000:.1f} ms",
+    )
+    print(f"sfumato-selftest: slowest live tick {live.slowest_tick_s * 1000:.1f} ms", file=sys.stderr, flush=True)
+    run.check("live: Apply is enabled once a live picture exists", win.apply_button.get_sensitive())
+
+    submitted, tracked = counts.submitted, len(tracker.jobs)
+    win.live_button.clicked()  # Live off: the poll ends, the picture stays for Apply
+    yield None
+    run.check(
+        "live: the Live toggle stops live painting; the picture stays in the preview layer",
+        not painting.on
+        and not live.polling
+        and not live.tick()
+        and painting.next_tick_in(time.monotonic()) is None
+        and image.get_layer_by_name(PREVIEW_LAYER) is not None
+        and win.apply_button.get_sensitive(),
+    )
+    win.apply_button.clicked()
+    applied = image.get_layer_by_name("live [seed 21]")
+    at = layers_before.index("Paint")
+    run.check(
+        "live: Apply adds exactly one layer, named like every result, right above the painter's layer",
+        applied is not None and names(image) == [*layers_before[:at], "live [seed 21]", *layers_before[at:]],
+        names(image),
+    )
+    run.check(
+        "live: the applied layer holds the live picture's pixels", applied is not None and pixels(applied) == shown
+    )
+    run.check(
+        "live: Apply generated nothing and cleared the preview; Apply is disabled again",
+        counts.submitted == submitted
+        and len(tracker.jobs) == tracked
+        and image.get_layer_by_name(PREVIEW_LAYER) is None
+        and not win.apply_button.get_sensitive(),
+        f"{counts}, {len(tracker.jobs) - tracked} new jobs",
+    )
+    assert applied is not None
+    applied.set_name("live applied")
+
+    # The live picture reflects the last change: an ordinary Generate of the canvas as it is now, with the
+    # fast settings and the same seed, paints the same pixels from the same request.
+    win.steps.set_value(PLAIN.steps)
+    win.guidance.set_value(PLAIN.guidance)
+    win.sampler.set_active_id(PLAIN.scheduler)
+    image.set_selected_layers([src])
+    win.generate_button.clicked()
+    yield Wait(lambda: image.get_layer_by_name("live [seed 21]") is not None, 90, "the ordinary Generate")
+    reference = image.get_layer_by_name("live [seed 21]")
+    generated = [j.submit for j in tracker.jobs.values() if not j.submit.live][-1]
+    sent = painting.sent[picture.job_id]
+    differ = [
+        f.name
+        for f in dataclasses.fields(generated)
+        if f.name not in ("job_id", "live", "preview") and getattr(generated, f.name) != getattr(sent, f.name)
+    ]
+    run.check(
+        "live: the live picture is the last change's (the same request and pixels as a Generate of the final canvas)",
+        not differ and pixels(reference) == shown,
+        f"requests differ in {differ}",
+    )
+    image.remove_layer(reference)
+    image.remove_layer(image.get_layer_by_name("live applied"))
+    win.guidance.set_value(7.0)
+    win.sampler.set_active_id("euler_a")
+
+
+def fingerprint_cost(run: Run) -> Iterator[Wait | None]:
+    """What one tick of the live poll costs on a 4096² layer: its fingerprint, unchanged and after a change."""
+    side = 4096
+    big = Gimp.Image.new(side, side, Gimp.ImageBaseType.RGB)
+    layer = Gimp.Layer.new(big, "Big", side, side, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+    big.insert_layer(layer, None, 0)
+    row = bytes(v for x in range(side) for v in ((x * 7) % 256, (x * 3) % 256, 128, 255))
+    buffer = layer.get_buffer()
+    buffer.set(Gegl.Rectangle.new(0, 0, side, side), "R'G'B'A u8", row * side)
+    buffer.flush()
+    layer.update(0, 0, side, side)
+    yield None
+    times: dict[str, list[float]] = {"unchanged": [], "changed": []}
+    noticed = []
+    for i in range(5):
+        t = time.monotonic()
+        unchanged = fingerprint(layer)
+        times["unchanged"].append(time.monotonic() - t)
+        fill(layer, 2000 + 16 * i, 2000, (i * 40, 0, 255, 255))
+        yield None
+        t = time.monotonic()
+        after = fingerprint(layer)
+        times["changed"].append(time.monotonic() - t)
+        noticed.append(after != unchanged)
+    big.delete()
+    cost = ", ".join(f"{kind} {max(s) * 1000:.1f} ms (median {sorted(s)[2] * 1000:.1f})" for kind, s in times.items())
+    run.check("live: a 16 px change on a 4096² layer changes its fingerprint", all(noticed), f"{noticed}; {cost}")
+    print(f"sfumato-selftest: the fingerprint of a 4096² layer: {cost}", file=sys.stderr, flush=True)
