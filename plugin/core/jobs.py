@@ -5,7 +5,6 @@ state table as events arrive; a tracked job shows the state its latest event lef
 
 from __future__ import annotations
 
-import dataclasses
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -49,21 +48,14 @@ class TrackedJob:
         return self.step / self.total if self.total else 0.0
 
 
-SETTLED_KEPT = 256  # finished jobs remembered (without their pixels) for late events and for tests
-_NO_PIXELS = Image(width=1, height=1, format="rgba8", data=bytes(4))
-
-
-def without_pixels(submit: Submit) -> Submit:
-    """What is left of a finished job's request: its settings, not its layer, mask, controls or references."""
-    mask = None if submit.mask is None else Image(width=1, height=1, format="gray8", data=bytes(1))
-    return dataclasses.replace(submit, image=_NO_PIXELS, mask=mask, controls=(), references=())
+FINISHED_KEPT = 32  # finished jobs remembered, the newest: a live painting ends a job every few seconds
 
 
 class JobTracker:
     def __init__(self) -> None:
         self.jobs: dict[str, TrackedJob] = {}
         self.states = JobStates()  # moved by the connection (ClientConnection.receive and send)
-        self._settled: deque[str] = deque()
+        self._finished: deque[str] = deque()  # settled jobs, oldest first
 
     def add(self, submit: Submit, document: object = None) -> TrackedJob:
         job = TrackedJob(submit, document)
@@ -74,14 +66,14 @@ class JobTracker:
         return [j for j in list(self.jobs.values()) if not j.state.finished]  # (a copy: the GUI thread reads)
 
     def settle(self, job: TrackedJob) -> None:
-        """A finished job whose last event went to the listener: its pixels are let go (live painting
-        sends the canvas every few seconds), and only the newest SETTLED_KEPT finished jobs are kept."""
-        if job.extra.get("settled"):
-            return
-        job.submit, job.result, job.preview, job.extra["settled"] = without_pixels(job.submit), None, None, True
-        self._settled.append(job.id)
-        while len(self._settled) > SETTLED_KEPT:
-            self.jobs.pop(self._settled.popleft(), None)
+        """A finished job whose last event went to the listener: its result's pixels are let go (the
+        listener has them), and only the newest FINISHED_KEPT finished jobs are remembered. The job itself
+        is not changed otherwise: the editor's GUI thread may still be reading it."""
+        job.result, job.preview = None, None
+        if job.id in self.jobs and job.id not in self._finished:
+            self._finished.append(job.id)
+        while len(self._finished) > FINISHED_KEPT:
+            self.jobs.pop(self._finished.popleft(), None)
 
     def restarted(self, job: TrackedJob) -> None:
         """Submitted again to a backend that had lost it: it waits from the start."""

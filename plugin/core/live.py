@@ -17,6 +17,7 @@ plus the debounce). A job that can finish within the debounce runs on: its pictu
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +45,8 @@ from .controller import Controller, result_layer_name
 from .editor import DocumentLike
 from .pixels import to_rgba8
 from .requests import GenerationParams, build_submit, new_job_id
+
+log = logging.getLogger(__name__)
 
 DEBOUNCE_S = 0.25  # the pause after a change before its live job is sent
 FINISHED_STATES = {state.value for state in JobState if state.finished}
@@ -296,3 +299,58 @@ class LiveTimer:
         if submit is None:
             self.arm()
         return submit
+
+
+class LivePoll:
+    """What every editor's live painting does alike: a poll on the editor's timer compares a
+    fingerprint of the painter's layer (how the editor notices a change: neither Krita nor GIMP tells
+    a plug-in that pixels changed), a one-shot timer sends the job when the debounce ends, and a
+    failure stops live painting in plain words instead of raising from a timer. The editor's adapter
+    gives the fingerprint (:meth:`look`) and its timers."""
+
+    def __init__(self, painting: LivePainting, start_timer: StartTimer, on_error: Callable[[str], None]) -> None:
+        self.painting, self.on_error = painting, on_error
+        self.seen: object = None  # None: the first poll counts as a change (paints at once)
+        self.slowest_tick_s = 0.0  # the longest a poll or a send held the editor's loop
+        self.send_timer = LiveTimer(painting, lambda seconds, _fire: start_timer(seconds, self.send))
+
+    def look(self) -> object:
+        """The fingerprint of the painter's layer now; None when there is none to watch."""
+        raise NotImplementedError
+
+    def poll(self) -> None:
+        """The editor's poll timer: a changed fingerprint is a change of the canvas."""
+        started = time.monotonic()
+        try:
+            now = self.look()
+            if now is not None and now != self.seen:
+                self.seen = now
+                self.painting.changed(started)
+            self.send_timer.arm()
+        except Exception as exc:  # plain words in the editor's panel, never a dialog from a timer
+            self.failed(exc)
+        self.slowest_tick_s = max(self.slowest_tick_s, time.monotonic() - started)
+
+    def send(self) -> None:
+        """The live job of the layer as it is now, once the changes paused (a turn of the editor's loop
+        of its own, even when due at once: the loop runs between the poll that noticed and the send)."""
+        started = time.monotonic()
+        try:
+            if self.painting.on:
+                self.send_timer.fire()
+        except Exception as exc:
+            self.failed(exc)
+        self.slowest_tick_s = max(self.slowest_tick_s, time.monotonic() - started)
+
+    def failed(self, exc: Exception) -> None:
+        log.exception("live painting stopped")
+        self.stop()
+        self.on_error(f"Live painting stopped: {exc}")
+
+    def stop(self) -> None:
+        """Live off: no more jobs; the last live picture stays in the preview layer for Apply."""
+        self.painting.stop()
+
+    def apply(self) -> str | None:
+        """The newest live picture becomes a layer (one undo step, named like every result); its name."""
+        return self.painting.apply()

@@ -17,7 +17,7 @@ from sfumato.plugin.core.client import ConnectionChanged, Event
 from sfumato.plugin.core.controller import Controller, result_layer_name
 from sfumato.plugin.core.editor import DocumentLike
 from sfumato.plugin.core.jobs import TrackedJob
-from sfumato.protocol import Cancelled, JobError, JobState, Progress, Queued, Result, Started, Submit
+from sfumato.protocol import Cancelled, JobError, Progress, Queued, Result, Started, Submit
 
 from .bridge import Bridge
 from .params import Request
@@ -106,11 +106,12 @@ def generate_and_wait(
                 finish(Outcome(False, f"the backend at {request.server_url} refused the connection: {event.detail}"))
             elif state["since"] is None:
                 state["since"] = time.monotonic()
-        elif job is None or job.submit not in submitted:
+        elif job is None or job.id not in {s.job_id for s in submitted}:
             return
         elif isinstance(event, (Result, JobError, Cancelled)):
-            # the event itself, not job.state: the network thread may already be further than this event
-            finish(_ended(job, controller, doc))
+            # the event itself, not the tracked job: the network thread may already be further than this
+            # event (and has let go of a finished job's pixels)
+            finish(_ended(job, event, controller, doc))
         elif on_progress is not None and isinstance(event, (Queued, Started, Progress)):
             on_progress(job)
 
@@ -141,12 +142,12 @@ def generate_and_wait(
     return outcome[0] if outcome else Outcome(False, "interrupted")
 
 
-def _ended(job: TrackedJob, controller: Controller, doc: DocumentLike) -> Outcome:
-    if job.state == JobState.DONE and job.result is not None:
+def _ended(job: TrackedJob, event: Result | JobError | Cancelled, controller: Controller, doc: DocumentLike) -> Outcome:
+    if isinstance(event, Result):
         if any(k.job_id == job.id for k in controller.kept_results):
             return Outcome(False, f"the image '{doc.title()}' was closed; the result was not pasted anywhere")
-        names = tuple(result_layer_name(job.submit, seed) for seed in job.result.seeds)
-        return Outcome(True, f"{len(names)} layer(s) added: {', '.join(names)}", names, job.result.seeds)
-    if job.state == JobState.FAILED and job.error is not None:
-        return Outcome(False, f"the backend could not do it ({job.error.code}): {job.error.message}")
-    return Outcome(False, f"the job ended as {job.state.value}")
+        names = tuple(result_layer_name(job.submit, seed) for seed in event.seeds)
+        return Outcome(True, f"{len(names)} layer(s) added: {', '.join(names)}", names, event.seeds)
+    if isinstance(event, JobError):
+        return Outcome(False, f"the backend could not do it ({event.code}): {event.message}")
+    return Outcome(False, "the job ended as cancelled")

@@ -35,7 +35,7 @@ OUT = os.environ.get("SFUMATO_GIMP_TEST_WINDOW", "")
 SERVER = os.environ.get("SFUMATO_GIMP_TEST_SERVER", "")
 SCREENSHOT = os.environ.get("SFUMATO_GIMP_SCREENSHOT", "")
 PYLIB = os.environ.get("SFUMATO_GIMP_TEST_PYLIB", "")
-TIMEOUT_S = 150
+TIMEOUT_S = 230  # its own watchdog, inside the test's 240 s limit
 
 
 class Wait:

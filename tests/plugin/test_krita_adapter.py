@@ -266,7 +266,7 @@ def test_live_paints_each_change_of_the_layer_but_not_its_own_preview_and_apply_
     kl.timer.stop()  # the test ticks by hand; a due live job is sent in a turn of Qt's loop of its own
 
     def tick() -> None:
-        kl.tick()
+        kl.poll()
         app.processEvents()
 
     tick()
@@ -296,6 +296,6 @@ def test_live_paints_each_change_of_the_layer_but_not_its_own_preview_and_apply_
     tick()
     assert len(client.sent) == 3 and kl.apply() is None  # applied once; the new layer is no change either
     fake_krita.Krita.instance().docs.remove(doc)
-    kl.tick()  # its document closed: live painting stops by itself
+    kl.poll()  # its document closed: live painting stops by itself
     assert not kl.painting.on and not kl.timer.isActive() and not errors
     assert kl.slowest_tick_s > 0
