@@ -78,17 +78,23 @@ async def test_a_refused_frame_is_not_kept_while_its_connection_idles(engine: An
         await ws.close()
 
 
-@aio
-async def test_buffer_frames_carry_a_submit_and_a_torn_one_keeps_nothing(engine: Any) -> None:
+async def _speaking(url: str, name: str) -> tuple[Any, Any]:
+    """A bare websocket and the protocol's editor side, past the handshake (for frames sent one by one)."""
     from sfumato.protocol import ClientConnection
 
+    ws = await connect(url, max_size=None, compression=None)
+    editor = ClientConnection(name, kind="test")
+    for frame in editor.hello():
+        await ws.send(frame)
+    while editor.welcome is None:
+        editor.receive(await ws.recv())
+    return ws, editor
+
+
+@aio
+async def test_buffer_frames_carry_a_submit_and_a_torn_one_keeps_nothing(engine: Any) -> None:
     async with running_server(engine) as server:
-        ws = await connect(server.url, max_size=None, compression=None)
-        editor = ClientConnection("buffers", kind="test")
-        for frame in editor.hello():
-            await ws.send(frame)
-        while editor.welcome is None:
-            editor.receive(await ws.recv())
+        ws, editor = await _speaking(server.url, "buffers")
         assert editor.buffers, "both sides speak 1.2"
         header, layer = editor.send(submit("whole", size=256, steps=2))
         for frame in (header, layer):
@@ -113,7 +119,7 @@ async def test_buffer_frames_carry_a_submit_and_a_torn_one_keeps_nothing(engine:
 async def test_the_small_last_chunk_of_a_large_message_is_decoded_off_the_event_loop(
     engine: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sfumato.protocol import ClientConnection, ServerConnection
+    from sfumato.protocol import ServerConnection
 
     decoded_on: list[tuple[int, bool, str]] = []  # (frame bytes, completed a message, thread)
     receive = ServerConnection.receive
@@ -126,12 +132,7 @@ async def test_the_small_last_chunk_of_a_large_message_is_decoded_off_the_event_
 
     monkeypatch.setattr(ServerConnection, "receive", recording)
     async with running_server(engine) as server:
-        ws = await connect(server.url, max_size=None, compression=None)
-        editor = ClientConnection("chunks", kind="test")
-        for frame in editor.hello():
-            await ws.send(frame)
-        while editor.welcome is None:
-            editor.receive(await ws.recv())
+        ws, editor = await _speaking(server.url, "chunks")
         layer = Image(width=1024, height=1025, format="rgba8", data=pattern_rgba(1024, 1025).data)
         frames = editor.send(submit("chunked", image=layer, strength=0.0))  # strength 0: no denoising needed
         assert len(frames[-1]) == 4096 and len(frames) == 6  # the header, 4 × 1 MiB, 4 KiB

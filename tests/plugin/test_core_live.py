@@ -152,12 +152,18 @@ def test_an_early_stop_that_crosses_the_jobs_picture_shows_the_picture_and_no_er
     assert (live.counts.finished, live.counts.stopped) == (1, 0) and live.cancelling == set()
 
 
-def _timed(desk: Desk, live: LivePainting, job_s: float) -> None:
-    """One live job that ran ``job_s`` from its start to its picture: the length the next ones are judged by."""
+def _started_job(desk: Desk, live: LivePainting) -> Any:
+    """A change, its live job sent once the debounce ended, and started on the backend."""
     live.changed(desk.now)
     submit = live.tick(desk.now + 0.25)
     assert submit is not None
     desk.event(live, submit, _started(submit), desk.now + 0.3)
+    return submit
+
+
+def _timed(desk: Desk, live: LivePainting, job_s: float) -> None:
+    """One live job that ran ``job_s`` from its start to its picture: the length the next ones are judged by."""
+    submit = _started_job(desk, live)
     desk.event(live, submit, _result(submit), desk.now + job_s)
 
 
@@ -165,10 +171,7 @@ def test_a_running_live_job_known_to_finish_within_the_debounce_runs_on_and_its_
     desk = Desk()
     live = _painting(desk)
     _timed(desk, live, 0.2)
-    live.changed(desk.now)
-    job = live.tick(desk.now + 0.25)
-    assert job is not None
-    desk.event(live, job, _started(job), desk.now + 0.3)
+    job = _started_job(desk, live)
     desk.now += 0.06
     live.changed(desk.now)  # it ends 0.14 s from now, before this change's job leaves in 0.25 s: it runs on
     assert desk.cancelled == []
@@ -180,10 +183,7 @@ def test_a_running_live_job_known_to_end_after_the_debounce_is_stopped_at_the_ch
     desk = Desk()
     live = _painting(desk)
     _timed(desk, live, 0.4)
-    live.changed(desk.now)
-    job = live.tick(desk.now + 0.25)
-    assert job is not None
-    desk.event(live, job, _started(job), desk.now + 0.3)
+    job = _started_job(desk, live)
     desk.now += 0.1
     live.changed(desk.now)  # it would end 0.3 s from now, after this change's job leaves in 0.25 s
     assert desk.cancelled == [job.job_id]
@@ -193,10 +193,7 @@ def test_a_live_job_running_past_its_expected_length_is_stopped_and_the_length_l
     desk = Desk()
     live = _painting(desk)
     _timed(desk, live, 0.2)  # live jobs took 0.2 s: short enough to run on through a change...
-    live.changed(desk.now)
-    job = live.tick(desk.now + 0.25)
-    assert job is not None
-    desk.event(live, job, _started(job), desk.now + 0.3)
+    job = _started_job(desk, live)
     desk.now += 1.5  # ...but this one (a larger region) is still running after 1.5 s: its end is unknown
     live.changed(desk.now)
     assert desk.cancelled == [job.job_id]
