@@ -526,7 +526,7 @@ def live_scenario(win: Any, run: Run, src: Any) -> Iterator[Wait | None]:
     yield Wait(lambda: image.get_layer_by_name("live [seed 21]") is not None, 90, "the ordinary Generate")
     reference = image.get_layer_by_name("live [seed 21]")
     generated = [j.submit for j in tracker.jobs.values() if not j.submit.live][-1]
-    sent = painting.sent[picture.job_id]
+    sent = tracker.jobs[picture.job_id].submit  # what the live picture's job sent
     differ = [
         f.name
         for f in dataclasses.fields(generated)

@@ -563,8 +563,9 @@ def live_burst(doc: Any, docker: Any, sf: Any) -> Iterator[Wait | None]:
 
     yield Wait(lambda: reference() is not None, 120, "the ordinary Generate")
     job_s = time.monotonic() - generate_started
-    sent_live = painting.sent[picture.job_id] if picture is not None else None
-    generated = [j.submit for j in sf.controller.client.tracker.jobs.values() if not j.submit.live][-1]
+    tracked = sf.controller.client.tracker.jobs
+    sent_live = tracked[picture.job_id].submit if picture is not None else None  # what the picture's job sent
+    generated = [j.submit for j in tracked.values() if not j.submit.live][-1]
     differ = [
         f.name
         for f in dataclasses.fields(generated)
