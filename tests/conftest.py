@@ -49,5 +49,7 @@ def painters_backend_url(tmp_path_factory: pytest.TempPathFactory, model_cache: 
     clip_vision(models / "clip_vision" / "tiny-vit.safetensors")
     unet = UNet2DConditionModel.from_pretrained(tiny / "unet")
     ip_adapter(models / "ipadapter" / "ip-adapter_sd15.safetensors", unet, image_dim=16)
-    with backend_process(model_cache, "--models", str(models)) as (url, _):
+    # one torch thread: on a painter's machine the model runs on the GPU and the editor keeps the CPU; here,
+    # a backend on both cores would starve the editor whose event loop the in-editor tests time
+    with backend_process(model_cache, "--models", str(models), env={"OMP_NUM_THREADS": "1"}) as (url, _):
         yield url
