@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sfumato.protocol import MAX_STEPS, ModelInfo
+from sfumato.protocol import MAX_REFERENCES, MAX_STEPS, ModelInfo
 
 MAX_SEED = (1 << 32) - 1
 MAX_MASK_BLUR = 256
@@ -306,7 +306,8 @@ MODULES = {
     "softedge": "softedge",
     "tile": "tile",
 }
-MODULE_LIST = ("none", "canny")  # what /controlnet/module_list offers: the others need annotator weights
+IP_ADAPTER_MODULE = "ip-adapter"  # the extension's IP-Adapter preprocessors (ip-adapter_clip_sd15, ip-adapter-auto, …)
+MODULE_LIST = ("none", "canny", "ip-adapter-auto")  # what /controlnet/module_list offers: others need annotators
 
 
 @dataclass(frozen=True)
@@ -320,6 +321,7 @@ class ControlUnit:
     start: float
     end: float
     resize_mode: int
+    adapter: bool = False  # an IP-Adapter unit: its image is a reference (protocol 1.6), not a control map
 
 
 def control_units(scripts: dict[str, Any], max_controls: int) -> list[ControlUnit]:
@@ -336,9 +338,14 @@ def control_units(scripts: dict[str, Any], max_controls: int) -> list[ControlUni
             unit = _unit(raw, i, loc)
             if unit is not None:
                 units.append(unit)
-    if len(units) > max_controls:
+    controls = sum(1 for u in units if not u.adapter)
+    if controls > max_controls:
         raise FieldError(
-            ("alwayson_scripts",), f"expected at most {max_controls} enabled ControlNet units, got {len(units)}"
+            ("alwayson_scripts",), f"expected at most {max_controls} enabled ControlNet units, got {controls}"
+        )
+    if len(units) - controls > MAX_REFERENCES:
+        raise FieldError(
+            ("alwayson_scripts",), f"expected at most {MAX_REFERENCES} IP-Adapter units, got {len(units) - controls}"
         )
     return units
 
@@ -363,6 +370,8 @@ def _unit(raw: Any, index: int, loc: Loc) -> ControlUnit | None:
     if control_mode not in ("balanced", "0"):
         raise FieldError((*loc, "control_mode"), f"only the Balanced control mode is supported, got {control_mode!r}")
     module = v["module"].strip().lower()
+    if module.replace("_", "-").startswith(IP_ADAPTER_MODULE):
+        return _adapter_unit(v, module, image, index, loc)
     if module in ("none", ""):
         control_type = None
     else:
@@ -385,3 +394,16 @@ def _unit(raw: Any, index: int, loc: Loc) -> ControlUnit | None:
         end=v["guidance_end"],
         resize_mode=CONTROLNET_RESIZE[mode],
     )
+
+
+def _adapter_unit(v: dict[str, Any], module: str, image: str | None, index: int, loc: Loc) -> ControlUnit:
+    """An IP-Adapter unit: its image carries its look into the job (a reference, mode full), its weight is the
+    reference's weight, its model names the IP-Adapter (none: one that fits the checkpoint)."""
+    if "face" in module:
+        raise FieldError(
+            (*loc, "module"), f"{v['module']!r}: FaceID adapters (they need insightface) are not supported"
+        )
+    if (v["guidance_start"], v["guidance_end"]) != (0.0, 1.0):
+        raise FieldError((*loc, "guidance_start"), "an IP-Adapter unit runs over the whole schedule here: use 0 and 1")
+    model = None if v["model"].strip().lower() in ("none", "") else v["model"]
+    return ControlUnit(index, image, None, False, model, v["weight"], 0.0, 1.0, 0, adapter=True)

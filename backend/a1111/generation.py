@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from sfumato.protocol import (
+    REFERENCE_SIDE,
     Control,
     Image,
     InpaintOptions,
@@ -33,6 +34,7 @@ from sfumato.protocol import (
     PreviewSettings,
     ProtocolError,
     Rect,
+    Reference,
     Result,
     Submit,
 )
@@ -57,6 +59,7 @@ A1111_NAMES = {
     "image": "width",
     "mask": "mask",
     "controls": "alwayson_scripts",
+    "references": "alwayson_scripts",
     "model": "sd_model_checkpoint",
 }
 
@@ -83,6 +86,7 @@ def plan(
     job_prefix: str,
     max_pixels: int,
     max_controls: int,
+    adapters: tuple[ModelInfo, ...] = (),
 ) -> Plan:
     scheduler = scheduler_for(params)
     units = control_units(params.alwayson_scripts, max_controls)
@@ -131,7 +135,8 @@ def plan(
             mask = Image(width=w, height=h, format=PixelFormat.GRAY8, data=cover.tobytes())
     height, width = rgb.shape[:2]
     image = Image(width=width, height=height, format=PixelFormat.RGBA8, data=_rgba(rgb).tobytes())
-    controls = tuple(_control(u, init, width, height, model, controlnets, max_pixels) for u in units)
+    controls = tuple(_control(u, init, width, height, model, controlnets, max_pixels) for u in units if not u.adapter)
+    references = tuple(_reference(u, init, adapters, max_pixels) for u in units if u.adapter)
     seed = params.seed if params.seed >= 0 else secrets.randbelow(MAX_SEED + 1)
     submits = []
     for k in range(params.n_iter):
@@ -154,6 +159,7 @@ def plan(
                     context=context,
                     result=result,
                     controls=controls,
+                    references=references,
                     preview=PREVIEW,
                     inpaint=InpaintOptions(grow=0, feather=0, blend=0, fill=FILL[params.inpainting_fill]),
                 )
@@ -228,6 +234,39 @@ def _control(
             strength=unit.weight,
             start=unit.start,
             end=unit.end,
+        )
+    except ProtocolError as exc:
+        raise FieldError(loc, exc.message) from None
+
+
+def _reference(
+    unit: ControlUnit, init: np.ndarray | None, adapters: tuple[ModelInfo, ...], max_pixels: int
+) -> Reference:
+    """An IP-Adapter unit as a reference: its image scaled so its shorter side is what the encoder sees."""
+    loc = ("alwayson_scripts", "controlnet", "args", unit.index)
+    if unit.image is not None:
+        source = images.flatten_rgb(images.decode(unit.image, (*loc, "image"), max_pixels))
+    elif init is not None:
+        source = init
+    else:
+        raise FieldError((*loc, "image"), "expected a reference image: txt2img has no init image to use instead")
+    adapter = None
+    if unit.model is not None:
+        adapter = find_model(unit.model, list(adapters), "ipadapter")
+        if adapter is None:
+            names = ", ".join(m.id for m in adapters) or "none installed"
+            raise FieldError((*loc, "model"), f"unknown IP-Adapter {unit.model!r}; available: {names}")
+    h, w = source.shape[:2]
+    scale = REFERENCE_SIDE / min(w, h)
+    if scale < 1:
+        source = images.resize(source, max(1, round(w * scale)), max(1, round(h * scale)), 0)
+    h, w = source.shape[:2]
+    try:
+        return Reference(
+            image=Image(width=w, height=h, format=PixelFormat.RGBA8, data=_rgba(source).tobytes()),
+            weight=unit.weight,
+            mode="full",  # the extension's IP-Adapter carries look and content alike
+            adapter=adapter.id if adapter is not None else None,
         )
     except ProtocolError as exc:
         raise FieldError(loc, exc.message) from None

@@ -107,9 +107,10 @@ class Routes:
             models = self.hub.engine.models()
             model = self._checkpoint(models, params.override_settings, client)
             controlnets = [m for m in models if m.kind == "controlnet"]
+            adapters = tuple(m for m in models if m.kind == "ipadapter")
             prefix = f"a1111-{next(_requests)}"
             plan = await self._off_loop(
-                generation.plan, task, params, model, controlnets, prefix, c.max_pixels, c.max_controls
+                generation.plan, task, params, model, controlnets, prefix, c.max_pixels, c.max_controls, adapters
             )
         try:
             run = client.start(self.hub, plan.submits)
@@ -321,7 +322,9 @@ class Routes:
     # ------------------------------------------------------------------ the ControlNet extension
 
     async def controlnet_models(self, request: web.Request) -> web.Response:
-        return web.json_response({"model_list": [m.id for m in self.hub.engine.models() if m.kind == "controlnet"]})
+        # the extension lists IP-Adapters among its models too
+        kinds = ("controlnet", "ipadapter")
+        return web.json_response({"model_list": [m.id for m in self.hub.engine.models() if m.kind in kinds]})
 
     async def controlnet_modules(self, request: web.Request) -> web.Response:
         return web.json_response(

@@ -330,3 +330,48 @@ async def test_references_through_the_server(comfy: Path, model_cache: Path, pai
     assert isinstance(again, np.ndarray) and np.array_equal(again, plain)
     assert isinstance(mismatched, JobError) and mismatched.code == ErrorCode.INVALID_REQUEST
     assert mismatched.field == "submit.references[0].adapter" and "sdxl" in mismatched.message
+
+
+# ---------------------------------------------------------------------------- through the AUTOMATIC1111 API
+
+
+@aio
+async def test_an_ip_adapter_unit_of_the_a1111_api_is_a_reference(painter: Engine) -> None:
+    import aiohttp
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_a1111 import a1111_server, b64png, img2img, pattern, post, unpng
+
+    init, look = pattern(64, 64, seed=3), pattern(300, 200, seed=8)  # the look is scaled to 224 on its shorter side
+    unit = {
+        "module": "ip-adapter_clip_sd15",
+        "model": "ip-adapter_sd15 [6a3f6166]",
+        "weight": 1.0,
+        "image": b64png(look),
+    }
+
+    async def picture(http: aiohttp.ClientSession, url: str, *units: dict[str, Any]) -> np.ndarray:
+        body = img2img(
+            init, denoising_strength=0.6, cfg_scale=5.0, alwayson_scripts={"controlnet": {"args": list(units)}}
+        )
+        status, out = await post(http, f"{url}/sdapi/v1/img2img", body)
+        assert status == 200, out
+        return unpng(out["images"][0]).astype(np.int16)
+
+    async with a1111_server(painter) as (_, url), aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/controlnet/model_list") as resp:
+            assert "ipadapter/ip-adapter_sd15" in (await resp.json())["model_list"]  # listed like the extension does
+        plain = await picture(http, url)
+        styled = await picture(http, url, unit)
+        assert np.abs(styled - plain).mean() > 1.0  # the reference changes the picture
+        assert np.array_equal(await picture(http, url, {**unit, "weight": 0.0}), plain)  # weight 0: as without it
+        auto = await picture(http, url, {**unit, "module": "ip-adapter-auto", "model": "None"})  # picks one that fits
+        assert np.array_equal(auto, styled)
+        for bad, field in (
+            ({**unit, "model": "ip-adapter_sdxl_vit-h"}, "model"),  # no such adapter
+            ({**unit, "module": "ip-adapter_face_id_plus"}, "module"),  # FaceID: not supported
+            ({**unit, "guidance_start": 0.3}, "guidance_start"),  # a reference runs over the whole schedule
+        ):
+            body = img2img(init, alwayson_scripts={"controlnet": {"args": [bad]}})
+            status, out = await post(http, f"{url}/sdapi/v1/img2img", body)
+            assert status == 422 and out["detail"][0]["loc"][-1] == field, out
