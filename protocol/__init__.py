@@ -3,7 +3,7 @@
 Runs unchanged in the backend and inside an editor's embedded Python (3.10+). See SPEC.md.
 """
 
-from .codec import Unknown, decode, encode
+from .codec import Encoded, Unknown, decode, encode, encode_once
 from .connection import ClientConnection, ConnectionState, ServerConnection, negotiate
 from .defaults import *  # noqa: F403
 from .defaults import __all__ as _defaults_all
@@ -22,6 +22,7 @@ from .jobs import JobStates
 from .limits import DEFAULT_LIMITS, DecodeLimits
 from .messages import *  # noqa: F403
 from .messages import __all__ as _messages_all
+from .reader import decode_encoded
 from .regions import Point, Rect, context_rect
 from .states import JobEvent, JobState, advance
 
@@ -34,6 +35,7 @@ __all__ = [
     "ClientConnection",
     "ConnectionState",
     "DecodeLimits",
+    "Encoded",
     "ErrorCode",
     "IllegalTransition",
     "Image",
@@ -53,6 +55,8 @@ __all__ = [
     "advance",
     "context_rect",
     "decode",
+    "decode_encoded",
     "encode",
+    "encode_once",
     "negotiate",
 ]

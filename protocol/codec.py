@@ -59,6 +59,36 @@ def encode_frames(message: Message, compress: bool = False, chunks: bool = False
     return [_pack(header), *(chunked(buffers) if chunks else buffers)]
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """A message encoded before it is known how its receiver takes large payloads (a result, on the worker's
+    thread): the header map with buffer references, and the payloads themselves (not copied)."""
+
+    header: bytes
+    buffers: tuple[memoryview, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.header) + sum(len(b) for b in self.buffers)
+
+    def frames(self, buffers: bool, chunks: bool) -> list[Frame]:
+        """The frames for a peer that takes buffer frames (since 1.2) and chunks (since 1.7), or not."""
+        if not self.buffers:
+            return [self.header]  # nothing was large: the header is the whole message
+        if buffers:
+            return [self.header, *(chunked(self.buffers) if chunks else self.buffers)]
+        body = msgpack.unpackb(self.header, raw=False)  # a 1.1 peer: every payload inline again (a copy)
+        attach(body, self.buffers)  # type: ignore[arg-type]
+        del body[BUFFERS]
+        return [_pack(body)]
+
+
+def encode_once(message: Message) -> Encoded:
+    """``message`` with its large payloads moved out, for :meth:`Encoded.frames` to frame for any peer."""
+    header, buffers = split(_body(message, False))
+    return Encoded(_pack(header), tuple(buffers))
+
+
 def decode(data: object, limits: DecodeLimits = DEFAULT_LIMITS) -> Message | Unknown:
     """Parse and validate one frame holding a whole message (no buffer frames)."""
     header = decode_header(data, limits)
@@ -148,4 +178,15 @@ def _unpack(data: bytes, limits: DecodeLimits) -> Any:
         ) from None
 
 
-__all__ = ["Header", "InvalidMessage", "Unknown", "decode", "decode_header", "encode", "encode_frames", "load"]
+__all__ = [
+    "Encoded",
+    "Header",
+    "InvalidMessage",
+    "Unknown",
+    "decode",
+    "decode_header",
+    "encode",
+    "encode_frames",
+    "encode_once",
+    "load",
+]

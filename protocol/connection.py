@@ -17,7 +17,7 @@ from enum import Enum
 from typing import ClassVar
 
 from .buffers import BUFFERS_SINCE, CHUNKS_SINCE, Frame
-from .codec import Unknown, encode, encode_frames
+from .codec import Encoded, Unknown, encode, encode_frames
 from .errors import ErrorCode, ProtocolError, ProtocolViolation, VersionMismatch
 from .jobs import JobStates
 from .limits import DecodeLimits
@@ -183,6 +183,13 @@ class ServerConnection(Connection):
         super().__init__(limits, version)
         self.server, self.capabilities = server, capabilities
         self.hello: Hello | None = None
+
+    def result_frames(self, encoded: Encoded) -> list[Frame]:
+        """A result encoded on a worker's thread (:func:`~.codec.encode_once`), framed the way this editor
+        takes it: buffer frames, chunked since 1.7; all inline for a 1.1 editor. None once closed."""
+        if self.state is ConnectionState.CLOSED:
+            return []
+        return encoded.frames(self.buffers, self._speaks(CHUNKS_SINCE))
 
     def _unknown(self, message: Unknown) -> Event:
         if self.state is ConnectionState.AWAITING_HELLO:

@@ -48,6 +48,11 @@ class JobStates:
         self._states[job_id] = JobState.QUEUED
         return JobState.QUEUED
 
+    def forget(self, job_id: str) -> None:
+        """A finished job the editor no longer tracks: later events about it concern no job of this session."""
+        self._states.pop(job_id, None)
+        self._replays.discard(job_id)
+
     def clear(self) -> None:
         """A welcome that did not resume: the backend knows none of this session's jobs."""
         self._states.clear()

@@ -9,7 +9,7 @@ received with it.
 from __future__ import annotations
 
 from .buffers import BUFFERS, MIN_CHUNK_BYTES
-from .codec import Header, Unknown, decode_header, load
+from .codec import Encoded, Header, Unknown, decode_header, load
 from .errors import BadFrame
 from .limits import DecodeLimits
 from .messages import Message
@@ -74,3 +74,14 @@ class MessageReader:
             return None
         buffers, self._header, self._buffers = self._buffers, None, []
         return header if isinstance(header, Unknown) else load(header, buffers)
+
+
+def decode_encoded(encoded: Encoded, limits: DecodeLimits) -> Message | Unknown:
+    """An :class:`Encoded` message read back, checked like any received one."""
+    reader = MessageReader(limits)
+    reader.buffers_allowed = True
+    message = reader.read(encoded.header)
+    for buffer in encoded.buffers:
+        message = reader.read(buffer)
+    assert message is not None, "an Encoded message holds all its buffers"
+    return message

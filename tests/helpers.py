@@ -8,6 +8,7 @@ import functools
 import random
 import socket
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -128,12 +129,30 @@ async def raw_client(url: str, name: str = "raw", **hello: Any) -> Any:
     return ws
 
 
+_READERS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+async def recv_message(ws: Any) -> Any:
+    """The next whole message on a raw websocket: one frame, or a header and its buffer frames (results
+    come so to an editor of protocol 1.2 and later)."""
+    from sfumato.protocol.limits import DEFAULT_LIMITS
+    from sfumato.protocol.reader import MessageReader
+
+    reader = _READERS.get(ws)
+    if reader is None:
+        reader = _READERS[ws] = MessageReader(DEFAULT_LIMITS)
+        reader.buffers_allowed = reader.chunks_allowed = True
+    while (msg := reader.read(await ws.recv())) is None:
+        pass
+    return msg
+
+
 async def next_of(ws: Any, cls: type, timeout: float = 30) -> Any:
     """The next message of type ``cls`` on a raw websocket (others are skipped)."""
 
     async def find() -> Any:
         while True:
-            msg = decode(await ws.recv())
+            msg = await recv_message(ws)
             if isinstance(msg, cls):
                 return msg
 

@@ -399,9 +399,9 @@ def _unit(raw: Any, index: int, loc: Loc) -> ControlUnit | None:
 def _adapter_unit(v: dict[str, Any], module: str, image: str | None, index: int, loc: Loc) -> ControlUnit:
     """An IP-Adapter unit: its image carries its look into the job (a reference, mode full), its weight is the
     reference's weight, its model names the IP-Adapter (none: one that fits the checkpoint)."""
-    if "face" in module:
+    if any(word in module for word in ("face", "pulid", "instant")):
         raise FieldError(
-            (*loc, "module"), f"{v['module']!r}: FaceID adapters (they need insightface) are not supported"
+            (*loc, "module"), f"{v['module']!r}: face-identity adapters (they need insightface) are not supported"
         )
     if (v["guidance_start"], v["guidance_end"]) != (0.0, 1.0):
         raise FieldError((*loc, "guidance_start"), "an IP-Adapter unit runs over the whole schedule here: use 0 and 1")

@@ -135,7 +135,9 @@ def plan(
             mask = Image(width=w, height=h, format=PixelFormat.GRAY8, data=cover.tobytes())
     height, width = rgb.shape[:2]
     image = Image(width=width, height=height, format=PixelFormat.RGBA8, data=_rgba(rgb).tobytes())
-    controls = tuple(_control(u, init, width, height, model, controlnets, max_pixels) for u in units if not u.adapter)
+    controls = tuple(
+        _control(u, init, width, height, model, controlnets, adapters, max_pixels) for u in units if not u.adapter
+    )
     references = tuple(_reference(u, init, adapters, max_pixels) for u in units if u.adapter)
     seed = params.seed if params.seed >= 0 else secrets.randbelow(MAX_SEED + 1)
     submits = []
@@ -206,6 +208,7 @@ def _control(
     height: int,
     model: ModelInfo,
     controlnets: list[ModelInfo],
+    adapters: tuple[ModelInfo, ...],
     max_pixels: int,
 ) -> Control:
     loc = ("alwayson_scripts", "controlnet", "args", unit.index)
@@ -218,6 +221,8 @@ def _control(
     cn = None
     if unit.model is not None:
         cn = find_model(unit.model, controlnets, "controlnet")
+        if cn is None and find_model(unit.model, list(adapters), "ipadapter") is not None:
+            raise FieldError((*loc, "module"), f"{unit.model!r} is an IP-Adapter: use the module ip-adapter-auto")
         if cn is None:
             names = ", ".join(m.id for m in controlnets) or "none installed"
             raise FieldError((*loc, "model"), f"unknown ControlNet model {unit.model!r}; available: {names}")

@@ -19,12 +19,14 @@ from aiohttp import web
 from sfumato.protocol import (
     Cancelled,
     DecodeLimits,
+    Encoded,
     ErrorCode,
     JobError,
     ModelInfo,
     Progress,
     Result,
     decode,
+    decode_encoded,
 )
 from sfumato.protocol.limits import HARD_MAX_PIXELS
 
@@ -373,11 +375,11 @@ def field_error(exc: FieldError) -> web.Response:
 # ------------------------------------------------------------------ on the image threads
 
 
-def _answer(plan: generation.Plan, frames: list[bytes], echo: dict[str, Any], interrupted: bool) -> bytes:
+def _answer(plan: generation.Plan, encoded: list[Encoded], echo: dict[str, Any], interrupted: bool) -> bytes:
     results = []
-    for frame in frames:
-        limits = DecodeLimits(max_message_bytes=max(len(frame), 1024), max_pixels=HARD_MAX_PIXELS, max_batch=64)
-        result = decode(frame, limits)
+    for e in encoded:
+        limits = DecodeLimits(max_message_bytes=max(e.size, 1024), max_pixels=HARD_MAX_PIXELS, max_batch=64)
+        result = decode_encoded(e, limits)
         assert isinstance(result, Result)
         results.append(result)
     return json.dumps(generation.answer(plan, results, echo, interrupted)).encode()

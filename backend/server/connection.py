@@ -138,6 +138,21 @@ class Connection:
             raise ProtocolError("the server is shutting down", "", ErrorCode.SHUTTING_DOWN)
         return hello
 
+    async def _send_result(self, job_id: str) -> None:
+        """A result kept by the hub, framed for this editor; forgotten once sent (a disconnect keeps it)."""
+        editor = self.editor
+        result = self.hub.result_frame(editor, job_id) if editor else None
+        if editor is None or result is None:
+            return
+        if self.protocol.buffers:  # the header and the pixels themselves, cut into chunks since 1.7
+            frames = self.protocol.result_frames(result)
+        else:  # a 1.1 editor: one frame with the pixels copied in, made off the event loop
+            loop = asyncio.get_running_loop()
+            frames = await loop.run_in_executor(self.decoder, self.protocol.result_frames, result)
+        for frame in frames:  # one after the other, nothing between: this task is the only sender
+            await self._send_guarded(frame)
+        self.hub.result_sent(editor, job_id)
+
     async def _send_guarded(self, frame: Frame) -> None:
         """Send, aborting the connection if the peer has not taken the frame within the send timeout."""
         watchdog = asyncio.get_running_loop().call_later(self.hub.config.send_timeout_s, self._stalled)
@@ -250,11 +265,6 @@ class Connection:
             if item is None:
                 return
             if isinstance(item, ResultRef):
-                editor = self.editor
-                frame = self.hub.result_frame(editor, item.job_id) if editor else None
-                if editor is None or frame is None:
-                    continue
-                await self._send_guarded(frame)
-                self.hub.result_sent(editor, item.job_id)
+                await self._send_result(item.job_id)
             else:
                 await self._send_guarded(item)

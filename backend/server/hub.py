@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from sfumato.protocol import (
     DecodeLimits,
     DeviceStatus,
+    Encoded,
     Error,
     ErrorCode,
     Hello,
@@ -284,7 +285,7 @@ class Hub:
         self.emit(job, message)
         self.reposition()
 
-    def finish(self, job: Job, event: JobEvent, message: Message | None = None, result: bytes | None = None) -> None:
+    def finish(self, job: Job, event: JobEvent, message: Message | None = None, result: Encoded | None = None) -> None:
         """The one way a job ends: its state, its event, its inputs released, its result kept."""
         if result is not None and job.superseded_by is not None:  # its last step ran before the newer job came
             event, message, result = JobEvent.CANCELLED, job.cancelled(), None
@@ -293,8 +294,8 @@ class Hub:
         job.advance(event)
         job.request = None  # the inputs are no longer needed
         if result is not None:
-            self.budget.release(job.owner, job.reserved - len(result))  # room was reserved at submit
-            job.reserved = len(result)
+            self.budget.release(job.owner, job.reserved - result.size)  # room was reserved at submit
+            job.reserved = result.size
             job.owner.undelivered[job.id] = result
             connection = job.owner.connection
             if job.owner.session_id not in self.editors:  # expired meanwhile: nobody will collect it
@@ -310,7 +311,8 @@ class Hub:
             self.reposition()  # a job that failed before `started` leaves the line moving
         self.broadcast_status()
 
-    def result_frame(self, editor: EditorState, job_id: str) -> bytes | None:
+    def result_frame(self, editor: EditorState, job_id: str) -> Encoded | None:
+        """The job's result, encoded once (each connection frames it for its editor)."""
         return editor.undelivered.get(job_id)
 
     def result_sent(self, editor: EditorState, job_id: str) -> None:

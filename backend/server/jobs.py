@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sfumato.protocol import Cancelled, JobEvent, JobState, Submit, advance
+from sfumato.protocol import Cancelled, Encoded, JobEvent, JobState, Submit, advance
 
 if TYPE_CHECKING:
     from .hub import ConnectionLike
@@ -48,7 +48,7 @@ class EditorState:
     name: str
     connection: ConnectionLike | None = None
     jobs: dict[str, Job] = field(default_factory=dict)
-    undelivered: dict[str, bytes] = field(default_factory=dict)  # job id → encoded Result frame
+    undelivered: dict[str, Encoded] = field(default_factory=dict)  # job id → its Result, encoded once
     disconnected_at: float | None = None
 
     @property

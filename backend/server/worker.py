@@ -23,6 +23,7 @@ from typing import Any
 
 from sfumato.protocol import (
     DeviceStatus,
+    Encoded,
     ErrorCode,
     Image,
     JobError,
@@ -33,6 +34,7 @@ from sfumato.protocol import (
     Result,
     Started,
     encode,
+    encode_once,
 )
 
 from ..devices import bind_thread, is_device_lost
@@ -46,7 +48,7 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 0.1  # progress without a preview: at most 10 per second per job, plus the last step
 MAX_MODELS_SHOWN = 64  # DeviceStatus.loaded_models holds at most this many
 
-Outcome = tuple[JobEvent, Message | None, bytes | None]  # how a job ended: event, message, result frame
+Outcome = tuple[JobEvent, Message | None, Encoded | None]  # how a job ended: event, message, result
 
 
 class _Hooks:
@@ -176,10 +178,11 @@ class Worker:
             return JobEvent.ERROR, JobError(job_id=job.id, code=ErrorCode.INTERNAL, message=message), None
         return JobEvent.RESULT, None, frame
 
-    def _generate(self, job: Job) -> bytes:
-        """Run the engine and encode the result frame."""
+    def _generate(self, job: Job) -> Encoded:
+        """Run the engine and encode the result (its pixels moved out, not copied: each editor gets them as
+        its version takes them, protocol.ServerConnection.result_frames)."""
         out = self.engine.run(job.submit, job.seed, _Hooks(self, job))
-        return encode(
+        return encode_once(
             Result(job_id=job.id, images=tuple(out.images), rect=out.rect, seeds=tuple(out.seeds), timings=out.timings)
         )
 

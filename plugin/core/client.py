@@ -23,6 +23,8 @@ from sfumato.protocol import (
     Error,
     GetStatus,
     JobError,
+    JobState,
+    JobStatus,
     Message,
     ProtocolError,
     Result,
@@ -47,6 +49,14 @@ class ConnectionChanged:
 
 Event = Message | ConnectionChanged
 Listener = Callable[[Event, "TrackedJob | None"], None]
+
+
+def _last_event(msg: Message) -> bool:
+    """Whether ``msg`` ends its job for the editor: a resumed ``done`` is followed by its result; a job
+    cancelled or failed while the editor was away is told only by its ``job_status``."""
+    if isinstance(msg, JobStatus):
+        return msg.state != JobState.DONE.value
+    return isinstance(msg, (Result, Cancelled, JobError))
 
 
 class FatalConnectionError(Exception):
@@ -170,8 +180,8 @@ class Client:
                 continue
             job = self.tracker.apply(msg)
             self.listener(msg, job)
-            if job is not None and job.state.finished and isinstance(msg, (Result, Cancelled, JobError)):
-                self.tracker.settle(job)  # its last event (a resumed `done` is followed by its result)
+            if job is not None and job.state.finished and _last_event(msg):
+                self.tracker.settle(job)
             if conn.state is ConnectionState.CLOSED:
                 reason = conn.closed_by.message if conn.closed_by is not None else "closed"
                 # e.g. another connection took this session: do not fight it

@@ -73,7 +73,9 @@ class JobTracker:
         if job.id in self.jobs and job.id not in self._finished:
             self._finished.append(job.id)
         while len(self._finished) > FINISHED_KEPT:
-            self.jobs.pop(self._finished.popleft(), None)
+            old = self._finished.popleft()
+            self.jobs.pop(old, None)
+            self.states.forget(old)
 
     def restarted(self, job: TrackedJob) -> None:
         """Submitted again to a backend that had lost it: it waits from the start."""

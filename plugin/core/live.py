@@ -158,6 +158,8 @@ class LivePainting:
         self.running: RunningJob | None = None
         self.outdated: set[str] = set()  # live jobs stopped early by a change, until their end arrives
         self.cancelling: set[str] = set()  # their cancels, until answered (a cancel may cross the result)
+        self.unfinished: set[str] = set()  # live jobs sent whose end has not come (the tracker learns of a
+        # submit only once the network thread sent it)
         self.on = True
         self.latest: str | None = None  # the newest live job sent; only its picture is shown
         self.picture: LivePicture | None = None
@@ -200,6 +202,7 @@ class LivePainting:
         submit = build_submit(self.doc, params, new_job_id(f"{self.controller.job_prefix}-live"))
         submit = dataclasses.replace(submit, live=True, preview=PreviewSettings(enabled=False))  # no flicker
         self.latest = submit.job_id
+        self.unfinished.add(submit.job_id)
         self.counts.submitted += 1
         self.controller.schedule(self.controller.client.submit(submit, self.doc))
         return submit
@@ -208,11 +211,12 @@ class LivePainting:
         """An event of a live job (the controller routes them here)."""
         if isinstance(event, Started):
             self.running = RunningJob(job.id, self.clock())
-        if isinstance(event, JobError) and job.id in self.cancelling and event.code == ErrorCode.NOT_FOUND:
-            self.cancelling.discard(job.id)  # our early stop's cancel came after the job had ended: no error
+        if isinstance(event, JobError) and event.code == ErrorCode.NOT_FOUND and event.field == "cancel.job_id":
+            self.cancelling.discard(job.id)  # our cancel came after the job had ended: nothing failed
             return
         if isinstance(event, JobStatus) and event.state in FINISHED_STATES:  # ended while we were away
             self._ended(job.id)
+            self.cancelling.discard(job.id)
         if not isinstance(event, (Result, Cancelled, JobError)):
             return
         if self.running is not None and self.running.job_id == job.id:
@@ -247,6 +251,7 @@ class LivePainting:
         if self.running is not None and self.running.job_id == job_id:
             self.running = None
         self.outdated.discard(job_id)
+        self.unfinished.discard(job_id)
 
     def apply(self) -> str | None:
         """The newest live picture becomes a real layer (undoable, named like every result); its name."""
@@ -263,8 +268,8 @@ class LivePainting:
         picture stays shown, so Apply still works."""
         self.on = False
         self.debounce.due_at = None
-        active = {j.id for j in self.controller.active_jobs()}
-        if self.latest is not None and self.latest in active:
+        if self.latest is not None and self.latest in self.unfinished:
+            self.cancelling.add(self.latest)
             self.controller.cancel(self.latest)
 
     def discard(self) -> None:

@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from addon_files import a1111_embedding, diffusers_lora, kohya_lora, kohya_lora_keys, original_vae
-from helpers import aio, backend_process, submit
+from helpers import aio, backend_process, recv_message, submit
 from websockets.asyncio.client import connect
 
 from sfumato.backend.engine import Engine
@@ -34,7 +34,6 @@ from sfumato.protocol import (
     Result,
     Submit,
     Welcome,
-    decode,
     encode,
 )
 
@@ -246,7 +245,7 @@ def test_sdxl_in_fp16_decodes_with_an_fp16_safe_vae_when_there_is_one(tmp_path: 
 
 async def _generate(ws: Any, req: Submit) -> np.ndarray:
     await ws.send(encode(req))
-    while not isinstance(answer := decode(await ws.recv()), (Result, JobError)):
+    while not isinstance(answer := await recv_message(ws), (Result, JobError)):
         pass
     assert isinstance(answer, Result), answer
     return np.frombuffer(answer.images[0].data, np.uint8).reshape(64, 64, 4).astype(np.int16)
@@ -267,7 +266,7 @@ async def test_a_lora_and_an_embedding_in_an_a1111_layout_generate_through_the_s
     with backend_process(model_cache, "--models", str(webui), env=env) as (url, _):
         async with connect(url, max_size=None, compression=None) as ws:
             await ws.send(encode(Hello(version=PROTOCOL_VERSION, client="painter", kind="test")))
-            welcome = decode(await ws.recv())
+            welcome = await recv_message(ws)
             assert isinstance(welcome, Welcome)
             kinds = {m.id: m.kind for m in welcome.models}
             assert kinds["Lora/detail"] == "lora" and kinds["embeddings/EasyNegative"] == "embedding"

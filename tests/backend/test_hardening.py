@@ -265,7 +265,7 @@ async def test_an_editor_that_stops_reading_is_cut_off_and_does_not_delay_others
         assert session.ws.transport.is_closing(), "the socket itself is closed, not left to the peer"
         editor = next(e for e in server.hub.editors.values() if e.name == "stalled")
         assert editor.connection is None and editor.undelivered, "its unsent results wait for a resume"
-        assert sum(len(f) for f in editor.undelivered.values()) <= 12 * (1 << 20) + 12 * 4096  # kept, not copied
+        assert sum(r.size for r in editor.undelivered.values()) <= 12 * (1 << 20) + 12 * 4096  # kept, not copied
         stalled.transport.resume_reading()
         with pytest.raises(ConnectionClosed):
             while True:

@@ -18,6 +18,7 @@ from sfumato.backend.server.queue import FairQueue
 from sfumato.protocol import (
     PROTOCOL_VERSION,
     Cancelled,
+    Encoded,
     Error,
     Hello,
     JobError,
@@ -135,9 +136,10 @@ async def test_hub_positions_budget_and_release_without_sockets() -> None:
     assert a.jobs["j2"].request is None, "a cancelled job drops its inputs"
     popped = await hub.queue.pop()
     hub.job_started(popped)
-    hub.finish(popped, JobEvent.RESULT, result=b"r" * 1000)
-    assert hub.budget.used == 1000 and sa.results == ["j1"], "the charge shrinks to the result frame"
-    assert hub.result_frame(a, "j1") == b"r" * 1000 and job.request is None
+    result = Encoded(header=b"h" * 10, buffers=(memoryview(b"r" * 990),))
+    hub.finish(popped, JobEvent.RESULT, result=result)
+    assert hub.budget.used == 1000 and sa.results == ["j1"], "the charge shrinks to the result's bytes"
+    assert hub.result_frame(a, "j1") is result and job.request is None
     hub.result_sent(a, "j1")
     assert hub.budget.used == 0 and "j1" not in a.undelivered
 

@@ -109,7 +109,9 @@ async def test_a_live_job_drops_the_queued_one_in_place_and_stops_the_running_on
         assert engine.started == ["l1", "plain", "b1", "l3"]  # l2 never started
         assert sa.results == ["plain", "l3"] and sb.results == ["b1"]
         assert engine.ran["l3"] == 10 and not hub.running and len(hub.queue) == 0
-        assert hub.budget.held_by(a) == sum(len(hub.result_frame(a, j) or b"") for j in ("plain", "l3"))
+        assert hub.budget.held_by(a) == sum(
+            r.size for j in ("plain", "l3") if (r := hub.result_frame(a, j)) is not None
+        )
     finally:
         dispatcher.cancel()
         await workers.stop(5)

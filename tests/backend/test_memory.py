@@ -19,9 +19,9 @@ import msgpack
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import aio, backend_process, raw_client, submit
+from helpers import aio, backend_process, raw_client, recv_message, submit
 
-from sfumato.protocol import Image, JobError, Queued, Result, decode, encode
+from sfumato.protocol import Image, JobError, Queued, Result, encode
 
 MIB = 1 << 20
 EDITORS = 8
@@ -66,7 +66,7 @@ async def test_a_flood_of_the_largest_payloads_stays_within_the_memory_budgets(b
     url, pid = backend
     warm = await raw_client(url, "warm-up")
     await warm.send(encode(submit("warm", steps=2)))
-    while not isinstance(decode(await warm.recv()), Result):
+    while not isinstance(await recv_message(warm), Result):
         pass
     await warm.close()
     idle = _status(pid)["VmRSS"]
@@ -82,7 +82,7 @@ async def test_a_flood_of_the_largest_payloads_stays_within_the_memory_budgets(b
             pending.add(job_id)
             await ws.send(frame.replace(b"job-00-00", job_id.encode(), 1))
         while pending:  # every submit is answered: queued, or refused
-            msg = decode(await ws.recv())
+            msg = await recv_message(ws)
             if isinstance(msg, (Queued, JobError)) and msg.job_id in pending:
                 pending.discard(msg.job_id)
                 answers.setdefault(type(msg).__name__, []).append(msg)

@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from addon_files import clip_vision, ip_adapter
-from helpers import aio, backend_process, pattern_rgba, rect_mask, submit
+from helpers import aio, backend_process, pattern_rgba, rect_mask, recv_message, submit
 from original_layout import save
 from websockets.asyncio.client import connect
 
@@ -40,7 +40,6 @@ from sfumato.protocol import (
     Result,
     Submit,
     Welcome,
-    decode,
     encode,
 )
 
@@ -299,7 +298,7 @@ def test_an_adapter_is_picked_for_the_checkpoint_when_none_is_named(painter: Eng
 
 async def _generate(ws: Any, req: Submit) -> np.ndarray | JobError:
     await ws.send(encode(req))
-    while not isinstance(answer := decode(await ws.recv()), (Result, JobError)):
+    while not isinstance(answer := await recv_message(ws), (Result, JobError)):
         pass
     if isinstance(answer, JobError):
         return answer
@@ -311,7 +310,7 @@ async def test_references_through_the_server(comfy: Path, model_cache: Path, pai
     with backend_process(model_cache, "--models", str(comfy)) as (url, _):
         async with connect(url, max_size=None, compression=None) as ws:
             await ws.send(encode(Hello(version=PROTOCOL_VERSION, client="painter", kind="test")))
-            welcome = decode(await ws.recv())
+            welcome = await recv_message(ws)
             assert isinstance(welcome, Welcome)
             kinds = {m.id: (m.kind, m.arch) for m in welcome.models}
             assert kinds["ipadapter/ip-adapter_sdxl"] == ("ipadapter", "sdxl")
@@ -370,6 +369,7 @@ async def test_an_ip_adapter_unit_of_the_a1111_api_is_a_reference(painter: Engin
         for bad, field in (
             ({**unit, "model": "ip-adapter_sdxl_vit-h"}, "model"),  # no such adapter
             ({**unit, "module": "ip-adapter_face_id_plus"}, "module"),  # FaceID: not supported
+            ({**unit, "module": "none"}, "module"),  # an IP-Adapter named as a ControlNet's map: say which module
             ({**unit, "guidance_start": 0.3}, "guidance_start"),  # a reference runs over the whole schedule
         ):
             body = img2img(init, alwayson_scripts={"controlnet": {"args": [bad]}})

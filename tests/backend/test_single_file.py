@@ -19,7 +19,7 @@ import torch
 from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import aio, backend_process, pattern_rgba, rect_mask, submit
+from helpers import aio, backend_process, pattern_rgba, rect_mask, recv_message, submit
 from original_layout import checkpoint_to_original, controlnet_to_original, random_checkpoint, save
 
 from sfumato.backend.engine import Engine
@@ -27,7 +27,7 @@ from sfumato.backend.errors import JobFailure
 from sfumato.backend.models.catalogue import Catalogue, ModelEntry
 from sfumato.backend.models.clip_tokenizer import clip_tokenizer, clip_vocab
 from sfumato.backend.models.single_file import CONFIGS, load_checkpoint, load_controlnet, read_state
-from sfumato.protocol import PROTOCOL_VERSION, Control, Hello, JobError, Result, Welcome, decode, encode
+from sfumato.protocol import PROTOCOL_VERSION, Control, Hello, JobError, Result, Welcome, encode
 
 TEXT = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4)
 TEXT_2 = dict(hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, projection_dim=64)
@@ -412,11 +412,11 @@ async def test_full_size_sd15_single_file_generates_through_the_server_with_the_
         # a 20 s ping could go unanswered (a separate matter from loading offline, which this test is about)
         ws = await connect(url, max_size=None, compression=None, ping_interval=None)
         await ws.send(encode(Hello(version=PROTOCOL_VERSION, client="painter", kind="test")))
-        assert isinstance(decode(await ws.recv()), Welcome)
+        assert isinstance(await recv_message(ws), Welcome)
         # 64² is generated at SD1.5's minimum (384²); one denoising step without CFG keeps a 2-core CPU at ~1 min
         job = submit("full", model="Stable-diffusion/sd15-random", image=image, steps=2, strength=0.5, guidance=1.0)
         await ws.send(encode(job))
-        while not isinstance(answer := decode(await ws.recv()), (Result, JobError)):
+        while not isinstance(answer := await recv_message(ws), (Result, JobError)):
             pass
         await ws.close()
         status = Path(f"/proc/{proc.pid}/status").read_text().splitlines()

@@ -482,7 +482,7 @@ def live_scenario(win: Any, run: Run, src: Any) -> Iterator[Wait | None]:
     print(f"sfumato-selftest: slowest live tick {live.slowest_tick_s * 1000:.1f} ms", file=sys.stderr, flush=True)
     run.check("live: Apply is enabled once a live picture exists", win.apply_button.get_sensitive())
 
-    submitted, tracked = counts.submitted, len(tracker.jobs)
+    submitted, sent_before_apply = counts.submitted, len(ctl.documents)  # filled at once here for anything sent
     win.live_button.clicked()  # Live off: the poll ends, the picture stays for Apply
     yield None
     run.check(
@@ -508,10 +508,10 @@ def live_scenario(win: Any, run: Run, src: Any) -> Iterator[Wait | None]:
     run.check(
         "live: Apply generated nothing and cleared the preview; Apply is disabled again",
         counts.submitted == submitted
-        and len(tracker.jobs) == tracked
+        and len(ctl.documents) == sent_before_apply
         and image.get_layer_by_name(PREVIEW_LAYER) is None
         and not win.apply_button.get_sensitive(),
-        f"{counts}, {len(tracker.jobs) - tracked} new jobs",
+        f"{counts}, {len(ctl.documents) - sent_before_apply} new jobs",
     )
     assert applied is not None
     applied.set_name("live applied")
@@ -525,7 +525,7 @@ def live_scenario(win: Any, run: Run, src: Any) -> Iterator[Wait | None]:
     win.generate_button.clicked()
     yield Wait(lambda: image.get_layer_by_name("live [seed 21]") is not None, 90, "the ordinary Generate")
     reference = image.get_layer_by_name("live [seed 21]")
-    generated = [j.submit for j in tracker.jobs.values() if not j.submit.live][-1]
+    generated = [j.submit for j in list(tracker.jobs.values()) if not j.submit.live][-1]  # (the network thread adds)
     sent = tracker.jobs[picture.job_id].submit  # what the live picture's job sent
     differ = [
         f.name

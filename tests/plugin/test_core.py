@@ -22,6 +22,7 @@ from sfumato.plugin.core.requests import ControlSpec, GenerationParams, build_su
 from sfumato.plugin.core.transport import MemoryTransport, TransportClosed, memory_pair
 from sfumato.protocol import (
     PROTOCOL_VERSION,
+    Cancelled,
     ClientConnection,
     Hello,
     Image,
@@ -353,3 +354,14 @@ def test_a_finished_job_lets_go_of_its_result_and_only_the_newest_finished_jobs_
     assert set(tracker.jobs) == {f"j{i}" for i in range(3, n)} | {"busy"}  # the three oldest forgotten
     assert all(j.result is None for j in jobs) and tracker.jobs["j3"].submit is jobs[3].submit  # the request kept
     assert running.submit.image is layer and tracker.jobs["busy"] is running  # an unfinished job: untouched
+
+
+def test_a_job_is_settled_at_its_last_event_including_an_end_told_only_by_a_resume() -> None:
+    from sfumato.plugin.core.client import _last_event
+
+    img = pattern_rgba(4, 4)
+    result = Result(job_id="j", images=(img,), rect=Rect(x=0, y=0, w=4, h=4), seeds=(1,))
+    assert _last_event(result) and _last_event(Cancelled(job_id="j"))
+    assert _last_event(JobStatus(job_id="j", state="cancelled")) and _last_event(JobStatus(job_id="j", state="failed"))
+    assert not _last_event(JobStatus(job_id="j", state="done"))  # its result is replayed next
+    assert not _last_event(Started(job_id="j", steps=1, steps_requested=1, width=4, height=4, seeds=(1,)))

@@ -565,7 +565,7 @@ def live_burst(doc: Any, docker: Any, sf: Any) -> Iterator[Wait | None]:
     job_s = time.monotonic() - generate_started
     tracked = sf.controller.client.tracker.jobs
     sent_live = tracked[picture.job_id].submit if picture is not None else None  # what the picture's job sent
-    generated = [j.submit for j in tracked.values() if not j.submit.live][-1]
+    generated = [j.submit for j in list(tracked.values()) if not j.submit.live][-1]  # (the network thread adds)
     differ = [
         f.name
         for f in dataclasses.fields(generated)
