@@ -212,12 +212,7 @@ def _control(
     max_pixels: int,
 ) -> Control:
     loc = ("alwayson_scripts", "controlnet", "args", unit.index)
-    if unit.image is not None:
-        source = images.flatten_rgb(images.decode(unit.image, (*loc, "image"), max_pixels))
-    elif init is not None:
-        source = init
-    else:
-        raise FieldError((*loc, "image"), "expected an image: txt2img has no init image to use instead")
+    source = _unit_image(unit, init, loc, max_pixels)
     cn = None
     if unit.model is not None:
         cn = find_model(unit.model, controlnets, "controlnet")
@@ -244,17 +239,21 @@ def _control(
         raise FieldError(loc, exc.message) from None
 
 
+def _unit_image(unit: ControlUnit, init: np.ndarray | None, loc: tuple[Any, ...], max_pixels: int) -> np.ndarray:
+    """A unit's own image, or the init image when it has none."""
+    if unit.image is not None:
+        return images.flatten_rgb(images.decode(unit.image, (*loc, "image"), max_pixels))
+    if init is None:
+        raise FieldError((*loc, "image"), "expected an image: txt2img has no init image to use instead")
+    return init
+
+
 def _reference(
     unit: ControlUnit, init: np.ndarray | None, adapters: tuple[ModelInfo, ...], max_pixels: int
 ) -> Reference:
     """An IP-Adapter unit as a reference: its image scaled so its shorter side is what the encoder sees."""
     loc = ("alwayson_scripts", "controlnet", "args", unit.index)
-    if unit.image is not None:
-        source = images.flatten_rgb(images.decode(unit.image, (*loc, "image"), max_pixels))
-    elif init is not None:
-        source = init
-    else:
-        raise FieldError((*loc, "image"), "expected a reference image: txt2img has no init image to use instead")
+    source = _unit_image(unit, init, loc, max_pixels)
     adapter = None
     if unit.model is not None:
         adapter = find_model(unit.model, list(adapters), "ipadapter")

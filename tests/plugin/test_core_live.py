@@ -137,10 +137,7 @@ def test_a_change_stops_the_running_live_job_at_once_when_nothing_says_it_could_
 def test_an_early_stop_that_crosses_the_jobs_picture_shows_the_picture_and_no_error() -> None:
     desk = Desk()
     live = _painting(desk)
-    live.changed(0.0)
-    job = live.tick(0.25)
-    assert job is not None
-    desk.event(live, job, _started(job), 0.3)
+    job = _started_job(desk, live)
     desk.now = 0.35
     live.changed(0.35)
     assert desk.cancelled == [job.job_id]
@@ -218,10 +215,7 @@ def test_a_live_job_running_past_its_expected_length_is_stopped_and_the_length_l
 def test_a_live_job_that_ended_while_the_editor_was_away_is_not_cancelled_at_the_next_change() -> None:
     desk = Desk()
     live = _painting(desk)
-    live.changed(0.0)
-    job = live.tick(0.25)
-    assert job is not None
-    desk.event(live, job, _started(job), 0.3)
+    job = _started_job(desk, live)
     desk.event(live, job, JobStatus(job_id=job.job_id, state="failed"), 2.0)  # after a resume
     desk.now = 2.1
     live.changed(2.1)
