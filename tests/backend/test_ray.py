@@ -9,12 +9,13 @@ What each replica did is read from the files its engine (tests/backend/ray_repli
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +71,18 @@ def _steps(folder: Path, job_id: str) -> list[tuple[int, str]]:
     return [(int(pid), what) for pid, what in (line.split() for line in lines if line)]
 
 
-def _server(config: Config, engines: list[Any]) -> Any:
+@contextlib.asynccontextmanager
+async def _ray_server(engines: list[Any], model_cache: Path) -> AsyncIterator[Any]:
+    """The backend's front process with a worker slot per Ray replica, stopped after the test."""
     from sfumato.backend.cluster.remote import RayWorker
     from sfumato.backend.server.app import Server
 
-    return Server(config, engines, worker=RayWorker)
+    server = Server(_ray_config(model_cache), engines, worker=RayWorker)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace_s=5)
 
 
 @aio
@@ -82,9 +90,7 @@ async def test_two_editors_jobs_run_at_once_on_two_replicas_with_previews(
     cluster: tuple[list[Any], Path], model_cache: Path
 ) -> None:
     engines, folder = cluster
-    server = _server(_ray_config(model_cache), engines)
-    await server.start()
-    try:
+    async with _ray_server(engines, model_cache) as server:
         async with (
             connected_client(server.url, "a") as (a, ra),
             connected_client(server.url, "b") as (b, rb),
@@ -116,33 +122,26 @@ async def test_two_editors_jobs_run_at_once_on_two_replicas_with_previews(
         previews = [p for p in ra.of(Progress, "a-par") if p.preview is not None]
         assert previews and previews[0].preview.width == 64  # streamed from the replica while it ran
         assert ra.of(Progress, "a-par")[-1].step == 60
-    finally:
-        await server.stop(grace_s=5)
 
 
 @aio
 async def test_a_cancel_stops_the_replicas_engine_early(cluster: tuple[list[Any], Path], model_cache: Path) -> None:
     engines, folder = cluster
-    server = _server(_ray_config(model_cache), engines)
-    await server.start()
-    try:
-        async with connected_client(server.url, "a") as (a, ra):
-            await a.submit(submit("long", steps=200, strength=1.0))
-            await ra.wait_for(Progress, "long", timeout=60)
-            await a.cancel("long")
-            await ra.wait_for(Cancelled, "long", timeout=10)
-            await until(
-                lambda: "cancelled" in {w for _, w in _steps(folder, "long")},
-                timeout=10,
-                what="the replica's engine to stop",
-            )
-            ran = [int(w) for _, w in _steps(folder, "long") if w != "cancelled"]
-            assert ran and max(ran) < 200  # stopped early, not merely reported as stopped
-            assert not ra.of(Result, "long")
-            await a.submit(submit("after", steps=4))  # the replica is free again
-            await ra.wait_for(Result, "after", timeout=60)
-    finally:
-        await server.stop(grace_s=5)
+    async with _ray_server(engines, model_cache) as server, connected_client(server.url, "a") as (a, ra):
+        await a.submit(submit("long", steps=200, strength=1.0))
+        await ra.wait_for(Progress, "long", timeout=60)
+        await a.cancel("long")
+        await ra.wait_for(Cancelled, "long", timeout=10)
+        await until(
+            lambda: "cancelled" in {w for _, w in _steps(folder, "long")},
+            timeout=10,
+            what="the replica's engine to stop",
+        )
+        ran = [int(w) for _, w in _steps(folder, "long") if w != "cancelled"]
+        assert ran and max(ran) < 200  # stopped early, not merely reported as stopped
+        assert not ra.of(Result, "long")
+        await a.submit(submit("after", steps=4))  # the replica is free again
+        await ra.wait_for(Result, "after", timeout=60)
 
 
 @aio
@@ -152,25 +151,24 @@ async def test_a_replica_that_dies_mid_job_has_its_job_run_again_on_another(
     from ray_replica import DIE_AT
 
     engines, folder = cluster
-    server = _server(_ray_config(model_cache), engines)
-    await server.start()
-    try:
-        async with connected_client(server.url, "a") as (a, ra), connected_client(server.url, "b") as (b, rb):
-            same = {"steps": 8, "strength": 1.0, "seed": 3}
-            await b.submit(submit("calm", **same))
-            calm = await rb.wait_for(Result, "calm", timeout=90)
-            (folder / "die-doomed").write_text("1")
-            await a.submit(submit("doomed", **same))
-            retried = await ra.wait_for(Result, "doomed", timeout=120)
-            assert retried.images[0].data == calm.images[0].data  # run again from the start: the same pixels
-            lines = _steps(folder, "doomed")
-            first_pid = lines[0][0]
-            assert [w for p, w in lines if p == first_pid] == [str(s) for s in range(1, DIE_AT + 1)]  # died there
-            assert {p for p, _ in lines} - {first_pid}  # finished on another replica
-            assert (folder / "die-doomed").read_text() == "0"
-            assert len(ra.of(Started, "doomed")) == 1 and not ra.of(JobError)
-    finally:
-        await server.stop(grace_s=5)
+    async with (
+        _ray_server(engines, model_cache) as server,
+        connected_client(server.url, "a") as (a, ra),
+        connected_client(server.url, "b") as (b, rb),
+    ):
+        same = {"steps": 8, "strength": 1.0, "seed": 3}
+        await b.submit(submit("calm", **same))
+        calm = await rb.wait_for(Result, "calm", timeout=90)
+        (folder / "die-doomed").write_text("1")
+        await a.submit(submit("doomed", **same))
+        retried = await ra.wait_for(Result, "doomed", timeout=120)
+        assert retried.images[0].data == calm.images[0].data  # run again from the start: the same pixels
+        lines = _steps(folder, "doomed")
+        first_pid = lines[0][0]
+        assert [w for p, w in lines if p == first_pid] == [str(s) for s in range(1, DIE_AT + 1)]  # died there
+        assert {p for p, _ in lines} - {first_pid}  # finished on another replica
+        assert (folder / "die-doomed").read_text() == "0"
+        assert len(ra.of(Started, "doomed")) == 1 and not ra.of(JobError)
 
 
 @aio
@@ -178,25 +176,24 @@ async def test_a_second_death_a_lost_device_ends_the_job_with_worker_failed_and_
     cluster: tuple[list[Any], Path], model_cache: Path
 ) -> None:
     engines, folder = cluster
-    server = _server(_ray_config(model_cache), engines)
-    await server.start()
-    try:
-        async with connected_client(server.url, "a") as (a, ra), connected_client(server.url, "b") as (b, rb):
-            await b.submit(submit("other", steps=40, strength=1.0))  # another editor's job, running meanwhile
-            await rb.wait_for(Progress, "other", timeout=60)
-            (folder / "die-cursed").write_text("1")  # the first replica's process ends
-            (folder / "lose-cursed").write_text("1")  # the second's device is lost: it ends itself
-            await a.submit(submit("cursed", steps=8, strength=1.0))
-            failed = await ra.wait_for(JobError, "cursed", timeout=120)
-            assert failed.code == ErrorCode.WORKER_FAILED and "died twice" in failed.message
-            assert len({p for p, _ in _steps(folder, "cursed")}) == 2  # on two replicas
-            assert (folder / "die-cursed").read_text() == (folder / "lose-cursed").read_text() == "0"
-            await rb.wait_for(Result, "other", timeout=120)  # carried on to its end
-            assert not rb.of(JobError) and not rb.of(Cancelled)
-            await a.submit(submit("again", steps=4))  # the failed editor can go on too
-            await ra.wait_for(Result, "again", timeout=120)
-    finally:
-        await server.stop(grace_s=5)
+    async with (
+        _ray_server(engines, model_cache) as server,
+        connected_client(server.url, "a") as (a, ra),
+        connected_client(server.url, "b") as (b, rb),
+    ):
+        await b.submit(submit("other", steps=40, strength=1.0))  # another editor's job, running meanwhile
+        await rb.wait_for(Progress, "other", timeout=60)
+        (folder / "die-cursed").write_text("1")  # the first replica's process ends
+        (folder / "lose-cursed").write_text("1")  # the second's device is lost: it ends itself
+        await a.submit(submit("cursed", steps=8, strength=1.0))
+        failed = await ra.wait_for(JobError, "cursed", timeout=120)
+        assert failed.code == ErrorCode.WORKER_FAILED and "died twice" in failed.message
+        assert len({p for p, _ in _steps(folder, "cursed")}) == 2  # on two replicas
+        assert (folder / "die-cursed").read_text() == (folder / "lose-cursed").read_text() == "0"
+        await rb.wait_for(Result, "other", timeout=120)  # carried on to its end
+        assert not rb.of(JobError) and not rb.of(Cancelled)
+        await a.submit(submit("again", steps=4))  # the failed editor can go on too
+        await ra.wait_for(Result, "again", timeout=120)
 
 
 # ---------------------------------------------------------------------------- starting it
