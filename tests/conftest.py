@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +36,22 @@ def backend_url(model_cache: Path) -> Any:
         yield url
 
 
+@dataclass(frozen=True)
+class PaintersBackend:
+    url: str
+    output: deque[str]  # the newest lines it printed, for a failing editor test to show
+
+    def tail(self) -> str:
+        return "".join(self.output.copy())  # copy: one C call, while the drain thread appends
+
+
 @pytest.fixture(scope="session")
-def painters_backend_url(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Any:
+def painters_backend_url(painters_backend: PaintersBackend) -> str:
+    return painters_backend.url
+
+
+@pytest.fixture(scope="session")
+def painters_backend(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Any:
     """A real backend process whose model folder also holds a tiny IP-Adapter and CLIP vision encoder (ComfyUI
     layout, tests/addon_files.py): what the in-editor scenarios' style-reference jobs need."""
     from addon_files import clip_vision, ip_adapter
@@ -51,5 +67,6 @@ def painters_backend_url(tmp_path_factory: pytest.TempPathFactory, model_cache: 
     ip_adapter(models / "ipadapter" / "ip-adapter_sd15.safetensors", unet, image_dim=16)
     # one torch thread: on a painter's machine the model runs on the GPU and the editor keeps the CPU; here,
     # a backend on both cores would starve the editor whose event loop the in-editor tests time
-    with backend_process(model_cache, "--models", str(models), env={"OMP_NUM_THREADS": "1"}) as (url, _):
-        yield url
+    output: deque[str] = deque(maxlen=200)
+    with backend_process(model_cache, "--models", str(models), env={"OMP_NUM_THREADS": "1"}, output=output) as (url, _):
+        yield PaintersBackend(url, output)

@@ -9,6 +9,7 @@ import random
 import socket
 import time
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -183,10 +184,13 @@ def free_display() -> int:
 
 
 @contextlib.contextmanager
-def backend_process(cache: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, Any]]:
+def backend_process(
+    cache: Path, *args: str, env: dict[str, str] | None = None, output: deque[str] | None = None
+) -> Iterator[tuple[str, Any]]:
     """``python -m sfumato.backend --port 0 --device cpu ARGS`` in its own process, as a painter runs it.
 
-    Yields its URL and the process once it printed ``listening on``; its output is drained meanwhile."""
+    Yields its URL and the process once it printed ``listening on``; its output is drained meanwhile, into
+    ``output`` when given (a bounded deque: the tail a failing test prints)."""
     import os
     import subprocess
     import sys
@@ -209,7 +213,9 @@ def backend_process(cache: Path, *args: str, env: dict[str, str] | None = None) 
                 break
         else:
             raise RuntimeError("the backend did not start:\n" + "".join(lines))
-        drain = threading.Thread(target=proc.stdout.read, daemon=True)  # keep the pipe drained
+        sink = output if output is not None else deque(maxlen=0)
+        sink.extend(lines)
+        drain = threading.Thread(target=sink.extend, args=(proc.stdout,), daemon=True)  # keep the pipe drained
         drain.start()
         yield line.split()[-1], proc
     finally:

@@ -18,6 +18,7 @@ from sfumato.plugin.core.pixels import (
 )
 from sfumato.protocol import Image, PixelFormat, Rect
 
+from .active_layer import ActiveLayerGuard, in_document
 from .qt import QtCore, QtGui
 
 
@@ -73,6 +74,8 @@ class KritaDocument:
         self.doc = doc
         self.source: Any = None  # the layer to read instead of the active one (live painting's layer)
         self._preview: Any = None
+        self._painter_layer: Any = None  # the layer that was active when the preview layer appeared
+        self._guard = ActiveLayerGuard(doc)
         self._title = doc.name() or doc.fileName() or "Untitled"
 
     # ------------------------------------------------------------------ reading
@@ -125,10 +128,16 @@ class KritaDocument:
 
     # ------------------------------------------------------------------ writing
 
-    def _insert_above_active(self, node: Any) -> None:
+    def _painters_active_layer(self) -> Any:
+        """The active layer, the painter's: never the preview layer (Krita may have made it active)."""
         active = self.doc.activeNode()
-        parent = active.parentNode() if active is not None and active.parentNode() is not None else self.doc.rootNode()
-        parent.addChildNode(node, active if active is not None and active.parentNode() is not None else None)
+        if active is None or active.name() == PREVIEW_LAYER:
+            return self._painter_layer if in_document(self._painter_layer) else None
+        return active
+
+    def _insert_above(self, node: Any, active: Any) -> None:
+        parent = active.parentNode() if in_document(active) else self.doc.rootNode()
+        parent.addChildNode(node, active if in_document(active) else None)
 
     def show_preview(self, image: Image, rect: Rect) -> None:
         bgra = preview_to_krita(_scaled_bgra(image, rect.w, rect.h), self.doc.colorDepth(), is_linear(self.doc))
@@ -136,22 +145,23 @@ class KritaDocument:
         if node is not None and self.doc.nodeByName(PREVIEW_LAYER) is not None:
             node.setPixelData(bgra, rect.x, rect.y, rect.w, rect.h)  # a script may paint a locked layer
         else:
-            active = self.doc.activeNode()
+            active = self._painter_layer = self._painters_active_layer()
             node = self._preview = self.doc.createNode(PREVIEW_LAYER, "paintlayer")
             node.setPixelData(bgra, rect.x, rect.y, rect.w, rect.h)
             node.setLocked(True)  # locked before it appears
             # Adding a layer may run Qt events, the end of this very job among them (clear_preview):
-            self._insert_above_active(node)
+            self._insert_above(node, active)
             if self._preview is not node:  # the job ended meanwhile: this preview must not stay behind
                 node.remove()
-            elif active is not None:
-                self.doc.setActiveNode(active)  # painting continues on the painter's layer
+            self._guard.keep(active, node)
         self.doc.refreshProjection()
 
     def clear_preview(self) -> None:
         node = self.doc.nodeByName(PREVIEW_LAYER)
         if node is not None:
+            painter_layer = self._painters_active_layer()
             node.remove()  # still locked: never, even for a moment, a layer the painter could paint on
+            self._guard.keep(painter_layer)  # were the preview active, none would be now
         self._preview = None
         self.doc.refreshProjection()
 
@@ -159,13 +169,12 @@ class KritaDocument:
         _open_document(self.doc, image, name)
 
     def insert_result(self, image: Image, rect: Rect, name: str) -> None:
-        active = self.doc.activeNode()
+        active = self._painters_active_layer()
         node = self.doc.createNode(name, "paintlayer")
         # the pixels go in before the layer is added: one undo step
         node.setPixelData(to_krita(image, self.doc.colorDepth()), rect.x, rect.y, rect.w, rect.h)
-        self._insert_above_active(node)
-        if active is not None:
-            self.doc.setActiveNode(active)
+        self._insert_above(node, active)
+        self._guard.keep(active, node)
         self.doc.refreshProjection()
 
 

@@ -48,7 +48,7 @@ class Editor:
     minimum_version: str
 
 
-SCENARIO_CHECKS = 43  # what the whole scenario checks on every Krita (tests/krita/sfumato_selftest)
+SCENARIO_CHECKS = 44  # what the whole scenario checks on every Krita (tests/krita/sfumato_selftest)
 EDITORS = [Editor("krita-5.1", None, "5.1"), Editor("krita-5.2", "trixie", "5.2"), Editor("krita-6", "sid", "6.")]
 
 
@@ -175,8 +175,8 @@ def _run_scenario(editor: Editor, backend_url: str, tmp_path: Path, sabotage: st
 @pytest.mark.krita
 @pytest.mark.timeout(TIMEOUT_S + 120)  # Krita's own limit, then the install and the judging
 @pytest.mark.parametrize("editor", EDITORS, ids=lambda e: e.label)
-def test_plugin_in_real_krita(tmp_path: Path, painters_backend_url: str, editor: Editor) -> None:
-    run = _run_scenario(editor, painters_backend_url, tmp_path)
+def test_plugin_in_real_krita(tmp_path: Path, painters_backend: Any, editor: Editor) -> None:
+    run = _run_scenario(editor, painters_backend.url, tmp_path)
     body = run.body
     report = "\n".join(f"{'ok  ' if c['ok'] else 'FAIL'} {c['name']} {c['detail']}" for c in body["checks"])
     passed = sum(c["ok"] for c in body["checks"])
@@ -187,7 +187,8 @@ def test_plugin_in_real_krita(tmp_path: Path, painters_backend_url: str, editor:
         + ("; the scenario STOPPED EARLY with an error" if body["error"] else "")
         + f"; screenshot: {run.screenshot}",
     )
-    assert not body["error"], f"{body['error']}\n{report}\n{run.log_tail}"
+    backend = painters_backend.tail()
+    assert not body["error"], f"{body['error']}\n{report}\n{run.log_tail}\nthe backend's output:\n{backend}"
     assert str(body.get("krita", "")).startswith(editor.minimum_version), body.get("krita")
     assert body["checks"] and all(c["ok"] for c in body["checks"]), report
     assert len(body["checks"]) >= SCENARIO_CHECKS, report  # every step of the scenario ran

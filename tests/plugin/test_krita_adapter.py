@@ -127,6 +127,38 @@ def test_previews_stay_in_one_locked_layer_that_goes_away(adapter: Any) -> None:
     assert [n.name() for n in doc.topLevelNodes()] == ["Paint"]
 
 
+def test_krita_activating_a_result_late_gives_the_painter_their_layer_back_once(adapter: Any) -> None:
+    """Krita 5.1 activates a layer a script added tens of ms later, from its image thread (tests/krita caught it:
+    the next Generate restyled the result, or found no active layer). The guard undoes that activation once;
+    a later choice is the painter's and stays."""
+    _qt_app()
+    doc = open_doc()
+    paint = doc.add_layer("Paint")
+    doc.setActiveNode(paint)
+    kd = adapter.KritaDocument(doc)
+    result = Image(width=2, height=2, format=PixelFormat.RGBA8, data=bytes((1, 2, 3, 255)) * 4)
+    kd.insert_result(result, Rect(x=0, y=0, w=2, h=2), "a fox [seed 1]")
+    added = doc.nodeByName("a fox [seed 1]")
+    assert doc.activeNode() is paint
+    guard = kd._guard
+    guard._check()
+    assert doc.activeNode() is paint  # nothing to undo yet
+    doc.setActiveNode(added)  # Krita's own activation arrives
+    guard._check()
+    assert doc.activeNode() is paint
+    doc.setActiveNode(added)  # now the painter picks the result layer
+    guard._check()
+    assert doc.activeNode() is added
+    doc.active = None  # the active layer was removed under the painter
+    guard._check()
+    assert doc.activeNode() is paint
+    guard.until = 0.0  # the watch ends: the timer stops and lets go of the guard
+    guard._check()
+    from sfumato.plugin.krita.active_layer import WATCHING
+
+    assert not guard.timer.isActive() and guard not in WATCHING
+
+
 @pytest.mark.parametrize("model", ["GRAYA", "CMYKA", "LABA"])
 def test_other_colour_models_are_refused_with_what_to_do(adapter: Any, model: str) -> None:
     doc = open_doc(model=model)

@@ -52,6 +52,24 @@ def watchdog() -> None:
 _KEEP: list[Any] = []  # the driving timer must outlive start()
 
 
+def plugin_state() -> str:
+    """What the plugin knows when a wait times out: the docker's words, the painter's notes, every job."""
+    try:
+        from sfumato.plugin.krita.app import SfumatoApp
+        from sfumato.plugin.krita.extension import find_docker
+
+        sf, docker = SfumatoApp.get(), find_docker()
+        lines = [f"connection: {sf.connection.state}", f"docker says: {docker.message.text()!r}"]
+        ctl = sf.controller
+        if ctl is not None:
+            lines += [f"note: {m}" for m in ctl.messages[-5:]]
+            for job in ctl.client.tracker.jobs.values():
+                lines.append(f"job {job.id}: {job.state.value} step {job.step}/{job.total} error {job.error}")
+        return "\n".join(lines)
+    except Exception:  # the report must never hide the timeout it explains
+        return "plugin state unreadable:\n" + traceback.format_exc()
+
+
 def start() -> None:
     QTimer.singleShot(360_000, watchdog)
     steps = scenario()
@@ -64,7 +82,7 @@ def start() -> None:
             if waiting is not None and not waiting.cond():
                 if time.monotonic() > waiting.deadline:
                     what = waiting.what() if callable(waiting.what) else waiting.what
-                    raise TimeoutError(f"timed out waiting for {what}")
+                    raise TimeoutError(f"timed out waiting for {what}\n{plugin_state()}")
                 return
             state["waiting"] = next(steps)
         except StopIteration:
@@ -408,8 +426,14 @@ def scenario() -> Iterator[Wait | None]:
     yield Wait(lambda: refdoc.nodeByName("styled [seed 7]") is not None, 120, "the restyle without a reference")
     plain = refdoc.nodeByName("styled [seed 7]")
     plain.setName("styled without reference")
-    refdoc.setActiveNode(paint)
-    yield None
+
+    def active_layer() -> str:
+        active = refdoc.activeNode()
+        return active.name() if active is not None else "no active layer"
+
+    # Krita activates an added layer by itself, a moment later: the plugin makes the painter's layer active again
+    yield Wait(lambda: active_layer() == "Paint", 5, lambda: f"'Paint' to be the active layer, not {active_layer()}")
+    RUN.check("the painter's layer stays active after a result lands", active_layer() == "Paint", active_layer())
     row = docker.add_reference()
     row.layer.setCurrentText("Look")
     row.mode.setCurrentText("style")
