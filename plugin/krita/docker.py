@@ -490,9 +490,11 @@ class SfumatoDocker(DockWidget):
         if running:
             self.progress.setRange(0, max(1, running[0].total))
             self.progress.setValue(running[0].step)
-        else:
+            self.progress.setFormat("step %v of %m")
+        else:  # an empty bar reading 0% after a finished job looked like a failure
             self.progress.setRange(0, 1)
             self.progress.setValue(0)
+            self.progress.setFormat("waiting for a job" if jobs else "idle")
         self.queue.setText(queue_line(jobs))
         self.cancel_button.setEnabled(bool(jobs))
         live = self.app.live

@@ -48,7 +48,7 @@ class Editor:
     minimum_version: str
 
 
-SCENARIO_CHECKS = 44  # what the whole scenario checks on every Krita (tests/krita/sfumato_selftest)
+SCENARIO_CHECKS = 46  # what the whole scenario checks on every Krita (tests/krita/sfumato_selftest)
 EDITORS = [Editor("krita-5.1", None, "5.1"), Editor("krita-5.2", "trixie", "5.2"), Editor("krita-6", "sid", "6.")]
 
 

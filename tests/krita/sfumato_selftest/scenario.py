@@ -315,9 +315,14 @@ def scenario() -> Iterator[Wait | None]:
     assert ctl is not None
     yield Wait(lambda: any(j.state.value == "running" and j.step >= 1 for j in ctl.active_jobs()), 180, "a running job")
     job = ctl.active_jobs()[0]
+    bar = docker.progress
+    yield Wait(lambda: bar.text().startswith("step "), 10, lambda: f"the bar to count steps: {bar.text()}")
+    RUN.check("progress: the bar counts the running job's steps", f" of {job.total}" in bar.text(), bar.text())
     docker.cancel_button.click()
     yield Wait(lambda: not ctl.active_jobs(), 20, "the cancel")
     RUN.check("cancel: the job is cancelled", job.state.value == "cancelled", job.state.value)
+    yield Wait(lambda: bar.text() == "idle", 10, lambda: f"the bar to say idle: {bar.text()}")
+    RUN.check("progress: the bar says idle once no job is left", bar.text() == "idle", bar.text())
     RUN.check("cancel: it stopped early", job.step < job.total, f"{job.step}/{job.total}")
     yield Wait(lambda: doc.nodeByName(PREVIEW_LAYER) is None, 5, "the preview layer to go")
     RUN.check("cancel: no new layer, preview layer gone", layer_names(doc) == layers_mid, str(layer_names(doc)))
