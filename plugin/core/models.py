@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from sfumato.protocol import ModelInfo, arch_family
 
+LORA_WEIGHT_RANGE = (-2.0, 2.0)  # what the editors offer; negative weights push a LoRA's look away
+DEFAULT_LORA_WEIGHT = 0.8
+
 
 def size_text(n: int) -> str:
     """Bytes on disk in the unit painters read file sizes in."""

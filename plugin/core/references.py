@@ -22,6 +22,11 @@ from sfumato.protocol import (
 from .editor import DocumentLike
 from .pixels import to_rgba8
 
+# What the editors offer for a reference's weight (the protocol takes 0..2): a little under as trained, so the
+# prompt still has its say
+REFERENCE_WEIGHT_RANGE = (0.0, 2.0)
+DEFAULT_REFERENCE_WEIGHT = 0.8
+
 
 @dataclass(frozen=True)
 class ReferenceSpec:

@@ -16,8 +16,8 @@ import gi
 gi.require_version("Gtk", "3.0")
 from gi.repository import Gtk  # noqa: E402
 
-from sfumato.plugin.core.models import describe  # noqa: E402
-from sfumato.plugin.core.references import ReferenceSpec  # noqa: E402
+from sfumato.plugin.core.models import DEFAULT_LORA_WEIGHT, LORA_WEIGHT_RANGE, describe  # noqa: E402
+from sfumato.plugin.core.references import DEFAULT_REFERENCE_WEIGHT, REFERENCE_WEIGHT_RANGE, ReferenceSpec  # noqa: E402
 from sfumato.plugin.core.requests import ControlSpec  # noqa: E402
 from sfumato.protocol import (  # noqa: E402
     CONTROL_TYPES,
@@ -107,7 +107,7 @@ class LoraRow:
 
     def __init__(self, on_remove: Callable[[LoraRow], None]) -> None:
         self.lora = Gtk.ComboBoxText(hexpand=True)
-        self.weight = spin(-2, 2, 0.05, 0.8)
+        self.weight = spin(*LORA_WEIGHT_RANGE, step=0.05, value=DEFAULT_LORA_WEIGHT)
         self.weight.set_tooltip_text("Weight (1 = as trained)")
         self.remove = Gtk.Button(label="✕")
         self.remove.set_tooltip_text("Remove this LoRA")
@@ -143,7 +143,7 @@ class ReferenceRow:
             self.mode.append(mode, mode)
         self.mode.set_active_id(DEFAULT_REFERENCE_MODE)
         self.mode.set_tooltip_text("style: its look; composition: its layout; full: both")
-        self.weight = spin(0, 2, 0.05, 0.8)
+        self.weight = spin(*REFERENCE_WEIGHT_RANGE, step=0.05, value=DEFAULT_REFERENCE_WEIGHT)
         self.weight.set_tooltip_text("Weight (1 = as trained)")
         self.adapter = Gtk.ComboBoxText()
         self.adapter.set_tooltip_text("IP-Adapter (auto: one that fits the model)")

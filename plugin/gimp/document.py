@@ -35,14 +35,18 @@ class GimpDocument:
         self._preview: Any = None
         self._trace = os.environ.get(TRACE_ENV, "")
 
-    def check(self, need_selection: bool = False) -> None:
-        """Refuse, in plain words, what cannot be sent — before anything is."""
+    def check(self, need_selection: bool = False, layers: tuple[str, ...] = ()) -> None:
+        """Refuse, in plain words, what cannot be sent — before anything is. ``layers``: names that must exist
+        (the references')."""
         check_base_type(self.image.get_base_type())
         wire_format(self.image.get_precision())
         if self.source is None or not self.source.is_layer():
             raise UnsupportedImage("select a layer: Sfumato paints layers, not layer masks or channels")
         if need_selection and self.selection_bounds() is None:
             raise UnsupportedImage("inpainting needs a selection: select the area to repaint (soft selections work)")
+        for name in layers:
+            if self.image.get_layer_by_name(name) is None:
+                raise UnsupportedImage(f"there is no layer named {name!r} (reference-layer)")
 
     def grow(self, margins: Margins) -> None:
         """Image ▸ Canvas Size by ``margins`` (Expand): layers keep their pixels where they were; the

@@ -10,16 +10,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sfumato.plugin.core.references import DEFAULT_REFERENCE_WEIGHT, REFERENCE_WEIGHT_RANGE, ReferenceSpec
 from sfumato.plugin.core.requests import GenerationParams
 from sfumato.plugin.core.settings import DEFAULT_SERVER
 from sfumato.protocol import (
     DEFAULT_GUIDANCE,
     DEFAULT_MODEL,
+    DEFAULT_REFERENCE_MODE,
     DEFAULT_SCHEDULER,
     DEFAULT_STEPS,
     DEFAULT_STRENGTH,
     INPAINT_STRENGTH,
     MAX_STEPS,
+    REFERENCE_MODES,
     SCHEDULERS,
     PreviewSettings,
 )
@@ -61,6 +64,16 @@ def arguments(task: str) -> tuple[Arg, ...]:
         Arg("sampler", "string", "Sampler", ", ".join(SCHEDULERS), DEFAULT_SCHEDULER),
         Arg("seed", "int", "Seed", "-1 = random; image i of a batch uses seed + i", -1, -1, MAX_SEED),
         Arg("batch", "int", "Batch", "variations; each becomes its own layer", 1, 1, MAX_BATCH),
+        Arg("reference-layer", "string", "Reference layer", "a layer whose look to take (IP-Adapter); empty: none", ""),
+        Arg(
+            "reference-weight",
+            "double",
+            "Reference weight",
+            "0 = no effect, 1 = as trained",
+            DEFAULT_REFERENCE_WEIGHT,
+            *REFERENCE_WEIGHT_RANGE,
+        ),
+        Arg("reference-mode", "string", "Reference mode", ", ".join(REFERENCE_MODES), DEFAULT_REFERENCE_MODE),
     )
 
 
@@ -86,6 +99,11 @@ def request_from(task: str, values: Mapping[str, Any], previews: bool = True) ->
     sampler = str(v["sampler"]).strip() or DEFAULT_SCHEDULER
     if sampler not in SCHEDULERS:
         raise BadArguments(f"sampler: expected one of {', '.join(SCHEDULERS)}, got {sampler!r}")
+    mode = str(v["reference-mode"]).strip() or DEFAULT_REFERENCE_MODE
+    if mode not in REFERENCE_MODES:
+        raise BadArguments(f"reference-mode: expected one of {', '.join(REFERENCE_MODES)}, got {mode!r}")
+    layer = str(v["reference-layer"]).strip()
+    references = (ReferenceSpec(layer=layer, weight=float(v["reference-weight"]), mode=mode),) if layer else ()
     params = GenerationParams(
         model=str(v["model"]).strip() or DEFAULT_MODEL,
         prompt=str(v["prompt"]),
@@ -97,5 +115,6 @@ def request_from(task: str, values: Mapping[str, Any], previews: bool = True) ->
         scheduler=sampler,
         batch_size=int(v["batch"]),
         preview=PreviewSettings(enabled=previews),
+        references=references,
     )
     return Request(task, url, str(v["token"]), params)

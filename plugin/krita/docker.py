@@ -7,7 +7,17 @@ from typing import Any
 from krita import DockWidget
 
 from sfumato.plugin.core.expand import SIDES, Margins
-from sfumato.plugin.core.models import OWN_VAE, checkpoints, describe, ipadapters_for, loras_for, upscalers, vaes
+from sfumato.plugin.core.models import (
+    DEFAULT_LORA_WEIGHT,
+    LORA_WEIGHT_RANGE,
+    OWN_VAE,
+    checkpoints,
+    describe,
+    ipadapters_for,
+    loras_for,
+    upscalers,
+    vaes,
+)
 from sfumato.plugin.core.requests import ControlSpec, GenerationParams, unique_loras
 from sfumato.plugin.core.status import connection_line, message_line, queue_line
 from sfumato.protocol import (
@@ -86,7 +96,7 @@ class LoraRow(QtWidgets.QWidget):
         lay = QtWidgets.QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         self.lora = QtWidgets.QComboBox()
-        self.weight = _dspin(-2, 2, 0.05, 0.8)
+        self.weight = _dspin(*LORA_WEIGHT_RANGE, step=0.05, value=DEFAULT_LORA_WEIGHT)
         remove = QtWidgets.QToolButton()
         remove.setText("✕")
         remove.clicked.connect(lambda: on_remove(self))

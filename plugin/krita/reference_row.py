@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sfumato.plugin.core.models import describe
-from sfumato.plugin.core.references import ReferenceSpec
+from sfumato.plugin.core.references import DEFAULT_REFERENCE_WEIGHT, REFERENCE_WEIGHT_RANGE, ReferenceSpec
 from sfumato.protocol import DEFAULT_REFERENCE_MODE, REFERENCE_MODES, ModelInfo
 
 from .pickers import refill_layers
@@ -28,9 +28,9 @@ class ReferenceRow(QtWidgets.QWidget):
         self.mode.setCurrentText(DEFAULT_REFERENCE_MODE)
         self.mode.setToolTip("style: its look; composition: its layout; full: both")
         self.weight = QtWidgets.QDoubleSpinBox()
-        self.weight.setRange(0, 2)
+        self.weight.setRange(*REFERENCE_WEIGHT_RANGE)
         self.weight.setSingleStep(0.05)
-        self.weight.setValue(0.8)
+        self.weight.setValue(DEFAULT_REFERENCE_WEIGHT)
         self.adapter = QtWidgets.QComboBox()
         self.adapter.setToolTip("IP-Adapter (auto: one that fits the model)")
         self.adapter.addItem("auto", None)

@@ -285,6 +285,40 @@ def scenario():
     )
     yield
 
+    # (g) a style reference from a script: the same restyle with and without the layer 'Look' as its reference
+    image = new_image(64, 64)
+    stripes = bytes(c for y in range(64) for x in range(64) for c in (x * 13 % 256, y * 5 % 256, 40, 255))
+    add_layer(image, "Look", 64, 64, stripes)
+    paint = add_layer(image, "Paint", 64, 64, pattern(64, 64))
+    status, error, _, _ = run("python-fu-sfumato-restyle", image, paint, prompt="styled", seed=7, strength=0.5)
+    plain = image.get_layer_by_name("styled [seed 7]")
+    check("reference: the restyle without one succeeded", status == SUCCESS and plain is not None, error)
+    plain.set_name("styled without reference")
+    status, error, n, _ = run(
+        "python-fu-sfumato-restyle",
+        image,
+        paint,
+        prompt="styled",
+        seed=7,
+        strength=0.5,
+        reference_layer="Look",
+        reference_weight=1.0,
+        reference_mode="style",
+    )
+    styled = image.get_layer_by_name("styled [seed 7]")
+    ok = status == SUCCESS and n == 1 and styled is not None
+    a, b = (pixels(styled), pixels(plain)) if ok else (b"", b"")
+    differing = sum(1 for i in range(0, len(a), 4) if a[i : i + 4] != b[i : i + 4])
+    check("reference: reference-layer changes the restyle", ok and differing > 64 * 64 // 10, f"{error} {differing}")
+    before = names(image)
+    status, error, _, _ = run("python-fu-sfumato-restyle", image, paint, prompt="x", reference_layer="Nope")
+    check(
+        "reference: a reference layer that does not exist is refused before anything is sent",
+        status != SUCCESS and "'Nope'" in error and names(image) == before,
+        error,
+    )
+    yield
+
     # (f) what cannot be sent is refused before anything is
     image = new_image(32, 32, Gimp.ImageBaseType.INDEXED)
     indexed = add_layer(image, "Indexed", 32, 32, kind=Gimp.ImageType.INDEXEDA_IMAGE)

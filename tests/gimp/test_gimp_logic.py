@@ -23,11 +23,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "portable"))
 from core_checks import ListDocument
 
 from sfumato.plugin.core.jobs import TrackedJob
+from sfumato.plugin.core.references import DEFAULT_REFERENCE_WEIGHT, ReferenceSpec
 from sfumato.plugin.gimp import formats, params
 from sfumato.plugin.gimp.job import Outcome, generate_and_wait
 from sfumato.plugin.gimp.params import INPAINT, RESTYLE, BadArguments, request_from
 from sfumato.plugin.gimp.settings import Settings
-from sfumato.protocol import DEFAULT_MODEL, DEFAULT_STRENGTH, INPAINT_STRENGTH, SCHEDULERS, Image, PixelFormat, Rect
+from sfumato.protocol import (
+    DEFAULT_MODEL,
+    DEFAULT_REFERENCE_MODE,
+    DEFAULT_STRENGTH,
+    INPAINT_STRENGTH,
+    SCHEDULERS,
+    Image,
+    PixelFormat,
+    Rect,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 GIMP_PACKAGE = ROOT / "plugin" / "gimp"
@@ -62,6 +72,9 @@ def test_every_argument_reaches_the_request() -> None:
         "sampler": "ddim",
         "seed": 42,
         "batch": 3,
+        "reference-layer": " Look ",
+        "reference-weight": 1.25,
+        "reference-mode": "composition",
     }
     r = request_from(RESTYLE, values, previews=False)
     p = r.params
@@ -75,6 +88,14 @@ def test_every_argument_reaches_the_request() -> None:
         4.5,
     )
     assert (p.scheduler, p.seed, p.batch_size, p.preview.enabled) == ("ddim", 42, 3, False)
+    assert p.references == (ReferenceSpec(layer="Look", weight=1.25, mode="composition"),)
+
+
+def test_a_reference_is_sent_only_when_a_layer_is_named() -> None:
+    assert request_from(RESTYLE, {}).params.references == ()
+    assert request_from(RESTYLE, {"reference-layer": "  ", "reference-weight": 2.0}).params.references == ()
+    (ref,) = request_from(INPAINT, {"reference-layer": "Look"}).params.references
+    assert (ref.weight, ref.mode, ref.adapter) == (DEFAULT_REFERENCE_WEIGHT, DEFAULT_REFERENCE_MODE, None)
 
 
 @pytest.mark.parametrize(
@@ -85,6 +106,8 @@ def test_every_argument_reaches_the_request() -> None:
         ({"steps": 0}, "steps: expected 1..200"),
         ({"batch": 9}, "batch: expected 1..8"),
         ({"strength": 1.5}, "strength: expected 0..1"),
+        ({"reference-mode": "colour"}, "reference-mode: expected one of style, full, composition"),
+        ({"reference-weight": 2.5}, "reference-weight: expected 0..2"),
     ],
 )
 def test_bad_arguments_are_refused_in_plain_words(values: dict[str, object], words: str) -> None:
@@ -107,6 +130,9 @@ def test_the_procedures_share_one_argument_table() -> None:
         "sampler",
         "seed",
         "batch",
+        "reference-layer",
+        "reference-weight",
+        "reference-mode",
     ]
     for a in restyle:
         assert a.kind in ("string", "int", "double")
