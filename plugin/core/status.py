@@ -30,6 +30,16 @@ def queue_line(jobs: Sequence[TrackedJob]) -> str:
     return f"{len(jobs)} job(s) running" if jobs else ""
 
 
+def progress_of(jobs: Sequence[TrackedJob]) -> tuple[int, int, str]:
+    """The progress bar: (step, total, its words) of the first running job — or, with none running, an empty
+    bar that says so (a bar reading 0% after a finished job looked like a failure)."""
+    running = [j for j in jobs if j.state == JobState.RUNNING]
+    if running:
+        job = running[0]
+        return job.step, max(1, job.total), f"step {job.step} of {job.total}"
+    return 0, 1, "waiting for a job" if jobs else "idle"
+
+
 def message_line(last_error: str, messages: Sequence[str]) -> str:
     """The editor's own refusal (if any) above the backend's latest word."""
     return "\n".join([*([last_error] if last_error else []), *messages[-1:]])

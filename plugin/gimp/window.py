@@ -41,12 +41,11 @@ from sfumato.plugin.core.models import (  # noqa: E402
     vaes,
 )
 from sfumato.plugin.core.requests import GenerationParams, unique_loras  # noqa: E402
-from sfumato.plugin.core.status import connection_line, message_line, queue_line  # noqa: E402
+from sfumato.plugin.core.status import connection_line, message_line, progress_of, queue_line  # noqa: E402
 from sfumato.protocol import (  # noqa: E402
     MAX_STEPS,
     SCHEDULERS,
     UPSCALE_STRENGTH,
-    JobState,
     ModelInfo,
     PreviewSettings,
     Submit,
@@ -508,14 +507,9 @@ class SfumatoWindow:
             _refill(self.upscaler, LANCZOS, "Lanczos (no upscaler model)", upscalers(welcome.models))
             _refill(self.vae, OWN, OWN_VAE, vaes(welcome.models))
         jobs = controller.active_jobs() if controller is not None else []
-        running = [j for j in jobs if j.state == JobState.RUNNING]
-        if running:
-            job = running[0]
-            self.progress.set_fraction(job.fraction)
-            self.progress.set_text(f"step {job.step} of {job.total}")
-        else:
-            self.progress.set_fraction(0.0)
-            self.progress.set_text("")
+        step, total, words = progress_of(jobs)
+        self.progress.set_fraction(step / total)
+        self.progress.set_text(words)
         self.queue.set_text(queue_line(jobs))
         self.cancel_button.set_sensitive(bool(jobs))
         self.generate_button.set_sensitive(self.image.is_valid())

@@ -19,7 +19,7 @@ from sfumato.plugin.core.models import (
     vaes,
 )
 from sfumato.plugin.core.requests import ControlSpec, GenerationParams, unique_loras
-from sfumato.plugin.core.status import connection_line, message_line, queue_line
+from sfumato.plugin.core.status import connection_line, message_line, progress_of, queue_line
 from sfumato.protocol import (
     CONTROL_TYPES,
     MAX_STEPS,
@@ -496,15 +496,10 @@ class SfumatoDocker(DockWidget):
             _refill(self.vae, vaes(welcome.models))
         controller = self.app.controller
         jobs = controller.active_jobs() if controller is not None else []
-        running = [j for j in jobs if j.state.value == "running"]
-        if running:
-            self.progress.setRange(0, max(1, running[0].total))
-            self.progress.setValue(running[0].step)
-            self.progress.setFormat("step %v of %m")
-        else:  # an empty bar reading 0% after a finished job looked like a failure
-            self.progress.setRange(0, 1)
-            self.progress.setValue(0)
-            self.progress.setFormat("waiting for a job" if jobs else "idle")
+        step, total, words = progress_of(jobs)
+        self.progress.setRange(0, total)
+        self.progress.setValue(step)
+        self.progress.setFormat(words)
         self.queue.setText(queue_line(jobs))
         self.cancel_button.setEnabled(bool(jobs))
         live = self.app.live

@@ -226,4 +226,4 @@ def test_window_in_real_gimp_under_xvfb(chroot: str, request: pytest.FixtureRequ
         SCREENSHOTS.mkdir(exist_ok=True)
         shutil.copy(profile.work / "screenshot.png", SCREENSHOTS / f"gimp-{GIMPS[chroot]}-window.png")
     assert body["finished"], "the window's self-test did not finish"
-    _judge(chroot, "window", body, seconds, tail, at_least=46)
+    _judge(chroot, "window", body, seconds, tail, at_least=47)

@@ -214,7 +214,7 @@ def scenario(win: Any, run: Run) -> Iterator[Wait | None]:
     win.steps.set_value(8)
     win.random_seed.set_active(False)
     win.seed.set_value(7)
-    seen = {"preview": False, "locked": True, "progress": 0.0}
+    seen = {"preview": False, "locked": True, "progress": 0.0, "words": ""}
 
     def landed(name: str) -> Callable[[], bool]:
         def cond() -> bool:
@@ -223,6 +223,8 @@ def scenario(win: Any, run: Run) -> Iterator[Wait | None]:
                 seen["preview"] = True
                 seen["locked"] = bool(seen["locked"]) and preview.get_lock_content()
             seen["progress"] = max(float(seen["progress"]), win.progress.get_fraction())
+            if win.progress.get_fraction() > 0:
+                seen["words"] = win.progress.get_text()
             return image.get_layer_by_name(name) is not None
 
         return cond
@@ -253,7 +255,9 @@ def scenario(win: Any, run: Run) -> Iterator[Wait | None]:
         order,
     )
     run.check("restyle: previews shown in one locked layer", seen["preview"] and seen["locked"], seen)
-    run.check("restyle: the progress bar moved", seen["progress"] > 0, seen)
+    run.check("restyle: the progress bar moved, counting steps", seen["progress"] > 0 and " of " in seen["words"], seen)
+    yield Wait(lambda: win.progress.get_text() == "idle", 10, "the bar to say idle")
+    run.check("restyle: the bar says idle once the job is done", win.progress.get_text() == "idle")
     run.check("restyle: preview layer removed", image.get_layer_by_name(PREVIEW_LAYER) is None, names(image))
     run.check("restyle: source layer untouched", pixels(src) == source_before)
     run.check("restyle: the result differs from the source", pixels(result) != source_before)

@@ -324,7 +324,7 @@ def test_a_linear_float_layer_becomes_the_rgba8_map_the_painter_sees() -> None:
 def test_status_lines_say_the_state_the_queue_and_the_latest_word() -> None:
     from sfumato.plugin.core.client import ConnectionChanged
     from sfumato.plugin.core.jobs import TrackedJob
-    from sfumato.plugin.core.status import connection_line, message_line, queue_line
+    from sfumato.plugin.core.status import connection_line, message_line, progress_of, queue_line
     from sfumato.protocol import JobState, JobStates
 
     hello = welcome("S", False)
@@ -338,6 +338,9 @@ def test_status_lines_say_the_state_the_queue_and_the_latest_word() -> None:
     waiting = [TrackedJob(sub, state=JobState.QUEUED, position=p) for p in (4, 2)]
     assert queue_line([]) == "" and queue_line([running]) == "1 job(s) running"
     assert queue_line([running, *waiting]) == "3 job(s); next in queue at position 3"
+    running.step, running.total = 3, 12
+    assert progress_of([*waiting, running]) == (3, 12, "step 3 of 12")
+    assert progress_of(waiting) == (0, 1, "waiting for a job") and progress_of([]) == (0, 1, "idle")
     assert message_line("", []) == "" and message_line("no layer", ["a", "b"]) == "no layer\nb"
 
 
