@@ -16,6 +16,7 @@ INPAINT_STRENGTH = 1.0  # a selection to repaint: a new picture inside it, by de
 UPSCALE_STRENGTH = 0.3  # the refine of an upscale: adds detail, keeps every shape
 REFERENCE_MODES = ("style", "full", "composition")  # what of a reference image a job takes (submit.references)
 DEFAULT_REFERENCE_MODE = "style"  # the look of the reference, not its content
+MAX_REFERENCE_WEIGHT = 2.0  # reference.weight: 0 drops it, 1 is as trained
 REFERENCE_SIDE = 224  # px: what IP-Adapters' image encoders see; editors scale a reference's shorter side to it
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "DEFAULT_STEPS",
     "DEFAULT_STRENGTH",
     "INPAINT_STRENGTH",
+    "MAX_REFERENCE_WEIGHT",
     "MAX_STEPS",
     "REFERENCE_MODES",
     "REFERENCE_SIDE",

@@ -16,6 +16,7 @@ from .defaults import (
     DEFAULT_SCHEDULER,
     DEFAULT_STEPS,
     DEFAULT_STRENGTH,
+    MAX_REFERENCE_WEIGHT,
     MAX_STEPS,
     REFERENCE_MODES,
     REFERENCE_SIDE,
@@ -189,7 +190,9 @@ class Reference(Record):
         ImageKind((PixelFormat.RGBA8,)),
         f"at most {MAX_REFERENCE_SIDE} px a side; editors scale its shorter side down to {REFERENCE_SIDE}",
     )
-    weight: float = wire(Float(0.0, 2.0), "0 = no effect (the reference is dropped), 1 = as trained", default=1.0)
+    weight: float = wire(
+        Float(0.0, MAX_REFERENCE_WEIGHT), "0 = no effect (the reference is dropped), 1 = as trained", default=1.0
+    )
     mode: str = wire(
         Str(choices=REFERENCE_MODES),
         "style: the look without the content; composition: the layout; full: both",

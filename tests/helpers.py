@@ -202,6 +202,7 @@ def backend_process(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        errors="replace",  # a stray byte must not end the drain (a full pipe would stall the backend)
         env=full_env,
     )
     try:

@@ -13,6 +13,7 @@ from sfumato.protocol import (
     BYTES_PER_PIXEL,
     DEFAULT_REFERENCE_MODE,
     MAX_REFERENCE_SIDE,
+    MAX_REFERENCE_WEIGHT,
     REFERENCE_SIDE,
     Image,
     Rect,
@@ -22,9 +23,9 @@ from sfumato.protocol import (
 from .editor import DocumentLike
 from .pixels import to_rgba8
 
-# What the editors offer for a reference's weight (the protocol takes 0..2): a little under as trained, so the
-# prompt still has its say
-REFERENCE_WEIGHT_RANGE = (0.0, 2.0)
+# What the editors offer for a reference's weight: all the protocol takes, from a little under as trained (the
+# prompt keeps its say)
+REFERENCE_WEIGHT_RANGE = (0.0, MAX_REFERENCE_WEIGHT)
 DEFAULT_REFERENCE_WEIGHT = 0.8
 
 
@@ -33,7 +34,7 @@ class ReferenceSpec:
     """A reference as the painter set it: which layer, how strongly, what of it."""
 
     layer: str | None = None  # a layer's name; None = the active layer
-    weight: float = 1.0
+    weight: float = DEFAULT_REFERENCE_WEIGHT
     mode: str = DEFAULT_REFERENCE_MODE  # style | full | composition
     adapter: str | None = None  # an ipadapter catalogue id; None = the backend picks one for the model
 

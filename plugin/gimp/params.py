@@ -90,6 +90,9 @@ def request_from(task: str, values: Mapping[str, Any], previews: bool = True) ->
     if task not in (RESTYLE, INPAINT):
         raise BadArguments(f"task: expected {RESTYLE!r} or {INPAINT!r}, got {task!r}")
     v = {a.name: values.get(a.name, a.default) for a in arguments(task)}
+    for a in arguments(task):  # GIMP's dialog leaves an untouched empty text argument as None, not ""
+        if a.kind == "string" and v[a.name] is None:
+            v[a.name] = ""
     for a in arguments(task):
         if a.kind != "string" and not a.lo <= v[a.name] <= a.hi:
             raise BadArguments(f"{a.name}: expected {a.lo:g}..{a.hi:g}, got {v[a.name]}")

@@ -19,6 +19,7 @@ gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp, GLib, GObject  # noqa: E402
 
 from sfumato.plugin.core.jobs import TrackedJob  # noqa: E402
+from sfumato.plugin.core.status import progress_of  # noqa: E402
 from sfumato.protocol import JobState  # noqa: E402
 
 from .formats import UnsupportedImage  # noqa: E402
@@ -137,8 +138,9 @@ def _progress(job: TrackedJob) -> None:
     if job.state == JobState.QUEUED and job.position is not None:
         Gimp.progress_set_text(f"Sfumato: waiting, {job.position + 1} in the queue")
     elif job.state == JobState.RUNNING:
-        Gimp.progress_set_text(f"Sfumato: step {job.step} of {job.total}")
-        Gimp.progress_update(job.fraction)
+        step, total, words = progress_of([job])
+        Gimp.progress_set_text(f"Sfumato: {words}")
+        Gimp.progress_update(step / total)
 
 
 def _set_return(values: Any, index: int, gtype: Any, value: Any) -> None:

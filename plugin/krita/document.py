@@ -18,7 +18,7 @@ from sfumato.plugin.core.pixels import (
 )
 from sfumato.protocol import Image, PixelFormat, Rect
 
-from .active_layer import ActiveLayerGuard, in_document
+from .active_layer import ActiveLayerGuard, guard_for, in_document
 from .qt import QtCore, QtGui
 
 
@@ -75,7 +75,6 @@ class KritaDocument:
         self.source: Any = None  # the layer to read instead of the active one (live painting's layer)
         self._preview: Any = None
         self._painter_layer: Any = None  # the layer that was active when the preview layer appeared
-        self._guard = ActiveLayerGuard(doc)
         self._title = doc.name() or doc.fileName() or "Untitled"
 
     # ------------------------------------------------------------------ reading
@@ -128,11 +127,16 @@ class KritaDocument:
 
     # ------------------------------------------------------------------ writing
 
+    @property
+    def _guard(self) -> ActiveLayerGuard:
+        return guard_for(self.doc)  # the one watching this document now, shared by all its jobs
+
     def _painters_active_layer(self) -> Any:
         """The active layer, the painter's: never the preview layer (Krita may have made it active)."""
         active = self.doc.activeNode()
-        if active is None or active.name() == PREVIEW_LAYER:
-            return self._painter_layer if in_document(self._painter_layer) else None
+        if active is None or active.name() == PREVIEW_LAYER or self._guard.is_sfumatos(active):
+            painter_layer = self._painter_layer if in_document(self._painter_layer) else self._guard.layer
+            return painter_layer if in_document(painter_layer) else None
         return active
 
     def _insert_above(self, node: Any, active: Any) -> None:

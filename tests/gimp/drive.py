@@ -140,6 +140,7 @@ def trace():
 
 
 SUCCESS = int(Gimp.PDBStatusType.SUCCESS)
+CALLING_ERROR = int(Gimp.PDBStatusType.CALLING_ERROR)  # refused before anything was sent
 
 
 # ---------------------------------------------------------------------------- the scenario
@@ -314,7 +315,7 @@ def scenario():
     status, error, _, _ = run("python-fu-sfumato-restyle", image, paint, prompt="x", reference_layer="Nope")
     check(
         "reference: a reference layer that does not exist is refused before anything is sent",
-        status != SUCCESS and "'Nope'" in error and names(image) == before,
+        status == CALLING_ERROR and "'Nope'" in error and names(image) == before,
         error,
     )
     yield

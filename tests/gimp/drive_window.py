@@ -6,6 +6,7 @@ below returns then.
 """
 
 import os
+import sys
 
 import gi
 
@@ -39,6 +40,9 @@ def interactive(name, **args):
 
 
 server = os.environ["SFUMATO_GIMP_TEST_SERVER"]
-interactive("python-fu-sfumato-restyle", **{"server-url": server, "prompt": "from the menu", "seed": 3, "steps": 8})
+menu_args = {"server-url": server, "prompt": "from the menu", "seed": 3, "steps": 8}
+menu = interactive("python-fu-sfumato-restyle", **menu_args)
+if int(menu.index(0)) != int(Gimp.PDBStatusType.SUCCESS):  # the scenario's check fails then: say why here
+    print(f"the menu's restyle failed: {menu.index(1) if menu.length() > 1 else menu.index(0)}", file=sys.stderr)
 image.set_selected_layers([layer])
 interactive("python-fu-sfumato")

@@ -93,6 +93,9 @@ def test_every_argument_reaches_the_request() -> None:
 
 def test_a_reference_is_sent_only_when_a_layer_is_named() -> None:
     assert request_from(RESTYLE, {}).params.references == ()
+    # GIMP's dialog hands an empty text argument back as None: no reference (nor a layer named 'None')
+    untouched = request_from(RESTYLE, {"reference-layer": None, "negative-prompt": None, "token": None})
+    assert untouched.params.references == () and untouched.params.negative_prompt == "" and untouched.token == ""
     assert request_from(RESTYLE, {"reference-layer": "  ", "reference-weight": 2.0}).params.references == ()
     (ref,) = request_from(INPAINT, {"reference-layer": "Look"}).params.references
     assert (ref.weight, ref.mode, ref.adapter) == (DEFAULT_REFERENCE_WEIGHT, DEFAULT_REFERENCE_MODE, None)

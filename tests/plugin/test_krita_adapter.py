@@ -130,8 +130,10 @@ def test_previews_stay_in_one_locked_layer_that_goes_away(adapter: Any) -> None:
 def test_krita_activating_a_result_late_gives_the_painter_their_layer_back_once(adapter: Any) -> None:
     """Krita 5.1 activates a layer a script added tens of ms later, from its image thread (tests/krita caught it:
     the next Generate restyled the result, or found no active layer). The guard undoes that activation once;
-    a later choice is the painter's and stays."""
-    _qt_app()
+    a later choice is the painter's and ends the watch."""
+    from sfumato.plugin.krita.active_layer import WATCHING
+
+    app = _qt_app()  # kept: the guard's timer needs a living application
     doc = open_doc()
     paint = doc.add_layer("Paint")
     doc.setActiveNode(paint)
@@ -139,24 +141,39 @@ def test_krita_activating_a_result_late_gives_the_painter_their_layer_back_once(
     result = Image(width=2, height=2, format=PixelFormat.RGBA8, data=bytes((1, 2, 3, 255)) * 4)
     kd.insert_result(result, Rect(x=0, y=0, w=2, h=2), "a fox [seed 1]")
     added = doc.nodeByName("a fox [seed 1]")
-    assert doc.activeNode() is paint
     guard = kd._guard
+    assert doc.activeNode() is paint and guard.timer.isActive() and guard in WATCHING.values()
     guard._check()
     assert doc.activeNode() is paint  # nothing to undo yet
     doc.setActiveNode(added)  # Krita's own activation arrives
+    assert kd._painters_active_layer() is paint  # a job starting now still reads the painter's layer
     guard._check()
-    assert doc.activeNode() is paint
-    doc.setActiveNode(added)  # now the painter picks the result layer
+    assert doc.activeNode() is paint and guard in WATCHING.values()
+    doc.setActiveNode(added)  # now the painter picks the result layer: theirs to keep, and the watch ends
     guard._check()
-    assert doc.activeNode() is added
-    doc.active = None  # the active layer was removed under the painter
+    assert doc.activeNode() is added and not guard.timer.isActive() and guard not in WATCHING.values()
+    assert app is not None
+
+
+def test_a_document_left_without_an_active_layer_gets_the_painters_back_and_the_watch_ends(adapter: Any) -> None:
+    from sfumato.plugin.krita.active_layer import WATCHING
+
+    app = _qt_app()  # kept: the guard's timer needs a living application
+    doc = open_doc()
+    paint = doc.add_layer("Paint")
+    doc.setActiveNode(paint)
+    kd = adapter.KritaDocument(doc)
+    preview = Image(width=2, height=2, format=PixelFormat.RGBA8, data=bytes((255, 0, 0, 255)) * 4)
+    kd.show_preview(preview, Rect(x=0, y=0, w=2, h=2))
+    doc.setActiveNode(doc.nodeByName(adapter.PREVIEW_LAYER))  # Krita activates the preview layer
+    kd.clear_preview()  # … which then goes: no layer is active
+    doc.active = None
+    guard = kd._guard
     guard._check()
     assert doc.activeNode() is paint
     guard.until = 0.0  # the watch ends: the timer stops and lets go of the guard
     guard._check()
-    from sfumato.plugin.krita.active_layer import WATCHING
-
-    assert not guard.timer.isActive() and guard not in WATCHING
+    assert not guard.timer.isActive() and guard not in WATCHING.values() and app is not None
 
 
 @pytest.mark.parametrize("model", ["GRAYA", "CMYKA", "LABA"])
