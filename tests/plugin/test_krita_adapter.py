@@ -127,17 +127,23 @@ def test_previews_stay_in_one_locked_layer_that_goes_away(adapter: Any) -> None:
     assert [n.name() for n in doc.topLevelNodes()] == ["Paint"]
 
 
+def painting_on_paint(adapter: Any) -> tuple[Any, fake_krita.Document, fake_krita.Node, Any]:
+    """A document whose active layer is 'Paint', seen by the adapter; the Qt application the guard's timer
+    needs comes first (kept by the caller: a collected application stops every timer)."""
+    app = _qt_app()
+    doc = open_doc()
+    paint = doc.add_layer("Paint")
+    doc.setActiveNode(paint)
+    return app, doc, paint, adapter.KritaDocument(doc)
+
+
 def test_krita_activating_a_result_late_gives_the_painter_their_layer_back_once(adapter: Any) -> None:
     """Krita 5.1 activates a layer a script added tens of ms later, from its image thread (tests/krita caught it:
     the next Generate restyled the result, or found no active layer). The guard undoes that activation once;
     a later choice is the painter's and ends the watch."""
     from sfumato.plugin.krita.active_layer import WATCHING
 
-    app = _qt_app()  # kept: the guard's timer needs a living application
-    doc = open_doc()
-    paint = doc.add_layer("Paint")
-    doc.setActiveNode(paint)
-    kd = adapter.KritaDocument(doc)
+    app, doc, paint, kd = painting_on_paint(adapter)
     result = Image(width=2, height=2, format=PixelFormat.RGBA8, data=bytes((1, 2, 3, 255)) * 4)
     kd.insert_result(result, Rect(x=0, y=0, w=2, h=2), "a fox [seed 1]")
     added = doc.nodeByName("a fox [seed 1]")
@@ -158,11 +164,7 @@ def test_krita_activating_a_result_late_gives_the_painter_their_layer_back_once(
 def test_a_document_left_without_an_active_layer_gets_the_painters_back_and_the_watch_ends(adapter: Any) -> None:
     from sfumato.plugin.krita.active_layer import WATCHING
 
-    app = _qt_app()  # kept: the guard's timer needs a living application
-    doc = open_doc()
-    paint = doc.add_layer("Paint")
-    doc.setActiveNode(paint)
-    kd = adapter.KritaDocument(doc)
+    app, doc, paint, kd = painting_on_paint(adapter)
     preview = Image(width=2, height=2, format=PixelFormat.RGBA8, data=bytes((255, 0, 0, 255)) * 4)
     kd.show_preview(preview, Rect(x=0, y=0, w=2, h=2))
     doc.setActiveNode(doc.nodeByName(adapter.PREVIEW_LAYER))  # Krita activates the preview layer
