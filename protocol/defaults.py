@@ -17,6 +17,7 @@ UPSCALE_STRENGTH = 0.3  # the refine of an upscale: adds detail, keeps every sha
 REFERENCE_MODES = ("style", "full", "composition")  # what of a reference image a job takes (submit.references)
 DEFAULT_REFERENCE_MODE = "style"  # the look of the reference, not its content
 MAX_REFERENCE_WEIGHT = 2.0  # reference.weight: 0 drops it, 1 is as trained
+MAX_CONTROL_STRENGTH = 2.0  # control.strength: ControlNet's conditioning scale, 1 as trained
 REFERENCE_SIDE = 224  # px: what IP-Adapters' image encoders see; editors scale a reference's shorter side to it
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "DEFAULT_STEPS",
     "DEFAULT_STRENGTH",
     "INPAINT_STRENGTH",
+    "MAX_CONTROL_STRENGTH",
     "MAX_REFERENCE_WEIGHT",
     "MAX_STEPS",
     "REFERENCE_MODES",

@@ -16,6 +16,7 @@ from .defaults import (
     DEFAULT_SCHEDULER,
     DEFAULT_STEPS,
     DEFAULT_STRENGTH,
+    MAX_CONTROL_STRENGTH,
     MAX_REFERENCE_WEIGHT,
     MAX_STEPS,
     REFERENCE_MODES,
@@ -124,7 +125,7 @@ class Control(Record):
     image: Image = wire(ImageKind((PixelFormat.RGBA8, PixelFormat.GRAY8)), "same size as submit.image")
     preprocess: bool = wire(Bool(), "true: extract the map from image; false: image already is the map", default=True)
     model: str | None = wire(Optional(Str(1, 256)), "controlnet catalogue id; nil picks one by type", default=None)
-    strength: float = wire(Float(0.0, 2.0), "conditioning scale", default=1.0)
+    strength: float = wire(Float(0.0, MAX_CONTROL_STRENGTH), "conditioning scale", default=1.0)
     start: float = wire(Float(0.0, 1.0), "fraction of the schedule where the control starts", default=0.0)
     end: float = wire(Float(0.0, 1.0), "fraction of the schedule where it ends", default=1.0)
 

@@ -22,6 +22,7 @@ from sfumato.plugin.core.requests import ControlSpec  # noqa: E402
 from sfumato.protocol import (  # noqa: E402
     CONTROL_TYPES,
     DEFAULT_REFERENCE_MODE,
+    MAX_CONTROL_STRENGTH,
     REFERENCE_MODES,
     LoraWeight,
     ModelInfo,
@@ -68,7 +69,7 @@ class ControlRow:
         self.type.set_active(0)
         self.layer = Gtk.ComboBoxText()
         self.layer.set_tooltip_text("Source layer (the first entry: the layer Generate paints from)")
-        self.strength = spin(0, 2, 0.05, 1.0)
+        self.strength = spin(0, MAX_CONTROL_STRENGTH, 0.05, 1.0)
         self.strength.set_tooltip_text("Strength")
         self.start, self.end = spin(0, 1, 0.05, 0.0), spin(0, 1, 0.05, 1.0)
         self.start.set_tooltip_text("Start (fraction of the steps)")

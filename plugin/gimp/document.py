@@ -46,7 +46,7 @@ class GimpDocument:
             raise UnsupportedImage("inpainting needs a selection: select the area to repaint (soft selections work)")
         for name in layers:
             if self.image.get_layer_by_name(name) is None:
-                raise UnsupportedImage(f"there is no layer named {name!r} (reference-layer)")
+                raise UnsupportedImage(f"there is no layer named {name!r}")
 
     def grow(self, margins: Margins) -> None:
         """Image ▸ Canvas Size by ``margins`` (Expand): layers keep their pixels where they were; the

@@ -7,13 +7,14 @@ mode and the menu entries see the same names, ranges and defaults.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sfumato.plugin.core.references import DEFAULT_REFERENCE_WEIGHT, REFERENCE_WEIGHT_RANGE, ReferenceSpec
-from sfumato.plugin.core.requests import GenerationParams
+from sfumato.plugin.core.requests import ControlSpec, GenerationParams
 from sfumato.plugin.core.settings import DEFAULT_SERVER
 from sfumato.protocol import (
+    CONTROL_TYPES,
     DEFAULT_GUIDANCE,
     DEFAULT_MODEL,
     DEFAULT_REFERENCE_MODE,
@@ -21,6 +22,7 @@ from sfumato.protocol import (
     DEFAULT_STEPS,
     DEFAULT_STRENGTH,
     INPAINT_STRENGTH,
+    MAX_CONTROL_STRENGTH,
     MAX_STEPS,
     REFERENCE_MODES,
     SCHEDULERS,
@@ -74,6 +76,10 @@ def arguments(task: str) -> tuple[Arg, ...]:
             *REFERENCE_WEIGHT_RANGE,
         ),
         Arg("reference-mode", "string", "Reference mode", ", ".join(REFERENCE_MODES), DEFAULT_REFERENCE_MODE),
+        Arg("control-type", "string", "ControlNet", "empty: none; " + ", ".join(CONTROL_TYPES), ""),
+        Arg("control-layer", "string", "Control layer", "the layer the control is taken from; empty: this one", ""),
+        Arg("control-strength", "double", "Control strength", "1 = as trained", 1.0, 0, MAX_CONTROL_STRENGTH),
+        Arg("control-is-map", "int", "Control layer is a map", "1: it already is the map (no extraction)", 0, 0, 1),
     )
 
 
@@ -105,8 +111,14 @@ def request_from(task: str, values: Mapping[str, Any], previews: bool = True) ->
     mode = str(v["reference-mode"]).strip() or DEFAULT_REFERENCE_MODE
     if mode not in REFERENCE_MODES:
         raise BadArguments(f"reference-mode: expected one of {', '.join(REFERENCE_MODES)}, got {mode!r}")
-    layer = str(v["reference-layer"]).strip()
-    references = (ReferenceSpec(layer=layer, weight=float(v["reference-weight"]), mode=mode),) if layer else ()
+    layer = str(v["reference-layer"])  # a layer's exact name (GIMP allows spaces at either end); blank: none
+    references = (ReferenceSpec(layer=layer, weight=float(v["reference-weight"]), mode=mode),) if layer.strip() else ()
+    control = str(v["control-type"]).strip()
+    if control and control not in CONTROL_TYPES:
+        raise BadArguments(f"control-type: expected one of {', '.join(CONTROL_TYPES)} (or empty), got {control!r}")
+    source = str(v["control-layer"])  # exact, as the reference's; blank: the layer the procedure runs on
+    spec = ControlSpec(control, source if source.strip() else None, float(v["control-strength"]))
+    controls = (replace(spec, preprocess=not int(v["control-is-map"])),) if control else ()
     params = GenerationParams(
         model=str(v["model"]).strip() or DEFAULT_MODEL,
         prompt=str(v["prompt"]),
@@ -119,5 +131,6 @@ def request_from(task: str, values: Mapping[str, Any], previews: bool = True) ->
         batch_size=int(v["batch"]),
         preview=PreviewSettings(enabled=previews),
         references=references,
+        controls=controls,
     )
     return Request(task, url, str(v["token"]), params)

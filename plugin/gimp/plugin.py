@@ -108,8 +108,9 @@ class SfumatoPlugIn(Gimp.PlugIn):
         try:
             request = request_from(task, values)
             doc = GimpDocument(image, drawables[0], use_selection=task == INPAINT)
-            references = tuple(r.layer for r in request.params.references if r.layer)
-            doc.check(need_selection=task == INPAINT, layers=references)
+            p = request.params
+            named = tuple(r.layer for r in p.references if r.layer) + tuple(c.layer for c in p.controls if c.layer)
+            doc.check(need_selection=task == INPAINT, layers=named)
         except (BadArguments, UnsupportedImage) as exc:
             return _failure(proc, str(exc), Gimp.PDBStatusType.CALLING_ERROR)
         Gimp.progress_init(f"Sfumato: {LABELS[task][0].rstrip('…').lower()}")

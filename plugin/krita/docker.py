@@ -22,6 +22,7 @@ from sfumato.plugin.core.requests import ControlSpec, GenerationParams, unique_l
 from sfumato.plugin.core.status import connection_line, message_line, progress_of, queue_line
 from sfumato.protocol import (
     CONTROL_TYPES,
+    MAX_CONTROL_STRENGTH,
     MAX_STEPS,
     SCHEDULERS,
     UPSCALE_STRENGTH,
@@ -49,7 +50,7 @@ class ControlRow(QtWidgets.QWidget):
         self.layer = QtWidgets.QComboBox()
         self.layer.setEditable(True)
         self.layer.setToolTip("Source layer (empty: the active layer)")
-        self.strength = _dspin(0, 2, 0.05, 1.0)
+        self.strength = _dspin(0, MAX_CONTROL_STRENGTH, 0.05, 1.0)
         self.start, self.end = _dspin(0, 1, 0.05, 0.0), _dspin(0, 1, 0.05, 1.0)
         self.is_map = QtWidgets.QCheckBox("layer is a map")
         remove = QtWidgets.QToolButton()

@@ -318,6 +318,34 @@ def scenario():
         status == CALLING_ERROR and "'Nope'" in error and names(image) == before,
         error,
     )
+    # … and a ControlNet control taken from 'Look' (canny edges of its stripes)
+    if styled is not None:
+        styled.set_name("styled with reference")
+    status, error, n, _ = run(
+        "python-fu-sfumato-restyle",
+        image,
+        paint,
+        prompt="styled",
+        seed=7,
+        strength=0.5,
+        control_type="canny",
+        control_layer="Look",
+    )
+    held = image.get_layer_by_name("styled [seed 7]")
+    ok = status == SUCCESS and n == 1 and held is not None
+    a, b = (pixels(held), pixels(plain)) if ok else (b"", b"")
+    differing = sum(1 for i in range(0, len(a), 4) if a[i : i + 4] != b[i : i + 4])
+    check(
+        "control: control-type and control-layer change the restyle",
+        ok and differing > 64 * 64 // 10,
+        f"{error} {differing}",
+    )
+    status, error, _, _ = run(
+        "python-fu-sfumato-restyle", image, paint, prompt="x", control_type="depth", control_layer="Nope"
+    )
+    check(
+        "control: a control layer that does not exist is refused", status == CALLING_ERROR and "'Nope'" in error, error
+    )
     yield
 
     # (f) what cannot be sent is refused before anything is

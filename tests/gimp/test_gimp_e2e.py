@@ -205,7 +205,7 @@ def test_procedures_in_real_gimp_headless(chroot: str, request: pytest.FixtureRe
         "SFUMATO_GIMP_TRACE": "{inside}/trace.jsonl",
     }
     body, seconds, tail = _run_gimp(profiles.get(chroot), "procedures", "drive.py", env, gui=False)
-    _judge(chroot, "procedures", body, seconds, tail, at_least=35)
+    _judge(chroot, "procedures", body, seconds, tail, at_least=37)
 
 
 @pytest.mark.parametrize("chroot", list(GIMPS))

@@ -24,6 +24,7 @@ from core_checks import ListDocument
 
 from sfumato.plugin.core.jobs import TrackedJob
 from sfumato.plugin.core.references import DEFAULT_REFERENCE_WEIGHT, ReferenceSpec
+from sfumato.plugin.core.requests import ControlSpec
 from sfumato.plugin.gimp import formats, params
 from sfumato.plugin.gimp.job import Outcome, generate_and_wait
 from sfumato.plugin.gimp.params import INPAINT, RESTYLE, BadArguments, request_from
@@ -72,9 +73,13 @@ def test_every_argument_reaches_the_request() -> None:
         "sampler": "ddim",
         "seed": 42,
         "batch": 3,
-        "reference-layer": " Look ",
+        "reference-layer": "Look ",
         "reference-weight": 1.25,
         "reference-mode": "composition",
+        "control-type": "depth",
+        "control-layer": "Sketch",
+        "control-strength": 0.7,
+        "control-is-map": 1,
     }
     r = request_from(RESTYLE, values, previews=False)
     p = r.params
@@ -88,7 +93,8 @@ def test_every_argument_reaches_the_request() -> None:
         4.5,
     )
     assert (p.scheduler, p.seed, p.batch_size, p.preview.enabled) == ("ddim", 42, 3, False)
-    assert p.references == (ReferenceSpec(layer="Look", weight=1.25, mode="composition"),)
+    assert p.references == (ReferenceSpec(layer="Look ", weight=1.25, mode="composition"),)  # names are exact
+    assert p.controls == (ControlSpec(type="depth", layer="Sketch", strength=0.7, preprocess=False),)
 
 
 def test_a_reference_is_sent_only_when_a_layer_is_named() -> None:
@@ -101,6 +107,12 @@ def test_a_reference_is_sent_only_when_a_layer_is_named() -> None:
     assert (ref.weight, ref.mode, ref.adapter) == (DEFAULT_REFERENCE_WEIGHT, DEFAULT_REFERENCE_MODE, None)
 
 
+def test_a_control_is_sent_only_when_its_type_is_named_and_reads_this_layer_unless_told() -> None:
+    assert request_from(RESTYLE, {"control-layer": "Sketch", "control-strength": 2.0}).params.controls == ()
+    (control,) = request_from(RESTYLE, {"control-type": " canny ", "control-layer": " "}).params.controls
+    assert control == ControlSpec(type="canny", layer=None, strength=1.0, preprocess=True)
+
+
 @pytest.mark.parametrize(
     ("values", "words"),
     [
@@ -111,6 +123,8 @@ def test_a_reference_is_sent_only_when_a_layer_is_named() -> None:
         ({"strength": 1.5}, "strength: expected 0..1"),
         ({"reference-mode": "colour"}, "reference-mode: expected one of style, full, composition"),
         ({"reference-weight": 2.5}, "reference-weight: expected 0..2"),
+        ({"control-type": "edges"}, "control-type: expected one of canny, depth"),
+        ({"control-is-map": 2}, "control-is-map: expected 0..1"),
     ],
 )
 def test_bad_arguments_are_refused_in_plain_words(values: dict[str, object], words: str) -> None:
@@ -136,6 +150,10 @@ def test_the_procedures_share_one_argument_table() -> None:
         "reference-layer",
         "reference-weight",
         "reference-mode",
+        "control-type",
+        "control-layer",
+        "control-strength",
+        "control-is-map",
     ]
     for a in restyle:
         assert a.kind in ("string", "int", "double")
