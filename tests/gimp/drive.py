@@ -295,22 +295,21 @@ def scenario():
     plain = image.get_layer_by_name("styled [seed 7]")
     check("reference: the restyle without one succeeded", status == SUCCESS and plain is not None, error)
     plain.set_name("styled without reference")
-    status, error, n, _ = run(
-        "python-fu-sfumato-restyle",
-        image,
-        paint,
-        prompt="styled",
-        seed=7,
-        strength=0.5,
-        reference_layer="Look",
-        reference_weight=1.0,
-        reference_mode="style",
-    )
-    styled = image.get_layer_by_name("styled [seed 7]")
-    ok = status == SUCCESS and n == 1 and styled is not None
-    a, b = (pixels(styled), pixels(plain)) if ok else (b"", b"")
-    differing = sum(1 for i in range(0, len(a), 4) if a[i : i + 4] != b[i : i + 4])
-    check("reference: reference-layer changes the restyle", ok and differing > 64 * 64 // 10, f"{error} {differing}")
+
+    def against_plain(label, **extra):
+        """The same restyle with ``extra``: did it succeed, and how many pixels differ from the plain one."""
+        status, error, n, _ = run(
+            "python-fu-sfumato-restyle", image, paint, prompt="styled", seed=7, strength=0.5, **extra
+        )
+        out = image.get_layer_by_name("styled [seed 7]")
+        if status != SUCCESS or n != 1 or out is None:
+            return False, f"{status} {error}"
+        out.set_name(f"styled with {label}")
+        a, b = pixels(out), pixels(plain)
+        return True, sum(1 for i in range(0, len(a), 4) if a[i : i + 4] != b[i : i + 4])
+
+    ok, differing = against_plain("reference", reference_layer="Look", reference_weight=1.0, reference_mode="style")
+    check("reference: reference-layer changes the restyle", ok and differing > 64 * 64 // 10, differing)
     before = names(image)
     status, error, _, _ = run("python-fu-sfumato-restyle", image, paint, prompt="x", reference_layer="Nope")
     check(
@@ -319,27 +318,8 @@ def scenario():
         error,
     )
     # … and a ControlNet control taken from 'Look' (canny edges of its stripes)
-    if styled is not None:
-        styled.set_name("styled with reference")
-    status, error, n, _ = run(
-        "python-fu-sfumato-restyle",
-        image,
-        paint,
-        prompt="styled",
-        seed=7,
-        strength=0.5,
-        control_type="canny",
-        control_layer="Look",
-    )
-    held = image.get_layer_by_name("styled [seed 7]")
-    ok = status == SUCCESS and n == 1 and held is not None
-    a, b = (pixels(held), pixels(plain)) if ok else (b"", b"")
-    differing = sum(1 for i in range(0, len(a), 4) if a[i : i + 4] != b[i : i + 4])
-    check(
-        "control: control-type and control-layer change the restyle",
-        ok and differing > 64 * 64 // 10,
-        f"{error} {differing}",
-    )
+    ok, differing = against_plain("control", control_type="canny", control_layer="Look")
+    check("control: control-type and control-layer change the restyle", ok and differing > 64 * 64 // 10, differing)
     status, error, _, _ = run(
         "python-fu-sfumato-restyle", image, paint, prompt="x", control_type="depth", control_layer="Nope"
     )
