@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import statistics
 import sys
 import tempfile
@@ -35,10 +34,10 @@ from helpers import Recorder, pattern_rgba, running_server
 
 from sfumato.plugin.core.client import Client
 from sfumato.plugin.core.controller import Controller
-from sfumato.plugin.core.live import DEBOUNCE_S, LivePainting, LiveTimer, fast_params
-from sfumato.plugin.core.requests import GenerationParams, build_submit
+from sfumato.plugin.core.live import DEBOUNCE_S, LivePainting, LiveTimer, fast_params, live_request
+from sfumato.plugin.core.requests import GenerationParams
 from sfumato.plugin.core.transport import WebSocketTransport
-from sfumato.protocol import Cancelled, Image, PreviewSettings, Progress, Rect, Result, Started, Submit
+from sfumato.protocol import Cancelled, Image, Progress, Rect, Result, Started, Submit
 
 SIZE = 128
 PARAMS = GenerationParams(prompt="live", strength=1.0, seed=5)
@@ -118,10 +117,8 @@ class Editor:
         start of the pause to the result (a painter who stops, waits and clicks Generate)."""
         t = time.perf_counter()
         await asyncio.sleep(pause_s)  # the backend idles as it does while a live change's debounce runs
-        welcome = self.client.welcome  # the click reads the canvas, as a live job does when it leaves
-        params = fast_params(PARAMS, welcome.models if welcome is not None else ())
-        submit = build_submit(self.canvas, params, job_id)  # the same job a live one is, previews off, not live
-        await self.client.submit(dataclasses.replace(submit, preview=PreviewSettings(enabled=False)))
+        assert self.controller is not None  # the click reads the canvas, as a live job does when it leaves:
+        await self.client.submit(live_request(self.canvas, PARAMS, self.controller, job_id))  # the same job, not live
         await self.rec.wait_for(Result, job_id, timeout=300)
         return time.perf_counter() - t
 

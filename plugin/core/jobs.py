@@ -9,8 +9,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from sfumato.protocol import (
-    Cancelled,
-    Image,
     JobError,
     JobState,
     JobStates,
@@ -32,9 +30,7 @@ class TrackedJob:
     position: int | None = None
     step: int = 0
     total: int = 0
-    seeds: tuple[int, ...] = ()
-    preview: Image | None = None
-    result: Result | None = None
+    seeds: tuple[int, ...] = ()  # (pixels are not kept: the listener takes them from the event)
     error: JobError | None = None
     started: Started | None = None
     extra: dict[str, object] = field(default_factory=dict)
@@ -66,10 +62,8 @@ class JobTracker:
         return [j for j in list(self.jobs.values()) if not j.state.finished]  # (a copy: the GUI thread reads)
 
     def settle(self, job: TrackedJob) -> None:
-        """A finished job whose last event went to the listener: its result's pixels are let go (the
-        listener has them), and only the newest FINISHED_KEPT finished jobs are remembered. The job itself
-        is not changed otherwise: the editor's GUI thread may still be reading it."""
-        job.result, job.preview = None, None
+        """A finished job whose last event went to the listener: only the newest FINISHED_KEPT finished jobs
+        are remembered. The job itself is not changed: the editor's GUI thread may still be reading it."""
         if job.id in self.jobs and job.id not in self._finished:
             self._finished.append(job.id)
         while len(self._finished) > FINISHED_KEPT:
@@ -95,15 +89,10 @@ class JobTracker:
             job.started, job.total, job.seeds, job.position = msg, msg.steps, msg.seeds, None
         elif isinstance(msg, Progress):
             job.step, job.total = msg.step, msg.total
-            if msg.preview is not None:
-                job.preview = msg.preview
         elif isinstance(msg, Result):
-            job.result, job.seeds, job.preview = msg, msg.seeds, None
-            job.step = job.total
+            job.seeds, job.step = msg.seeds, job.total
         elif isinstance(msg, JobError) and not was_finished and job.state is JobState.FAILED:
             job.error = msg
-        elif isinstance(msg, Cancelled):
-            job.preview = None
         return job
 
     def _follow(self, job: TrackedJob) -> None:

@@ -49,7 +49,6 @@ from .requests import GenerationParams, build_submit, new_job_id
 log = logging.getLogger(__name__)
 
 DEBOUNCE_S = 0.25  # the pause after a change before its live job is sent
-FINISHED_STATES = {state.value for state in JobState if state.finished}
 
 # A model or LoRA distilled for few steps, recognised by its name (as painters' files are named).
 _FAST = re.compile(r"lcm|turbo|lightning|hyper", re.IGNORECASE)
@@ -140,6 +139,14 @@ class RunningJob:
     started_at: float
 
 
+def live_request(doc: DocumentLike, params: GenerationParams, controller: Controller, job_id: str) -> Submit:
+    """The request a live job of ``doc`` sends (not yet marked live): the fast preset where the backend has a
+    fast model, and no previews (they would flicker over the last picture)."""
+    welcome = controller.client.welcome
+    fast = fast_params(params, welcome.models if welcome is not None else ())
+    return dataclasses.replace(build_submit(doc, fast, job_id), preview=PreviewSettings(enabled=False))
+
+
 class LivePainting:
     """One document's live painting. Runs on the editor's GUI thread, like the controller it sends through."""
 
@@ -157,7 +164,6 @@ class LivePainting:
         self.job_s: float | None = None  # how long a live job runs, started → picture (the newest one's)
         self.running: RunningJob | None = None
         self.outdated: set[str] = set()  # live jobs stopped early by a change, until their end arrives
-        self.cancelling: set[str] = set()  # their cancels, until answered (a cancel may cross the result)
         self.unfinished: set[str] = set()  # live jobs sent whose end has not come (the tracker learns of a
         # submit only once the network thread sent it)
         self.on = True
@@ -182,11 +188,10 @@ class LivePainting:
         job = self.running
         if job is None or job.job_id != self.latest or job.job_id in self.outdated:
             return
-        now = self.clock()
-        if self.job_s is not None and now - job.started_at < self.job_s <= now - job.started_at + self.debounce.delay_s:
+        ran = self.clock() - job.started_at
+        if self.job_s is not None and ran < self.job_s <= ran + self.debounce.delay_s:
             return  # its picture comes before the change's own job leaves: it is shown meanwhile
         self.outdated.add(job.job_id)  # (an overdue job's end is unknown: it is stopped too)
-        self.cancelling.add(job.job_id)
         self.controller.cancel(job.job_id)
 
     def tick(self, now: float) -> Submit | None:
@@ -197,10 +202,8 @@ class LivePainting:
 
     def send(self) -> Submit:
         """A live job for the canvas as it is now; it supersedes the previous one on the backend."""
-        welcome = self.controller.client.welcome
-        params = fast_params(self.params(), welcome.models if welcome is not None else ())
-        submit = build_submit(self.doc, params, new_job_id(f"{self.controller.job_prefix}-live"))
-        submit = dataclasses.replace(submit, live=True, preview=PreviewSettings(enabled=False))  # no flicker
+        job_id = new_job_id(f"{self.controller.job_prefix}-live")
+        submit = dataclasses.replace(live_request(self.doc, self.params(), self.controller, job_id), live=True)
         self.latest = submit.job_id
         self.unfinished.add(submit.job_id)
         self.counts.submitted += 1
@@ -212,11 +215,9 @@ class LivePainting:
         if isinstance(event, Started):
             self.running = RunningJob(job.id, self.clock())
         if isinstance(event, JobError) and event.code == ErrorCode.NOT_FOUND and event.field == "cancel.job_id":
-            self.cancelling.discard(job.id)  # our cancel came after the job had ended: nothing failed
-            return
-        if isinstance(event, JobStatus) and event.state in FINISHED_STATES:  # ended while we were away
+            return  # our cancel came after the job had ended: nothing failed
+        if isinstance(event, JobStatus) and JobState(event.state).finished:  # ended while we were away
             self._ended(job.id)
-            self.cancelling.discard(job.id)
         if not isinstance(event, (Result, Cancelled, JobError)):
             return
         if self.running is not None and self.running.job_id == job.id:
@@ -227,8 +228,6 @@ class LivePainting:
                 self.job_s = max(self.job_s, ran)  # stopped unfinished: a live job takes at least this long
         stopped_early = job.id in self.outdated
         self._ended(job.id)
-        if isinstance(event, Cancelled):
-            self.cancelling.discard(job.id)
         if isinstance(event, Result):
             self.counts.finished += 1
             if job.id == self.latest and self.doc.is_open():
@@ -269,7 +268,6 @@ class LivePainting:
         self.on = False
         self.debounce.due_at = None
         if self.latest is not None and self.latest in self.unfinished:
-            self.cancelling.add(self.latest)
             self.controller.cancel(self.latest)
 
     def discard(self) -> None:

@@ -59,14 +59,13 @@ class GimpLive(LivePoll):
         super().__init__(LivePainting(controller, doc, params, debounce_s), after, on_error)
         self.doc = doc
         self.layer: Any = doc.source  # the painter's layer the fingerprint was last taken of
-        self.polling = True  # the poll's GLib source ends itself (returns False) once this is off
         repeat(POLL_MS, self.tick)
 
     def tick(self) -> bool:
-        """The GLib poll; returns whether to poll again."""
-        if self.polling:
+        """The GLib poll; returns whether to poll again (the GLib source ends once live painting is off)."""
+        if self.painting.on:
             self.poll()
-        return self.polling
+        return self.painting.on
 
     def look(self) -> object:
         if not self.doc.is_open():
@@ -85,7 +84,3 @@ class GimpLive(LivePoll):
         elif self.layer is not None and not self.layer.is_valid():
             self.layer = None  # deleted: nothing to paint from until the painter selects a layer
         return self.layer
-
-    def stop(self) -> None:
-        self.polling = False
-        super().stop()

@@ -483,6 +483,6 @@ def test_live_stops_in_plain_words_when_the_image_closes_or_the_poll_fails() -> 
             doc.open = False
         else:
             paint.get_thumbnail_data = None  # type: ignore[assignment,method-assign]  # GIMP refused the call
-        assert polls[-1]() is False and not live.painting.on and not live.polling
+        assert polls[-1]() is False and not live.painting.on
         assert len(errors) == 1 and errors[0].startswith("Live painting stopped: "), errors
         assert ("was closed" in errors[0]) == (breakage == "closed"), errors

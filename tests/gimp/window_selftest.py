@@ -492,7 +492,6 @@ def live_scenario(win: Any, run: Run, src: Any) -> Iterator[Wait | None]:
     run.check(
         "live: the Live toggle stops live painting; the picture stays in the preview layer",
         not painting.on
-        and not live.polling
         and not live.tick()
         and painting.next_tick_in(time.monotonic()) is None
         and image.get_layer_by_name(PREVIEW_LAYER) is not None

@@ -260,7 +260,7 @@ def test_reconnect_resumes_or_resubmits(resumed: bool) -> None:
         await second.send(encode(Result(job_id="j", images=(img,), rect=Rect(x=0, y=0, w=4, h=4), seeds=(1,))))
         result = await rec.wait_for(Result, "j")
         assert job.state.value == "done" and result.images == (img,)  # the listener had it; the tracker
-        assert job.result is None  # then let go of its pixels
+        assert not any(isinstance(v, (Result, Image)) for v in vars(job).values())  # keeps no pixels of it
         await client.close()
         await second.close()
         await asyncio.wait_for(runner, 5)
@@ -351,11 +351,12 @@ def test_a_finished_job_lets_go_of_its_result_and_only_the_newest_finished_jobs_
     jobs = [tracker.add(Submit(job_id=f"j{i}", task="img2img", model="m", image=layer)) for i in range(n)]
     running = tracker.add(Submit(job_id="busy", task="img2img", model="m", image=layer))
     for job in jobs:
-        job.result = Result(job_id=job.id, images=(layer,), rect=Rect(x=0, y=0, w=64, h=64), seeds=(1,))
+        tracker.apply(Result(job_id=job.id, images=(layer,), rect=Rect(x=0, y=0, w=64, h=64), seeds=(1,)))
         tracker.settle(job)
         tracker.settle(job)  # (twice: remembered once)
     assert set(tracker.jobs) == {f"j{i}" for i in range(3, n)} | {"busy"}  # the three oldest forgotten
-    assert all(j.result is None for j in jobs) and tracker.jobs["j3"].submit is jobs[3].submit  # the request kept
+    kept_pixels = [v for j in jobs for v in vars(j).values() if isinstance(v, (Result, Image))]
+    assert not kept_pixels and tracker.jobs["j3"].submit is jobs[3].submit  # the request kept, no result
     assert running.submit.image is layer and tracker.jobs["busy"] is running  # an unfinished job: untouched
 
 
