@@ -186,9 +186,8 @@ class ServerConnection(Connection):
 
     def result_frames(self, encoded: Encoded) -> list[Frame]:
         """A result encoded on a worker's thread (:func:`~.codec.encode_once`), framed the way this editor
-        takes it: buffer frames, chunked since 1.7; all inline for a 1.1 editor. None once closed."""
-        if self.state is ConnectionState.CLOSED:
-            return []
+        takes it: buffer frames, chunked since 1.7; all inline for a 1.1 editor. Framed even once the
+        connection is closing: it was queued before the goodbye, as every frame ahead of it was."""
         return encoded.frames(self.buffers, self._speaks(CHUNKS_SINCE))
 
     def _unknown(self, message: Unknown) -> Event:

@@ -51,6 +51,7 @@ from sfumato.protocol import (
     Welcome,
     decode,
     encode,
+    encode_once,
 )
 from sfumato.protocol.buffers import CHUNK_BYTES, MIN_CHUNK_BYTES
 from sfumato.protocol.limits import DEFAULT_LIMITS
@@ -316,6 +317,35 @@ def pair(editor_minor: int = PROTOCOL_VERSION[1], limits: object = DEFAULT_LIMIT
 def header_of(message: Submit) -> dict[str, Any]:
     frames = pair()[0].send(message)
     return dict(msgpack.unpackb(frames[0]))
+
+
+@pytest.mark.parametrize("editor_minor", [1, 6, PROTOCOL_VERSION[1]], ids=["1.1 inline", "1.6 buffers", "chunks"])
+def test_a_result_encoded_once_reaches_every_editor_version_whole_even_as_the_backend_says_goodbye(
+    editor_minor: int,
+) -> None:
+    side = 600  # 1.4 MB of pixels: more than one chunk
+    data = bytes(range(256)) * (side * side * 4 // 256)
+    result = Result(
+        job_id="r",
+        images=(Image(width=side, height=side, format="rgba8", data=data),),
+        rect=Rect(x=0, y=0, w=side, h=side),
+        seeds=(3,),
+    )
+    client, backend = pair(editor_minor)
+    client.jobs.submitted("r")
+    started = Started(job_id="r", steps=1, steps_requested=1, width=side, height=side, seeds=(3,))
+    for frame in backend.send(started):
+        client.receive(frame)
+    encoded = encode_once(result)
+    frames = backend.result_frames(encoded)
+    assert len(frames) == {1: 1, 6: 2}.get(editor_minor, 3)  # one inline frame; header + buffer; + a second chunk
+    received = [client.receive(frame) for frame in frames]
+    assert received[:-1] == [None] * (len(frames) - 1) and received[-1] == result
+    backend.send(Error(code=ErrorCode.SHUTTING_DOWN, message="bye", fatal=True))  # the goodbye closes it …
+    assert backend.state is ConnectionState.CLOSED
+    assert [bytes(f) for f in backend.result_frames(encoded)] == [
+        bytes(f) for f in frames
+    ]  # … a queued result still goes
 
 
 def test_large_payloads_travel_as_their_own_frames_without_copies() -> None:
