@@ -56,6 +56,13 @@ MAX_REFERENCES = 4  # submit.references: each one loads its IP-Adapter once more
 MAX_REFERENCE_SIDE = 1024  # px; editors send less (shorter side REFERENCE_SIDE): the image encoders see 224²
 
 
+def reference_size(width: int, height: int) -> tuple[int, int]:
+    """The size a reference image travels at: shorter side ``REFERENCE_SIDE``, longer at most
+    ``MAX_REFERENCE_SIDE`` (never enlarged). Editors and the A1111 API scale by it."""
+    scale = min(1.0, REFERENCE_SIDE / min(width, height), MAX_REFERENCE_SIDE / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def arch_family(arch: str) -> str:
     """``sd15-inpaint`` → ``sd15``: what a LoRA, an embedding or a ControlNet must share with a checkpoint."""
     return arch.split("-")[0]
@@ -530,4 +537,5 @@ __all__ = [
     "UpscaleOptions",
     "Welcome",
     "arch_family",
+    "reference_size",
 ]

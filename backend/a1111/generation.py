@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from sfumato.protocol import (
-    REFERENCE_SIDE,
     Control,
     Image,
     InpaintOptions,
@@ -37,6 +36,7 @@ from sfumato.protocol import (
     Reference,
     Result,
     Submit,
+    reference_size,
 )
 
 from . import images
@@ -261,10 +261,9 @@ def _reference(
             names = ", ".join(m.id for m in adapters) or "none installed"
             raise FieldError((*loc, "model"), f"unknown IP-Adapter {unit.model!r}; available: {names}")
     h, w = source.shape[:2]
-    scale = REFERENCE_SIDE / min(w, h)
-    if scale < 1:
-        source = images.resize(source, max(1, round(w * scale)), max(1, round(h * scale)), 0)
-    h, w = source.shape[:2]
+    if (w, h) != reference_size(w, h):
+        source = images.resize(source, *reference_size(w, h), 0)
+        h, w = source.shape[:2]
     try:
         return Reference(
             image=Image(width=w, height=h, format=PixelFormat.RGBA8, data=_rgba(source).tobytes()),

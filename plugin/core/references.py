@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from sfumato.protocol import (
     BYTES_PER_PIXEL,
     DEFAULT_REFERENCE_MODE,
-    MAX_REFERENCE_SIDE,
     MAX_REFERENCE_WEIGHT,
-    REFERENCE_SIDE,
     Image,
     Rect,
     Reference,
+    reference_size,
 )
 
 from .editor import DocumentLike
@@ -39,12 +38,6 @@ class ReferenceSpec:
     adapter: str | None = None  # an ipadapter catalogue id; None = the backend picks one for the model
 
 
-def fitted_size(width: int, height: int) -> tuple[int, int]:
-    """The size a reference travels at: shorter side ``REFERENCE_SIDE``, longer at most ``MAX_REFERENCE_SIDE``."""
-    scale = min(1.0, REFERENCE_SIDE / min(width, height), MAX_REFERENCE_SIDE / max(width, height))
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
 def shrink(img: Image, width: int, height: int) -> Image:
     """``img`` sampled down to ``width`` × ``height``: each new pixel is the source pixel at the centre of the
     area it stands for (pure Python over the small result only; any pixel format)."""
@@ -64,5 +57,5 @@ def shrink(img: Image, width: int, height: int) -> Image:
 def reference_for(doc: DocumentLike, spec: ReferenceSpec, canvas: Rect) -> Reference:
     """The reference ``spec`` names: its layer over the whole canvas, scaled down, as RGBA8."""
     layer = doc.read_layer(canvas, spec.layer)
-    small = to_rgba8(shrink(layer, *fitted_size(layer.width, layer.height)))
+    small = to_rgba8(shrink(layer, *reference_size(layer.width, layer.height)))
     return Reference(image=small, weight=spec.weight, mode=spec.mode, adapter=spec.adapter)

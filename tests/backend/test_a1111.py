@@ -613,3 +613,20 @@ def test_sfumato_serve_answers_the_api_with_its_flag(model_cache: Path) -> None:
             proc.terminate()
             rest = proc.communicate(timeout=30)[0]
         assert proc.returncode == 0, rest
+
+
+def test_an_ip_adapter_units_long_strip_is_scaled_like_an_editors_reference_not_refused() -> None:
+    """5000×300: its shorter side to 224 would make it 3733 long, over what a reference may be; it is scaled
+    as the editors scale theirs (protocol.reference_size), within both limits."""
+    import numpy as np
+
+    from sfumato.backend.a1111.fields import ControlUnit
+    from sfumato.backend.a1111.generation import _reference
+    from sfumato.protocol import MAX_REFERENCE_SIDE, reference_size
+
+    strip = np.zeros((300, 5000, 3), dtype=np.uint8)
+    strip[:, ::2] = 255
+    unit = ControlUnit(0, None, None, False, None, 0.7, 0.0, 1.0, 0, adapter=True)
+    ref = _reference(unit, strip, (), 10**8)
+    assert (ref.image.width, ref.image.height) == reference_size(5000, 300) == (MAX_REFERENCE_SIDE, 61)
+    assert ref.weight == 0.7 and len(ref.image.data) == MAX_REFERENCE_SIDE * 61 * 4

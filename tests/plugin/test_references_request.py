@@ -9,10 +9,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "portable"))
 from core_checks import ListDocument
 
-from sfumato.plugin.core.references import ReferenceSpec, fitted_size, shrink
+from sfumato.plugin.core.references import ReferenceSpec, shrink
 from sfumato.plugin.core.requests import GenerationParams, build_submit
 from sfumato.plugin.core.upscale import build_upscale
-from sfumato.protocol import Image, Rect
+from sfumato.protocol import Image, Rect, reference_size
 
 
 def gradient(w: int, h: int) -> Image:
@@ -39,7 +39,7 @@ def test_a_4k_layer_travels_with_its_shorter_side_at_224() -> None:
     doc = LayeredDocument({"look": big})
     params = GenerationParams(references=(ReferenceSpec(layer="look", weight=0.6, mode="composition", adapter="a"),))
     (ref,) = build_submit(doc, params, "j").references
-    assert (ref.image.width, ref.image.height) == (306, 224) == fitted_size(4096, 3000)
+    assert (ref.image.width, ref.image.height) == (306, 224) == reference_size(4096, 3000)
     assert (ref.weight, ref.mode, ref.adapter, ref.image.format) == (0.6, "composition", "a", "rgba8")
     assert len(ref.image.data) == 306 * 224 * 4  # not the 49 MB of the layer
     px = lambda img, x, y: img.data[(y * img.width + x) * 4 : (y * img.width + x) * 4 + 4]  # noqa: E731
@@ -55,7 +55,7 @@ def test_a_small_layer_is_not_enlarged_and_the_active_layer_is_the_default() -> 
     (ref,) = build_submit(doc, GenerationParams(references=(ReferenceSpec(),)), "j").references
     assert (ref.image.width, ref.image.height, ref.mode, ref.adapter) == (64, 64, "style", None)
     assert ref.image.data == doc.pixels
-    assert fitted_size(200, 5000) == (41, 1024)  # a long strip: at most 1024 long
+    assert reference_size(200, 5000) == (41, 1024)  # a long strip: at most 1024 long
 
 
 def test_deep_layers_are_shrunk_then_made_rgba8() -> None:
@@ -66,7 +66,7 @@ def test_deep_layers_are_shrunk_then_made_rgba8() -> None:
         format="rgbaf32",
         data=b"".join(struct.pack("<4f", x / w, 0.5, 1.0, 1.0) for _ in range(h) for x in range(w)),
     )
-    small = shrink(floats, *fitted_size(w, h))
+    small = shrink(floats, *reference_size(w, h))
     assert (small.width, small.height, small.format) == (373, 224, "rgbaf32")
     doc = LayeredDocument({"deep": floats})
     (ref,) = build_submit(doc, GenerationParams(references=(ReferenceSpec(layer="deep"),)), "j").references

@@ -14,7 +14,7 @@ from sfumato.plugin.core.controller import Controller
 from sfumato.plugin.core.live import LivePainting, fast_params
 from sfumato.plugin.core.requests import GenerationParams
 from sfumato.plugin.core.transport import WebSocketTransport
-from sfumato.protocol import Image, Rect, Result
+from sfumato.protocol import Image, Rect, Result, reference_size
 
 
 class ListDocument:
@@ -108,10 +108,10 @@ async def run(url: str) -> None:
 
 def references() -> None:
     """A reference layer is scaled down before it travels, in pure Python (no numpy in an editor)."""
-    from sfumato.plugin.core.references import ReferenceSpec, fitted_size, reference_for, shrink
+    from sfumato.plugin.core.references import ReferenceSpec, reference_for, shrink
 
     layer = Image(width=500, height=300, format="rgba8", data=bytes(range(250)) * 2400)
-    small = shrink(layer, *fitted_size(500, 300))
+    small = shrink(layer, *reference_size(500, 300))
     assert (small.width, small.height) == (373, 224) and len(small.data) == 373 * 224 * 4
     ref = reference_for(ListDocument(None), ReferenceSpec(weight=0.5, mode="full"), Rect(x=0, y=0, w=64, h=64))
     assert (ref.image.width, ref.weight, ref.mode) == (64, 0.5, "full")
