@@ -111,6 +111,10 @@ class Connection:
         joins its buffers and validates the whole message."""
         return self._reader.assembling
 
+    def appends_only(self, size: int) -> bool:
+        """Whether a binary frame of ``size`` bytes would only be kept as a chunk (see ``MessageReader``)."""
+        return self._reader.appends_only(size)
+
     def receive(self, frame: object) -> Event | None:
         """One websocket message from the peer → the event it completes (``None``: buffer frames still due).
 

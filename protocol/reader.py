@@ -31,6 +31,12 @@ class MessageReader:
         """Whether a header's buffer frames are still due (the frame that completes them joins and loads it all)."""
         return self._header is not None
 
+    def appends_only(self, size: int) -> bool:
+        """Whether a frame of ``size`` bytes would only be kept as a chunk of the buffer now due (no join, no
+        load: cheap wherever it runs); ``False`` for a frame that may complete a buffer or start a message."""
+        header = self._header
+        return header is not None and size < header.buffers[len(self._buffers)] - self._chunk_bytes
+
     def read(self, frame: object) -> Message | Unknown | None:
         """The message ``frame`` completes, or ``None`` while its buffer frames are still arriving."""
         if self._header is None:

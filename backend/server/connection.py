@@ -196,8 +196,13 @@ class Connection:
             return False
         msg: Event | None
         # a small frame is decoded here, unless it may complete a message of buffer frames (the join and
-        # the checks of the whole message would then run on the event loop); a text frame is refused at once
-        inline = isinstance(raw, str) or (len(raw) <= INLINE_DECODE_BYTES and not self.protocol.assembling)
+        # the checks of the whole message would then run on the event loop); so is a chunk that is only kept
+        # until its buffer's last one comes; a text frame is refused at once
+        inline = (
+            isinstance(raw, str)
+            or self.protocol.appends_only(len(raw))
+            or (len(raw) <= INLINE_DECODE_BYTES and not self.protocol.assembling)
+        )
         try:
             if inline:
                 msg = self.protocol.receive(raw)

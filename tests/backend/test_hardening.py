@@ -116,7 +116,7 @@ async def test_buffer_frames_carry_a_submit_and_a_torn_one_keeps_nothing(engine:
 
 
 @aio
-async def test_the_small_last_chunk_of_a_large_message_is_decoded_off_the_event_loop(
+async def test_the_small_last_chunk_of_a_large_message_is_decoded_off_the_event_loop_the_chunks_before_it_on_it(
     engine: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sfumato.protocol import ServerConnection
@@ -145,6 +145,8 @@ async def test_the_small_last_chunk_of_a_large_message_is_decoded_off_the_event_
         await ws.close()
     completing = [(size, thread) for size, done, thread in decoded_on if done and size == 4096]
     assert completing and all(thread != loop_thread for _, thread in completing)  # joined and checked on a thread
+    kept = [thread for size, done, thread in decoded_on if size == 1 << 20]  # chunks only kept until the last
+    assert len(kept) == 4 and set(kept) == {loop_thread}  # no thread hop for them
     assert decoded_on[-1][2] == loop_thread  # a small frame on its own (the get_status) stays on the loop
 
 
