@@ -147,7 +147,7 @@ async def main(size: int, repeats: int) -> dict[str, float]:
         (n,) = struct.unpack("<Q", await reader.readexactly(8))
         chunks, got = [], 0
         while got < n:
-            chunks.append(await reader.read(min(RAW_CHUNK, n - got)))
+            chunks.append(await reader.readexactly(min(RAW_CHUNK, n - got)))  # (read() would spin at EOF)
             got += len(chunks[-1])
         data = b"".join(chunks)
         assert len(data) == n

@@ -56,7 +56,7 @@ def encode_frames(message: Message, compress: bool = False, chunks: bool = False
     """Since 1.2: a header frame, then each large image payload as its own frame (the payload itself, no
     copy); since 1.7 (``chunks``) each payload cut into frames of at most CHUNK_BYTES."""
     header, buffers = split(_body(message, compress))
-    return [_pack(header), *(chunked(buffers) if chunks else buffers)]
+    return Encoded(_pack(header), tuple(buffers)).frames(True, chunks)
 
 
 @dataclass(frozen=True)

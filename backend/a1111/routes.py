@@ -129,11 +129,11 @@ class Routes:
             if self.hub.closing:
                 return web.json_response({"detail": "The server is shutting down."}, status=503)
             assert client.editor is not None
-            frames = [
+            results = [  # each encoded once by the worker (protocol.Encoded)
                 self.hub.result_frame(client.editor, w.job_id) for w, o in zip(run.watches, outcomes) if o is None
             ]
             interrupted = any(isinstance(o, Cancelled) for o in outcomes)
-            body = await self._off_loop(_answer, plan, [f for f in frames if f is not None], echo, interrupted)
+            body = await self._off_loop(_answer, plan, [r for r in results if r is not None], echo, interrupted)
             return web.Response(body=body, content_type="application/json")
         finally:
             client.end(self.hub, run)
