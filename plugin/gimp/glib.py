@@ -11,43 +11,34 @@ from gi.repository import GLib
 log = logging.getLogger(__name__)
 
 
+def _guarded(fn: Callable[[], object], once: bool) -> Callable[[], bool]:
+    """``fn`` as a GLib source callback: run once (returns False) or again while ``fn`` returns true. A GLib
+    callback must not raise: a failure is logged, the loop lives on, and the source ends."""
+
+    def callback() -> bool:
+        try:
+            again = fn()
+        except Exception:
+            log.exception("sfumato: a main-loop callback failed")
+            return False
+        return not once and bool(again)
+
+    return callback
+
+
 def post(fn: Callable[[], None]) -> None:
     """Run ``fn`` once on the main loop (thread-safe: GLib.idle_add may be called from any thread)."""
-
-    def once() -> bool:
-        try:
-            fn()
-        except Exception:  # a GLib callback must not raise: log it, keep the loop alive
-            log.exception("sfumato: a main-loop callback failed")
-        return False
-
-    GLib.idle_add(once)
+    GLib.idle_add(_guarded(fn, once=True))
 
 
 def after(seconds: float, fn: Callable[[], object]) -> None:
-    """Run ``fn`` once on the main loop in ``seconds`` (a one-shot timeout: the callback returns False)."""
-
-    def once() -> bool:
-        try:
-            fn()
-        except Exception:
-            log.exception("sfumato: a timed callback failed")
-        return False
-
-    GLib.timeout_add(max(0, math.ceil(seconds * 1000)), once)
+    """Run ``fn`` once on the main loop in ``seconds``."""
+    GLib.timeout_add(max(0, math.ceil(seconds * 1000)), _guarded(fn, once=True))
 
 
 def repeat(milliseconds: int, fn: Callable[[], bool]) -> None:
     """Call ``fn`` every ``milliseconds`` on the main loop while it returns True (one that raises stops)."""
-
-    def again() -> bool:
-        try:
-            return bool(fn())
-        except Exception:
-            log.exception("sfumato: a repeating callback failed; it stops")
-            return False
-
-    GLib.timeout_add(milliseconds, again)
+    GLib.timeout_add(milliseconds, _guarded(fn, once=False))
 
 
 class GLibLoop:
